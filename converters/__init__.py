@@ -1,0 +1,105 @@
+"""Conversion routes, registered once here by name; nothing heavy is imported until a route runs.
+
+- ``SOURCES``: how to recognise a source file (by its name alone) and which module loads it.
+- ``ROUTES``: one module per (source framework, target format) pair; each exposes
+  ``convert(source, options, calibration, workdir) -> ConvertedModel``.
+- ``TARGETS``: what each target format runs on and which device runner measures it.
+
+A new format is one converter module, one runner module and rows here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgepack.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Target:
+    format: str
+    runtime: str
+    runner: str  # file in device_runners/
+    precisions: tuple[str, ...]
+    extra: str  # pip extra that installs the runtime on the host
+
+
+TARGETS: dict[str, Target] = {
+    "onnx": Target("onnx", "onnxruntime", "onnx_runner.py", ("none", "fp16", "dynamic", "int8"), ""),
+}
+
+# source kind -> (framework, loader module). Kinds are recognised from the path only.
+SOURCES: dict[str, tuple[str, str]] = {
+    "onnx": ("onnx", "onnx_source"),
+    "torch-export": ("torch", "torch_source"),
+    "torchscript": ("torch", "torch_source"),
+    "python-callable": ("torch", "torch_source"),
+}
+
+ROUTES: dict[tuple[str, str], str] = {
+    ("onnx", "onnx"): "onnx_to_onnx",
+    ("torch", "onnx"): "torch_to_onnx",
+}
+
+_SUFFIX_KIND = {
+    ".onnx": "onnx",
+    ".pt2": "torch-export",
+    ".pt": "torchscript",
+    ".jit": "torchscript",
+    ".torchscript": "torchscript",
+}
+_PICKLES = {".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
+
+
+def split_callable(source: str) -> tuple[Path, str] | None:
+    """``path/to/file.py:callable`` -> (path, callable name); None for a plain file."""
+    head, sep, name = source.rpartition(":")
+    if sep and head.endswith(".py") and name.isidentifier():
+        return Path(head), name
+    return None
+
+
+def source_kind(source: str) -> str:
+    if split_callable(source):
+        return "python-callable"
+    suffix = Path(source).suffix.lower()
+    if suffix in _SUFFIX_KIND:
+        return _SUFFIX_KIND[suffix]
+    if suffix in _PICKLES:
+        raise UsageError(
+            f"{Path(source).name}: pickled checkpoints are not loaded (unpickling runs arbitrary code)",
+            "save the model with torch.export.save(...) as .pt2, as TorchScript, as ONNX, "
+            "or pass path/to/file.py:callable that builds it")
+    if suffix == ".py":
+        raise UsageError(f"{source}: name the callable that returns the model",
+                         f"pass {source}:build_model (any function returning an nn.Module)")
+    raise UsageError(f"{source}: unknown model type {suffix or '(no suffix)'}",
+                     "pass an .onnx, .pt2, TorchScript .pt/.jit file, or path/to/file.py:callable")
+
+
+def _module(name: str):
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UsageError(f"unknown target format {name!r}", f"use --to with one of {sorted(TARGETS)}")
+
+
+def load_source(source: str, input_specs: list):
+    kind = source_kind(source)
+    framework, module = SOURCES[kind]
+    return _module(module).load(source, kind, input_specs)
+
+
+def route(framework: str, target_format: str):
+    try:
+        name = ROUTES[(framework, target_format)]
+    except KeyError:
+        raise UsageError(f"no route from {framework} to {target_format} yet",
+                         f"routes available: {', '.join(f'{a}->{b}' for a, b in sorted(ROUTES))}")
+    return _module(name)

@@ -1,0 +1,14 @@
+"""Route onnx -> onnx: the source model as it is, in the requested precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgepack.types import BuildOptions, ConvertedModel, ModelSource
+
+from . import onnx_tools
+
+
+def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    layouts = {s.name: s.layout for s in source.inputs + source.outputs}
+    return onnx_tools.finish(source.path, workdir, options, calibration, layouts)

@@ -1,0 +1,191 @@
+"""ONNX helpers every route that ends in (or starts from) ONNX shares.
+
+- tensor specs read from a model file,
+- an onnxruntime session wrapped as ``predict(feeds) -> {name: array}``,
+- the ONNX precision step (fp16, dynamic int8, static int8 QDQ) through
+  onnxruntime.quantization and onnxruntime's own float16 converter.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.data import guess_layout
+from edgepack.device_runners.runner_common import iter_batches
+from edgepack.errors import EdgepackError, UsageError
+from edgepack.types import QuantizationInfo, TensorSpec
+
+
+def _dims(value_info) -> list:
+    t = value_info.type.tensor_type
+    dims = []
+    for d in t.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def _dtype(value_info) -> str:
+    from onnx import helper
+
+    return np.dtype(helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type)).name
+
+
+def read_specs(model, layouts: dict | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Graph inputs (minus initializers) and outputs as TensorSpecs."""
+    layouts = layouts or {}
+    inits = {i.name for i in model.graph.initializer}
+
+    def spec(vi):
+        shape = _dims(vi)
+        return TensorSpec(name=vi.name, shape=shape, dtype=_dtype(vi),
+                          layout=layouts.get(vi.name, guess_layout(shape)))
+
+    ins = [spec(vi) for vi in model.graph.input if vi.name not in inits]
+    outs = [spec(vi) for vi in model.graph.output]
+    return ins, outs
+
+
+def load_model(path: Path):
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # onnx raises DecodeError, ValidationError, ...
+        raise UsageError(f"{Path(path).name} is not a valid ONNX model: {str(e).splitlines()[0][:200]}",
+                         "re-export the model, or check the file was copied completely")
+    return model
+
+
+def session_predict(path: Path, threads: int = 0):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise EdgepackError(f"onnxruntime cannot load {Path(path).name}: {str(e).splitlines()[0][:300]}",
+                            "the converted model uses an op or opset this onnxruntime lacks; "
+                            "try another --opset or upgrade onnxruntime")
+    names = [o.name for o in sess.get_outputs()]
+
+    def predict(feeds: dict) -> dict:
+        return dict(zip(names, sess.run(names, feeds)))
+
+    return predict
+
+
+def _topological_sort(graph) -> None:
+    """Reorder graph.node so every node comes after the producers of its inputs (Kahn's algorithm)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):  # a cycle or a missing producer: leave the order for the checker
+            ordered.extend(rest)
+            break
+        pending = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a sample-major data set."""
+
+    def __init__(self, dataset: dict, inputs: list[TensorSpec]):
+        self._batches = list(iter_batches(dataset, [s.model_dump() for s in inputs]))
+        self._it = iter(self._batches)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):
+        self._it = iter(self._batches)
+
+
+def apply_precision(fp32: Path, out: Path, mode: str, inputs: list[TensorSpec],
+                    calibration: dict | None) -> tuple[QuantizationInfo, dict]:
+    """Write ``out`` from the fp32 model at ``fp32`` in precision ``mode``."""
+    import onnxruntime
+
+    tools = {"onnxruntime": onnxruntime.__version__}
+    if mode == "none":
+        shutil.copyfile(fp32, out)
+        return QuantizationInfo(mode="none"), tools
+    if mode == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = onnx.load(str(fp32))
+        half = convert_float_to_float16(model, keep_io_types=True)
+        _topological_sort(half.graph)  # the converter appends its I/O Casts at the end
+        onnx.save(half, str(out))
+        return QuantizationInfo(mode="fp16", method="onnxruntime.transformers.float16 (fp32 I/O)"), tools
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepped = out.with_name(out.stem + ".prep.onnx")
+    try:
+        quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+    except Exception:  # pre-processing is an optimisation; quantize the plain model if it fails
+        shutil.copyfile(fp32, prepped)
+    try:
+        if mode == "dynamic":
+            quantize_dynamic(str(prepped), str(out), weight_type=QuantType.QInt8, per_channel=True)
+            return QuantizationInfo(mode="dynamic", method="onnxruntime.quantization.quantize_dynamic "
+                                    "(int8 weights, per-channel)"), tools
+        if mode == "int8":
+            if calibration is None:
+                raise UsageError("--quantize int8 needs calibration data",
+                                 "pass --calibration DATA.npz with ~100+ representative samples per input")
+            quantize_static(str(prepped), str(out), _Reader(calibration, inputs),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+            n = len(next(iter(calibration.values())))
+            return QuantizationInfo(mode="int8", method="onnxruntime.quantization.quantize_static "
+                                    "(QDQ, S8S8, per-channel weights, MinMax)", calibration_samples=n), tools
+    finally:
+        prepped.unlink(missing_ok=True)
+    raise UsageError(f"unknown precision {mode!r} for ONNX", "use --quantize none|fp16|dynamic|int8")
+
+
+def finish(fp32: Path, workdir: Path, options, calibration: dict | None, layouts: dict):
+    """fp32 ONNX -> requested precision -> ConvertedModel (specs read back from the final file)."""
+    from edgepack.types import ConvertedModel
+
+    out = workdir / "model.onnx"
+    quant, tools = apply_precision(fp32, out, options.quantize, _inputs_of(fp32, layouts), calibration)
+    model = load_model(out)
+    ins, outs = read_specs(model, layouts)
+    import onnx
+
+    tools["onnx"] = onnx.__version__
+    return ConvertedModel(path=out, member="model.onnx", inputs=ins, outputs=outs, tools=tools,
+                          predict=session_predict(out), quantization=quant)
+
+
+def _inputs_of(path: Path, layouts: dict) -> list[TensorSpec]:
+    import onnx
+
+    return read_specs(onnx.load(str(path), load_external_data=False), layouts)[0]

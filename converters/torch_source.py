@@ -1,0 +1,133 @@
+"""Load a PyTorch source: a torch.export archive (.pt2), TorchScript (.pt/.jit) or file.py:callable.
+
+Pickled checkpoints (.pth state dicts or whole pickled modules) are refused before
+we get here: unpickling runs arbitrary code. ``file.py:callable`` runs the user's
+own (trusted) code and must return an ``nn.Module``; its input shapes come from --input.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.bundle import sha256_file
+from edgepack.errors import UsageError, require
+from edgepack.types import ModelSource, TensorSpec
+
+from . import split_callable
+
+
+def _torch():
+    return require("torch", "torch")
+
+
+def _load_callable(source: str):
+    path, name = split_callable(source)
+    if not path.is_file():
+        raise UsageError(f"python file {path} does not exist", "check the path in file.py:callable")
+    mod_name = f"_edgepack_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise UsageError(f"importing {path.name} failed: {type(e).__name__}: {e}", f"fix {path.name} so it imports")
+    fn = getattr(module, name, None)
+    if fn is None or not callable(fn):
+        raise UsageError(f"{path.name} has no callable {name!r}", f"define def {name}(): return model")
+    model = fn()
+    torch = _torch()
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"{path.name}:{name} returned {type(model).__name__}, not a torch.nn.Module",
+                         "return the model object (nn.Module) from the callable")
+    return path, model.eval()
+
+
+def _flatten(out) -> list:
+    torch = _torch()
+    if isinstance(out, torch.Tensor):
+        return [("output", out)]
+    if isinstance(out, dict):
+        return [(str(k), v) for k, v in out.items()]
+    if isinstance(out, (list, tuple)):
+        if len(out) == 1:
+            return [("output", out[0])]
+        return [(f"output_{i}", v) for i, v in enumerate(out)]
+    raise UsageError(f"the model returned {type(out).__name__}; edgepack handles tensors, tuples and dicts",
+                     "make forward() return a tensor or a tuple of tensors")
+
+
+def _specs_from_overrides(overrides: list[TensorSpec], known_names: list[str] | None, what: str):
+    if not overrides:
+        raise UsageError(f"{what}: input shapes are not stored in the file",
+                         "pass --input NAME:1x3x224x224 (one per model input, in forward() order)")
+    if known_names is not None and len(known_names) != len(overrides):
+        raise UsageError(f"{what} takes {len(known_names)} input(s) {known_names}, --input gave {len(overrides)}",
+                         "pass one --input per forward() argument")
+    return list(overrides)
+
+
+def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
+    torch = _torch()
+    if kind == "python-callable":
+        path, module = _load_callable(source)
+        ins = _specs_from_overrides(input_specs, None, f"{path.name} (python callable)")
+        handle = module
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UsageError(f"model file {path} does not exist", "check the path")
+        if kind == "torch-export":
+            try:
+                ep = torch.export.load(str(path))
+            except Exception as e:
+                raise UsageError(f"{path.name} is not a readable torch.export archive ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:200]})",
+                                 "save it with torch.export.save(torch.export.export(model, args), 'model.pt2')")
+            names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+            if input_specs:
+                ins = _specs_from_overrides(input_specs, names, path.name)
+            else:
+                examples = (ep.example_inputs or ((), {}))[0]
+                if len(examples) != len(names):
+                    ins = _specs_from_overrides([], names, path.name)
+                from edgepack.data import guess_layout
+
+                ins = [TensorSpec(name=n, shape=list(t.shape), dtype=str(t.dtype).replace("torch.", ""),
+                                  layout=guess_layout(list(t.shape))) for n, t in zip(names, examples)]
+            handle = ep
+            module = ep.module()
+        else:
+            try:
+                module = torch.jit.load(str(path), map_location="cpu").eval()
+            except Exception as e:
+                raise UsageError(f"{path.name} is not a readable TorchScript file ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:200]})",
+                                 "save it with torch.jit.script(model).save(path) or torch.jit.trace(...)")
+            names = [a.name for a in module.forward.schema.arguments[1:]]
+            ins = _specs_from_overrides(input_specs, names, path.name)
+            handle = module
+
+    def predict(feeds: dict) -> dict:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in ins]
+        with torch.inference_mode():
+            out = module(*args)
+        return {n: t.detach().cpu().numpy() for n, t in _flatten(out)}
+
+    zeros = {s.name: np.zeros([d if isinstance(d, int) else 1 for d in s.shape], np.dtype(s.dtype)) for s in ins}
+    try:
+        sample = predict(zeros)
+    except Exception as e:
+        raise UsageError(f"running the model on inputs {[s.shape_text() for s in ins]} failed: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                         "check the --input shapes and dtypes match what forward() expects")
+    from edgepack.data import guess_layout
+
+    outs = [TensorSpec(name=n, shape=list(a.shape), dtype=a.dtype.name, layout=guess_layout(list(a.shape)))
+            for n, a in sample.items()]
+    return ModelSource(path=path, kind=kind, framework="torch", framework_version=torch.__version__.split("+")[0],
+                       sha256=sha256_file(path), inputs=ins, outputs=outs, handle=handle, predict=predict)

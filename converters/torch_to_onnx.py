@@ -1,0 +1,58 @@
+"""Route torch -> onnx: torch.onnx.export (the dynamo exporter for nn.Module and ExportedProgram,
+the TorchScript exporter for ScriptModules, which the dynamo exporter does not take), then the
+shared ONNX precision step."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.errors import EdgepackError, require
+from edgepack.types import BuildOptions, ConvertedModel, ModelSource
+
+from . import onnx_tools
+
+
+def export(source: ModelSource, path: Path, opset: int) -> None:
+    torch = require("torch", "torch")
+    require("onnxscript", "torch")
+    args = tuple(torch.from_numpy(np.zeros([d if isinstance(d, int) else 1 for d in s.shape], np.dtype(s.dtype)))
+                 for s in source.inputs)
+    names_in = [s.name for s in source.inputs]
+    names_out = [s.name for s in source.outputs]
+    dynamo = source.kind != "torchscript"
+    captured = io.StringIO()
+    for name in ("torch.onnx", "torch._dynamo", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(captured), torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(source.handle, args, str(path), input_names=names_in, output_names=names_out,
+                              opset_version=opset, dynamo=dynamo, external_data=False,
+                              **({"optimize": True} if dynamo else {}))
+    except Exception as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        summary = [ln for ln in str(e).splitlines() if "Exception summary" in ln]
+        detail = str(e).split("## Exception summary")[-1].strip().splitlines()[0] if summary else first
+        raise EdgepackError(f"torch.onnx.export failed: {detail[:300]}",
+                            "the model uses an op or Python construct the exporter cannot handle; "
+                            "rewrite that part or export it to ONNX yourself and pass the .onnx")
+
+
+def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    fp32 = workdir / "export.fp32.onnx"
+    export(source, fp32, options.opset)
+    layouts = {s.name: s.layout for s in source.inputs + source.outputs}
+    converted = onnx_tools.finish(fp32, workdir, options, calibration, layouts)
+    torch = require("torch", "torch")
+    converted.tools["torch"] = torch.__version__.split("+")[0]
+    try:
+        import onnxscript
+
+        converted.tools["onnxscript"] = onnxscript.__version__
+    except ImportError:
+        pass
+    return converted

@@ -1,0 +1,602 @@
+"""What every edgepack device runner needs, whatever the runtime.
+
+This folder travels to the device whole. It imports only the standard library
+and numpy (never edgepack, never a framework) and runs on Python 3.9+.
+
+A runtime module (``onnx_runner.py``, ...) defines a small backend object and
+calls :func:`main`; everything else -- bundle reading, sha256 checks, safe
+extraction, the timing loop, statistics, golden/eval checks and the one JSON
+document printed on stdout -- lives here, so every runtime reports the same keys.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+import time
+import zipfile
+
+RESULT_SCHEMA = "edgepack.result/1"
+MANIFEST_SCHEMA_PREFIX = "edgepack.manifest/"
+MANIFEST_MEMBER = "manifest.json"
+
+# Exit codes shared with edgepack (edgepack/transport.py maps them to messages).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME_MISSING = 3
+EXIT_BUNDLE_INVALID = 4
+
+INPUT_PREFIX = "input/"
+OUTPUT_PREFIX = "output/"
+LABELS_KEY = "labels"
+
+
+class RunnerError(Exception):
+    """A failure with a one-line message and a hint; ``code`` is the exit code."""
+
+    def __init__(self, message, hint="", code=EXIT_ERROR):
+        Exception.__init__(self, message)
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+
+# --------------------------------------------------------------------------- bundle
+
+
+def sha256_file(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_member_name(name):
+    """Reject names that could escape the extraction directory."""
+    if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name.split("/")[0]:
+        raise RunnerError("unsafe member name in bundle: %r" % name,
+                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+    parts = name.rstrip("/").split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise RunnerError("unsafe member name in bundle: %r" % name,
+                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+
+
+def _is_link(info):
+    mode = (info.external_attr >> 16) & 0xFFFF
+    return stat.S_ISLNK(mode)
+
+
+def read_manifest(zf):
+    try:
+        raw = zf.read(MANIFEST_MEMBER)
+    except KeyError:
+        raise RunnerError("not an edgepack bundle: no manifest.json inside",
+                          "pass a .edgepack file written by edgepack build", EXIT_BUNDLE_INVALID)
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise RunnerError("manifest.json is not valid JSON (%s)" % e,
+                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+    schema = str(manifest.get("schema", ""))
+    if not schema.startswith(MANIFEST_SCHEMA_PREFIX):
+        raise RunnerError("unknown manifest schema %r" % schema,
+                          "rebuild the bundle with this edgepack version", EXIT_BUNDLE_INVALID)
+    return manifest
+
+
+def verify_zip(zf, manifest):
+    """Check every member against the manifest's sha256 list. Returns a list of problems."""
+    problems = []
+    listed = dict(manifest.get("members") or {})
+    seen = set()
+    for info in zf.infolist():
+        name = info.filename
+        if name == MANIFEST_MEMBER:
+            continue
+        try:
+            _check_member_name(name)
+        except RunnerError as e:
+            problems.append(e.message)
+            continue
+        if _is_link(info):
+            problems.append("member %s is a symbolic link" % name)
+            continue
+        if name.endswith("/"):
+            continue
+        seen.add(name)
+        want = listed.get(name)
+        if want is None:
+            problems.append("member %s is not listed in the manifest" % name)
+            continue
+        h = hashlib.sha256()
+        with zf.open(info) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != want:
+            problems.append("member %s: sha256 mismatch (manifest %s..., file %s...)"
+                            % (name, want[:12], h.hexdigest()[:12]))
+    for name in sorted(set(listed) - seen):
+        problems.append("member %s is listed in the manifest but missing" % name)
+    return problems
+
+
+class Bundle(object):
+    """An opened, verified bundle extracted into a private temporary directory."""
+
+    def __init__(self, path, workdir=None):
+        self.path = path
+        if not os.path.isfile(path):
+            raise RunnerError("bundle %s does not exist" % path, "check the path", EXIT_USAGE)
+        self.sha256 = sha256_file(path)
+        self.dir = None
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise RunnerError("cannot open bundle %s: %s" % (path, e),
+                              "pass a .edgepack file written by edgepack build", EXIT_BUNDLE_INVALID)
+        with zf:
+            self.manifest = read_manifest(zf)
+            problems = verify_zip(zf, self.manifest)
+            if problems:
+                raise RunnerError("bundle failed verification: " + "; ".join(problems),
+                                  "the file is corrupt or was modified; rebuild or re-upload it",
+                                  EXIT_BUNDLE_INVALID)
+            self.dir = tempfile.mkdtemp(prefix="edgepack-run-", dir=workdir)
+            try:
+                for info in zf.infolist():
+                    if info.filename.endswith("/") or info.filename == MANIFEST_MEMBER:
+                        continue
+                    target = os.path.join(self.dir, *info.filename.split("/"))
+                    real_root = os.path.realpath(self.dir)
+                    if not os.path.realpath(target).startswith(real_root + os.sep):
+                        raise RunnerError("unsafe member name in bundle: %r" % info.filename,
+                                          "rebuild the bundle", EXIT_BUNDLE_INVALID)
+                    parent = os.path.dirname(target)
+                    if not os.path.isdir(parent):
+                        os.makedirs(parent)
+                    with zf.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+            except BaseException:
+                self.close()
+                raise
+
+    def member(self, name):
+        return os.path.join(self.dir, *name.split("/"))
+
+    def close(self):
+        if self.dir and os.path.isdir(self.dir):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load_npz(path):
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def split_npz(data):
+    """golden/eval layout: ``input/<name>``, ``output/<name>``, ``labels``."""
+    inputs = {k[len(INPUT_PREFIX):]: v for k, v in data.items() if k.startswith(INPUT_PREFIX)}
+    outputs = {k[len(OUTPUT_PREFIX):]: v for k, v in data.items() if k.startswith(OUTPUT_PREFIX)}
+    return inputs, outputs, data.get(LABELS_KEY)
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def batch_size(spec):
+    """The model's batch: a static first dimension, or 1 when it is dynamic."""
+    shape = spec.get("shape") or []
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return shape[0]
+    return 1
+
+
+def iter_batches(arrays, specs):
+    """Yield feed dicts of one model batch each from sample-major arrays."""
+    if not specs:
+        return
+    b = batch_size(specs[0])
+    n = len(arrays[specs[0]["name"]])
+    for start in range(0, n - n % b if n >= b else 0, b):
+        yield dict((s["name"], arrays[s["name"]][start:start + b]) for s in specs)
+
+
+def quantize_input(x, spec):
+    """Float sample -> the tensor's integer dtype when the model's input is quantized."""
+    import numpy as np
+
+    dtype = np.dtype(spec["dtype"])
+    q = spec.get("quant")
+    if q and dtype.kind in "iu" and np.asarray(x).dtype.kind == "f":
+        info = np.iinfo(dtype)
+        scaled = np.round(np.asarray(x, np.float64) / float(q["scale"][0]) + q["zero_point"][0])
+        return np.clip(scaled, info.min, info.max).astype(dtype)
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def dequantize_output(y, spec):
+    import numpy as np
+
+    q = spec.get("quant")
+    y = np.asarray(y)
+    if q and y.dtype.kind in "iu":
+        return (y.astype(np.float64) - q["zero_point"][0]) * float(q["scale"][0])
+    return y
+
+
+def random_inputs(specs, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for s in specs:
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in s["shape"]]
+        dtype = np.dtype(s["dtype"])
+        if dtype.kind == "f":
+            feeds[s["name"]] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[s["name"]] = rng.integers(0, 2, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[s["name"]] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise RunnerError("cannot make a random input of dtype %s for %s" % (dtype, s["name"]))
+    return feeds
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def compare(reference, candidate):
+    """Agreement of one output: max/mean abs error, cosine, SQNR (dB), top-1 agreement.
+
+    ``sqnr_db`` is None when the two are identical (no noise: infinite SQNR).
+    ``top1_agreement`` is None unless the output is classifier-shaped ([N, C], C >= 2).
+    """
+    import numpy as np
+
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != out.shape:
+        if ref.size == out.size:
+            out = out.reshape(ref.shape)
+        else:
+            raise RunnerError("output shape %s does not match the reference %s"
+                              % (list(out.shape), list(ref.shape)))
+    diff = out - ref
+    if not np.all(np.isfinite(out)):
+        return {"max_abs_err": None, "mean_abs_err": None, "cosine": 0.0, "sqnr_db": -999.0,
+                "top1_agreement": 0.0 if _classifier_shaped(ref) else None, "nonfinite": True}
+    a, b = ref.ravel(), out.ravel()
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 and nb == 0.0:
+        cosine = 1.0
+    elif na == 0.0 or nb == 0.0:
+        cosine = 0.0
+    else:
+        cosine = float(np.dot(a, b) / (na * nb))
+    noise = float(np.sum(diff * diff))
+    signal_power = float(np.sum(ref * ref))
+    if noise == 0.0:
+        sqnr = None
+    elif signal_power == 0.0:
+        sqnr = -999.0
+    else:
+        sqnr = 10.0 * math.log10(signal_power / noise)
+    top1 = None
+    if _classifier_shaped(ref):
+        top1 = float(np.mean(np.argmax(ref, axis=-1) == np.argmax(out, axis=-1)))
+    return {
+        "max_abs_err": float(np.max(np.abs(diff))) if diff.size else 0.0,
+        "mean_abs_err": float(np.mean(np.abs(diff))) if diff.size else 0.0,
+        "cosine": min(1.0, max(-1.0, cosine)),
+        "sqnr_db": sqnr,
+        "top1_agreement": top1,
+    }
+
+
+def _classifier_shaped(arr):
+    return arr.ndim == 2 and arr.shape[-1] >= 2
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def timing_loop(fn, warmup, runs, min_seconds, max_runs=10000):
+    """Run ``fn`` ``warmup`` times, then time it until both ``runs`` and ``min_seconds`` are met.
+
+    ``max_runs`` bounds the loop (and the size of the raw samples) for very fast models.
+    """
+    for _ in range(max(0, warmup)):
+        fn()
+    samples = []
+    clock = time.perf_counter
+    start = clock()
+    while True:
+        t0 = clock()
+        fn()
+        samples.append((clock() - t0) * 1000.0)
+        if len(samples) >= max(1, runs) and clock() - start >= min_seconds:
+            break
+        if len(samples) >= max_runs:
+            break
+    return samples, clock() - start
+
+
+def percentile(sorted_values, q):
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    if not sorted_values:
+        return None
+    k = (len(sorted_values) - 1) * q / 100.0
+    lo, hi = int(math.floor(k)), int(math.ceil(k))
+    if lo == hi:
+        return sorted_values[lo]
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def summarize(samples):
+    s = sorted(samples)
+    n = len(s)
+    mean = sum(s) / n
+    var = sum((x - mean) ** 2 for x in s) / n
+    return {
+        "samples": [round(x, 6) for x in samples],
+        "min": s[0],
+        "p50": percentile(s, 50),
+        "p90": percentile(s, 90),
+        "p99": percentile(s, 99),
+        "mean": mean,
+        "std": math.sqrt(var),
+    }
+
+
+def peak_rss_mb():
+    try:
+        import resource
+    except ImportError:
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    if sys.platform == "darwin":
+        return rss / (1024.0 * 1024.0)
+    return rss / 1024.0
+
+
+# --------------------------------------------------------------------------- device
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except (OSError, IOError):
+        return ""
+
+
+def cpu_fingerprint():
+    """CPU model, emulation and frequency facts the device exposes (best effort)."""
+    info = {"model": None, "emulated": False, "governor": None, "max_freq_mhz": None}
+    text = _read("/proc/cpuinfo")
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if value and key not in fields:
+            fields[key] = value
+    # x86: "model name"; Raspberry Pi: "Model" (board) or "Hardware"; others: "cpu model".
+    for key in ("model name", "model", "hardware", "cpu model", "processor"):
+        value = fields.get(key, "")
+        if value and not value.isdigit():
+            info["model"] = value
+            break
+    if not info["model"]:
+        info["model"] = platform.processor() or None
+    gov = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").strip()
+    info["governor"] = gov or None
+    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").strip()
+    if freq.isdigit():
+        info["max_freq_mhz"] = int(freq) // 1000
+    # qemu-user leaves its own binfmt interpreter in our maps; qemu-system names itself in cpuinfo.
+    maps = _read("/proc/self/maps")
+    if "qemu" in maps or "QEMU" in text or os.environ.get("QEMU_CPU") or os.environ.get("QEMU_LD_PREFIX"):
+        info["emulated"] = True
+    return info
+
+
+def device_info(runtime, runtime_version):
+    return {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "hostname": platform.node(),
+        "python": platform.python_version(),
+        "numpy": _numpy_version(),
+        "runtime": runtime,
+        "runtime_version": runtime_version,
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu_fingerprint(),
+    }
+
+
+def _numpy_version():
+    try:
+        import numpy
+
+        return numpy.__version__
+    except ImportError:
+        return None
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser(description):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("bundle", help="path to a .edgepack bundle")
+    p.add_argument("--runs", type=int, default=50, help="minimum timed runs (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--min-seconds", type=float, default=1.0,
+                   help="keep timing until at least this many seconds have passed (default 1)")
+    p.add_argument("--max-runs", type=int, default=10000,
+                   help="stop after this many timed runs even if --min-seconds is not reached (default 10000)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = runtime default")
+    p.add_argument("--workdir", default=None, help="where to extract the bundle (default: system temp)")
+    p.add_argument("--no-golden", action="store_true", help="skip the golden agreement check")
+    p.add_argument("--no-eval", action="store_true", help="skip the accuracy run")
+    return p
+
+
+class _Terminated(BaseException):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise _Terminated(signum)
+
+
+def _run_all(session_predict, feeds_iter, output_specs):
+    """Run every batch; return {output_name: concatenated array (dequantized)}."""
+    import numpy as np
+
+    collected = dict((s["name"], []) for s in output_specs)
+    for feeds in feeds_iter:
+        outs = session_predict(feeds)
+        for s in output_specs:
+            collected[s["name"]].append(dequantize_output(outs[s["name"]], s))
+    return dict((k, np.concatenate(v, axis=0)) for k, v in collected.items() if v)
+
+
+def run(backend, args):
+    """The whole measurement. ``backend`` provides name/version/load/predict."""
+    with Bundle(args.bundle, args.workdir) as bundle:
+        manifest = bundle.manifest
+        if manifest.get("runtime") != backend.runtime:
+            raise RunnerError("bundle is for runtime %r, this runner runs %r"
+                              % (manifest.get("runtime"), backend.runtime),
+                              "use the %s runner for this bundle" % manifest.get("runtime"), EXIT_USAGE)
+        in_specs = manifest["inputs"]
+        out_specs = manifest["outputs"]
+
+        t0 = time.perf_counter()
+        session = backend.load(bundle.member(manifest["model"]["member"]), manifest, args)
+        load_ms = (time.perf_counter() - t0) * 1000.0
+
+        def predict(feeds):
+            q = dict((s["name"], quantize_input(feeds[s["name"]], s)) for s in in_specs)
+            return backend.predict(session, q)
+
+        golden = None
+        golden_member = (manifest.get("golden") or {}).get("member")
+        if golden_member:
+            golden = split_npz(load_npz(bundle.member(golden_member)))
+        if golden and golden[0]:
+            timing_feeds = next(iter_batches(golden[0], in_specs))
+        else:
+            timing_feeds = random_inputs(in_specs)
+
+        t0 = time.perf_counter()
+        predict(timing_feeds)
+        first_ms = (time.perf_counter() - t0) * 1000.0
+
+        samples, elapsed = timing_loop(lambda: predict(timing_feeds), args.warmup, args.runs,
+                                       args.min_seconds, max(args.runs, args.max_runs))
+        latency = summarize(samples)
+
+        validation = None
+        if golden and golden[0] and not args.no_golden:
+            got = _run_all(predict, iter_batches(golden[0], in_specs), out_specs)
+            validation = {}
+            for s in out_specs:
+                ref = golden[1].get(s["name"])
+                if ref is not None and s["name"] in got:
+                    validation[s["name"]] = compare(ref[:len(got[s["name"]])], got[s["name"]])
+
+        accuracy = None
+        eval_member = (manifest.get("eval") or {}).get("member")
+        if eval_member and not args.no_eval:
+            import numpy as np
+
+            inputs, _, labels = split_npz(load_npz(bundle.member(eval_member)))
+            got = _run_all(predict, iter_batches(inputs, in_specs), out_specs)
+            logits = got[out_specs[0]["name"]]
+            pred = np.argmax(logits.reshape(len(logits), -1), axis=-1)
+            labels = np.asarray(labels).reshape(-1)[:len(pred)]
+            accuracy = {"top1": float(np.mean(pred == labels)), "n": int(len(labels))}
+
+        return {
+            "schema": RESULT_SCHEMA,
+            "bundle_sha256": bundle.sha256,
+            "bundle": {
+                "format": manifest.get("format"),
+                "quantization": (manifest.get("quantization") or {}).get("mode"),
+                "model": manifest["model"]["member"],
+                "model_bytes": manifest["model"].get("bytes"),
+            },
+            "device": device_info(backend.runtime, backend.version()),
+            "settings": {
+                "runs": args.runs,
+                "warmup": args.warmup,
+                "min_seconds": args.min_seconds,
+                "threads": args.threads or None,
+            },
+            "runtime_details": backend.details(session),
+            "load_ms": load_ms,
+            "first_inference_ms": first_ms,
+            "latency_ms": latency,
+            "timed_seconds": elapsed,
+            "throughput_ips": len(samples) * batch_size(in_specs[0]) / elapsed if elapsed > 0 else None,
+            "peak_rss_mb": peak_rss_mb(),
+            "validation": validation,
+            "accuracy": accuracy,
+        }
+
+
+def main(backend, argv=None):
+    """Entry point of a runtime module; prints exactly one JSON document on success."""
+    args = build_parser("edgepack %s device runner" % backend.runtime).parse_args(argv)
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, _on_signal)
+    try:
+        backend.check()
+        result = run(backend, args)
+    except RunnerError as e:
+        sys.stderr.write("edgepack-runner: error: %s%s\n" % (e.message, (" -- " + e.hint) if e.hint else ""))
+        return e.code
+    except _Terminated as e:
+        sys.stderr.write("edgepack-runner: error: terminated by signal %s\n" % e.args[0])
+        return 128 + int(e.args[0])
+    except MemoryError:
+        sys.stderr.write("edgepack-runner: error: out of memory on the device\n")
+        return EXIT_ERROR
+    except Exception as e:  # report anything unexpected on one line, traceback above it
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.write("edgepack-runner: error: %s: %s\n" % (type(e).__name__, e))
+        return EXIT_ERROR
+    sys.stdout.write(json.dumps(result, allow_nan=False, sort_keys=True))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return EXIT_OK

@@ -1,0 +1,76 @@
+"""edgepack: convert, quantize, bundle and benchmark models on edge devices.
+
+Python API (the CLI is a thin layer over these)::
+
+    import edgepack
+    res = edgepack.build("model.onnx", to="onnx", quantize="int8", calibration="calib.npz")
+    bench = edgepack.bench(res.path, device="local")          # or "pi@raspberrypi.local"
+    print(bench.result.latency_ms.p50, bench.result.accuracy)
+
+Importing edgepack imports no deep-learning framework; a conversion route imports
+its framework when it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+__version__ = "0.1.0"
+
+PathLike = Union[str, Path]
+
+
+def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibration: Optional[PathLike] = None,
+          eval: Optional[PathLike] = None, inputs: Sequence[str] = (), output: Optional[PathLike] = None,
+          min_cosine: Optional[float] = None, allow_mismatch: bool = False, opset: int = 18):
+    """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
+
+    ``inputs`` are ``NAME:1x3x224x224[:dtype]`` strings (needed for file.py:callable sources).
+    Raises EdgepackError (with ``.message`` and ``.hint``) on bad input or failed validation.
+    """
+    from edgepack.builder import build as _build
+    from edgepack.data import parse_input_spec
+    from edgepack.types import BuildOptions
+
+    options = BuildOptions(
+        target=to, quantize=quantize, calibration=Path(calibration) if calibration else None,
+        eval=Path(eval) if eval else None, inputs=[parse_input_spec(s) for s in inputs],
+        output=Path(output) if output else None, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
+        opset=opset)
+    return _build(str(source), options)
+
+
+def bench(bundle: PathLike, device: str = "local", **kwargs):
+    """Upload (if needed) and run ``bundle`` on ``device``; returns a BenchResult.
+
+    kwargs: runs, warmup, min_seconds, threads, and the SSH options of
+    :class:`edgepack.devices.SSHOptions` (accept_new_host_key, identity, known_hosts, ...).
+    """
+    from edgepack.bencher import bench as _bench
+
+    return _bench(Path(bundle), device, **kwargs)
+
+
+def deploy(bundle: PathLike, device: str = "local", **kwargs):
+    """Upload ``bundle`` and the runner to ``device``; returns the remote bundle path."""
+    from edgepack.bencher import deploy as _deploy
+
+    return _deploy(Path(bundle), device, **kwargs)
+
+
+def inspect(bundle: PathLike):
+    """Read and schema-check a bundle's manifest; returns the Manifest."""
+    from edgepack.bundle import read_manifest
+
+    return read_manifest(Path(bundle))
+
+
+def verify(bundle: PathLike):
+    """Check schema and every member's sha256; returns (Manifest, problems)."""
+    from edgepack.bundle import verify_bundle
+
+    return verify_bundle(Path(bundle))
+
+
+__all__ = ["__version__", "build", "bench", "deploy", "inspect", "verify"]

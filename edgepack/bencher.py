@@ -1,0 +1,105 @@
+"""``edgepack deploy`` and ``edgepack bench``: put the bundle and runner on a device, run, read the JSON back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from pydantic import ValidationError
+
+from edgepack import converters
+from edgepack.bundle import sha256_file, verify_bundle
+from edgepack.device_runners import runner_common
+from edgepack.devices import SSHOptions, open_device
+from edgepack.errors import DeviceError, EdgepackError
+from edgepack.types import BenchResult, RunResult
+from edgepack.ui import step
+
+_EXIT_MEANING = {
+    runner_common.EXIT_RUNTIME_MISSING: "the runtime is missing on the device",
+    runner_common.EXIT_BUNDLE_INVALID: "the bundle failed verification on the device",
+    runner_common.EXIT_USAGE: "the runner rejected its arguments",
+}
+
+
+def _checked(bundle: Path):
+    manifest, problems = verify_bundle(bundle)
+    if problems:
+        raise EdgepackError(f"{bundle.name} failed verification: {problems[0]}"
+                            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+                            "rebuild the bundle; run edgepack verify for the full list")
+    return manifest
+
+
+def _ssh_options(kwargs: dict) -> SSHOptions:
+    fields = SSHOptions.__dataclass_fields__
+    unknown = set(kwargs) - set(fields)
+    if unknown:
+        raise TypeError(f"unknown option(s): {sorted(unknown)}")
+    return SSHOptions(**kwargs)
+
+
+def deploy(bundle: Path, device: str = "local", **ssh) -> str:
+    """Upload the bundle and the runner; returns the bundle's path on the device."""
+    _checked(bundle)
+    sha = sha256_file(bundle)
+    dev = open_device(device, _ssh_options(ssh))
+    try:
+        with step(f"upload runner and {bundle.name} to {dev.name}"):
+            dev.put_runners()
+            remote, _ = dev.put_bundle(bundle, sha)
+        return remote
+    finally:
+        dev.close()
+
+
+def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, min_seconds: float = 1.0,
+          threads: int = 0, max_runs: int = 10000, **ssh) -> BenchResult:
+    manifest = _checked(bundle)
+    target = converters.target(manifest.format)
+    sha = sha256_file(bundle)
+    options = _ssh_options(ssh)
+    with step(f"connect to {device}"):
+        dev = open_device(device, options)
+    try:
+        with step(f"upload runner and {bundle.name} to {dev.name}"):
+            runners = dev.put_runners()
+            remote, uploaded = dev.put_bundle(bundle, sha)
+            workdir = dev.workdir()
+        argv = [f"{runners}/{target.runner}", remote, "--runs", str(runs), "--warmup", str(warmup),
+                "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs)]
+        if workdir:
+            argv += ["--workdir", workdir]
+        with step(f"run {target.runtime} on {dev.name} (≥{runs} runs, ≥{min_seconds:g}s)"):
+            res = dev.run(argv)
+    finally:
+        dev.close()
+    result = _parse(res, dev.name)
+    if result.bundle_sha256 != sha:
+        raise DeviceError(f"the device ran a bundle with sha256 {result.bundle_sha256[:12]}..., expected {sha[:12]}...",
+                          "the cached copy on the device is stale or corrupt; remove ~/.cache/edgepack/bundles there")
+    return BenchResult(bundle=bundle, bundle_name=bundle.name, device=dev.name, manifest=manifest, result=result,
+                       bundle_bytes=bundle.stat().st_size, uploaded=uploaded)
+
+
+def _parse(res, device: str) -> RunResult:
+    tail = "\n".join(res.stderr.strip().splitlines()[-5:])
+    last = next((ln for ln in reversed(res.stderr.strip().splitlines()) if ln.startswith("edgepack-runner: error:")),
+                tail.splitlines()[-1] if tail else "")
+    if res.code != 0:
+        meaning = _EXIT_MEANING.get(res.code)
+        if res.code < 0 or res.code >= 128:
+            meaning = f"the runner was killed by signal {abs(res.code) % 128}"
+        message = last.replace("edgepack-runner: error: ", "") or meaning or f"exit code {res.code}"
+        hint = ""
+        if " -- " in message:
+            message, hint = message.split(" -- ", 1)
+        raise DeviceError(f"runner failed on {device} (exit {res.code}): {message}",
+                          hint or (f"runner stderr tail: {tail[-400:]}" if tail else "check the device"))
+    try:
+        data = json.loads(res.stdout)
+        return RunResult.model_validate(data)
+    except (ValueError, ValidationError) as e:
+        raise DeviceError(f"the runner on {device} printed no valid result JSON ({str(e).splitlines()[0][:200]})",
+                          f"runner stderr tail: {tail[-400:]}")

@@ -1,0 +1,92 @@
+"""``edgepack build``: load → convert → validate → bundle. Each stage is one module; this wires them."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from edgepack import __version__, converters
+from edgepack.bundle import member_digests, sha256_file, write_bundle
+from edgepack.data import eval_arrays, golden_arrays, load_dataset, npz_bytes, random_dataset, take
+from edgepack.errors import UsageError
+from edgepack.types import BuildOptions, BuildResult, DataMember, Manifest, ModelMember, SourceInfo
+from edgepack.ui import note, step
+from edgepack.validate import reference_outputs, validate
+
+QUANT_SUFFIX = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
+
+
+def default_output(source: str, options: BuildOptions) -> Path:
+    split = converters.split_callable(source)
+    stem = split[0].stem if split else Path(source).stem
+    return Path(f"{stem}.{options.target}.{QUANT_SUFFIX.get(options.quantize, options.quantize)}.edgepack")
+
+
+def build(source: str, options: BuildOptions) -> BuildResult:
+    target = converters.target(options.target)
+    if options.quantize not in target.precisions:
+        raise UsageError(f"--quantize {options.quantize} is not available for {target.format}",
+                         f"use one of {', '.join(target.precisions)}")
+    out = Path(options.output) if options.output else default_output(source, options)
+    if out.exists() and out.is_dir():
+        raise UsageError(f"output {out} is a directory", "pass -o path/to/name.edgepack")
+
+    with step(f"load {source}"):
+        src = converters.load_source(str(source), options.inputs)
+    calibration = None
+    if options.calibration:
+        calibration = load_dataset(options.calibration, src.inputs, "calibration")
+        n = len(next(iter(calibration.values())))
+        if options.quantize == "int8" and n < 100:
+            note(f"[yellow]warning:[/yellow] calibration has {n} samples; 100+ representative samples "
+                 "usually give better int8 ranges")
+    elif options.quantize == "int8":
+        raise UsageError("--quantize int8 needs calibration data",
+                         "pass --calibration DATA.npz (one array per input, ~100+ representative samples)")
+    evaluation = load_dataset(options.eval, src.inputs, "eval", need_labels=True) if options.eval else None
+
+    route = converters.route(src.framework, target.format)
+    with tempfile.TemporaryDirectory(prefix="edgepack-build-") as tmp:
+        work = Path(tmp)
+        label = f"convert {src.framework} → {target.format} ({options.quantize})"
+        with step(label + (" with calibration" if calibration is not None else "")):
+            converted = route.convert(src, options, calibration, work)
+
+        if calibration is not None:
+            val_data, inputs_from = take(calibration, options.validation_samples), "calibration"
+        else:
+            val_data, inputs_from = random_dataset(src.inputs, options.validation_samples, options.seed), "random"
+        with step(f"validate against {src.framework} on {len(next(iter(val_data.values())))} samples"):
+            reference = reference_outputs(src, val_data)
+            validation = validate(src, converted, val_data, reference, options.quantize, inputs_from,
+                                  options.min_cosine, options.allow_mismatch)
+        if validation.status != "passed":
+            note(f"[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
+
+        golden_n = min(options.golden_samples, len(next(iter(val_data.values()))))
+        golden = golden_arrays(take(val_data, golden_n), take(reference, golden_n))
+        members = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}
+        if evaluation is not None:
+            members["eval.npz"] = npz_bytes(eval_arrays(evaluation))
+        if calibration is not None and options.calibration:
+            converted.quantization.calibration_sha256 = sha256_file(options.calibration)
+
+        manifest = Manifest(
+            format=target.format,
+            runtime=target.runtime,
+            model=ModelMember(member=converted.member, bytes=converted.path.stat().st_size),
+            members=member_digests(members),
+            inputs=converted.inputs,
+            outputs=converted.outputs,
+            quantization=converted.quantization,
+            source=SourceInfo(framework=src.framework, framework_version=src.framework_version, kind=src.kind,
+                              file=src.path.name, sha256=src.sha256),
+            tools={"edgepack": __version__, **converted.tools},
+            build_options=options.recorded(),
+            validation=validation,
+            golden=DataMember(member="golden.npz", samples=golden_n),
+            eval=DataMember(member="eval.npz", samples=len(evaluation["labels"])) if evaluation else None,
+        )
+        with step(f"write {out}"):
+            size = write_bundle(out, manifest, members)
+    return BuildResult(path=out, manifest=manifest, bytes=size)

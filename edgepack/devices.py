@@ -1,0 +1,330 @@
+"""Where a runner runs: the local machine (a subprocess) or a device reached over SSH.
+
+Both run the very same ``device_runners/`` code and return the runner's exit code,
+stdout and stderr; everything above this module is the same for both.
+
+SSH (paramiko): host keys are checked against known_hosts by default (unknown or
+changed keys are refused; ``accept_new_host_key`` adds unknown ones, like OpenSSH's
+``StrictHostKeyChecking=accept-new``). ``~/.ssh/config`` is honoured (HostName, User,
+Port, IdentityFile, UserKnownHostsFile, ConnectTimeout). Remote paths and arguments
+are quoted. Uploads go to a temp name and are renamed into a content-addressed cache
+(``~/.cache/edgepack/bundles/<sha256>.edgepack``), so a re-run uploads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from edgepack.errors import DeviceError, UsageError
+
+REMOTE_DIR = ".cache/edgepack"
+RUNNER_FILES_GLOB = "*.py"
+
+
+@dataclass
+class SSHOptions:
+    accept_new_host_key: bool = False
+    identity: Optional[Path] = None
+    known_hosts: Optional[Path] = None
+    ssh_config: Optional[Path] = None
+    connect_timeout: float = 10.0
+    remote_python: str = "python3"
+    remote_dir: str = REMOTE_DIR
+    run_timeout: Optional[float] = None
+
+
+@dataclass
+class Execution:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def runner_dir() -> Path:
+    return Path(str(resources.files("edgepack.device_runners")))
+
+
+def runner_files() -> list[Path]:
+    return sorted(p for p in runner_dir().glob(RUNNER_FILES_GLOB) if p.is_file())
+
+
+def runner_digest() -> str:
+    h = hashlib.sha256()
+    for p in runner_files():
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- specs
+
+_SPEC_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
+
+
+@dataclass
+class DeviceSpec:
+    text: str
+    local: bool
+    user: Optional[str] = None
+    host: Optional[str] = None
+    port: Optional[int] = None
+
+
+def parse_device(text: str) -> DeviceSpec:
+    text = (text or "local").strip()
+    if text == "local":
+        return DeviceSpec(text=text, local=True)
+    m = _SPEC_RE.match(text)
+    if not m:
+        raise UsageError(f"bad --device {text!r}", "use local, [user@]host[:port], or a Host alias from ~/.ssh/config")
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"bad port in --device {text!r}", "ports are 1-65535")
+    return DeviceSpec(text=text, local=False, user=m["user"], host=m["host"].strip("[]"), port=port)
+
+
+# --------------------------------------------------------------------------- local
+
+
+class LocalDevice:
+    """This machine: the runner runs in a subprocess with this Python."""
+
+    name = "local"
+
+    def __init__(self, python: Optional[str] = None, run_timeout: Optional[float] = None):
+        self.python = python or sys.executable
+        self.run_timeout = run_timeout
+
+    def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]:
+        return str(Path(path).resolve()), False
+
+    def put_runners(self) -> str:
+        return str(runner_dir())
+
+    def workdir(self) -> Optional[str]:
+        return None
+
+    def run(self, argv: list[str]) -> Execution:
+        try:
+            proc = subprocess.run([self.python, *argv], capture_output=True, text=True, timeout=self.run_timeout)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"the runner did not finish within {self.run_timeout:.0f}s",
+                              "raise --timeout or lower --runs/--min-seconds")
+        return Execution(proc.returncode, proc.stdout, proc.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- ssh
+
+
+class _AcceptNewPolicy:
+    """Add an unknown host key to the known_hosts file (OpenSSH's accept-new); changed keys still fail."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class SSHDevice:
+    """A device reached over SSH with paramiko."""
+
+    def __init__(self, spec: DeviceSpec, options: SSHOptions):
+        import paramiko
+
+        self.spec = spec
+        self.options = options
+        self.name = spec.text
+        cfg_path = options.ssh_config or Path.home() / ".ssh" / "config"
+        cfg = {}
+        if cfg_path.is_file():
+            cfg = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(spec.host)
+        self.hostname = cfg.get("hostname", spec.host)
+        self.port = spec.port or int(cfg.get("port", 22))
+        self.user = spec.user or cfg.get("user") or _local_user()
+        timeout = float(cfg.get("connecttimeout", options.connect_timeout))
+        keys = [str(options.identity)] if options.identity else [os.path.expanduser(p) for p in cfg.get("identityfile", [])]
+        known = options.known_hosts
+        if known is None and cfg.get("userknownhostsfile"):
+            known = Path(os.path.expanduser(cfg["userknownhostsfile"].split()[0]))
+        known = known or Path.home() / ".ssh" / "known_hosts"
+        self.known_hosts = known
+        where = f"{self.user}@{self.hostname}:{self.port}"
+
+        client = paramiko.SSHClient()
+        if known.is_file():
+            client.load_host_keys(str(known))
+        if options.accept_new_host_key:
+            client.set_missing_host_key_policy(_AcceptNewPolicy(known))
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(self.hostname, port=self.port, username=self.user,
+                           key_filename=[k for k in keys if os.path.exists(k)] or None,
+                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                           allow_agent=True, look_for_keys=not options.identity)
+        except paramiko.BadHostKeyException as e:
+            raise DeviceError(f"host key for {where} has CHANGED (expected {e.expected_key.get_name()} "
+                              f"{e.expected_key.get_fingerprint().hex()[:16]}..., got "
+                              f"{e.key.get_fingerprint().hex()[:16]}...): possible man-in-the-middle",
+                              f"if the device was reinstalled, remove its line from {known} "
+                              f"(ssh-keygen -R '[{self.hostname}]:{self.port}' -f {known}) and connect again")
+        except paramiko.AuthenticationException as e:
+            raise DeviceError(f"authentication failed for {where} ({e})",
+                              "pass --identity KEY or add the key to ssh-agent; install your public key on "
+                              "the device with ssh-copy-id")
+        except paramiko.SSHException as e:
+            text = str(e)
+            if "not found in known_hosts" in text:
+                raise DeviceError(f"host key for {where} is unknown (not in {known})",
+                                  "check the key, then add it with ssh-keyscan -p PORT HOST >> known_hosts, "
+                                  "or pass --accept-new-host-key to trust it on first use")
+            raise DeviceError(f"SSH to {where} failed: {text}", "check that an SSH server runs on that port")
+        except paramiko.ssh_exception.NoValidConnectionsError as e:
+            raise DeviceError(f"connection to {where} refused", "check the host, the port and that sshd runs") from e
+        except ConnectionRefusedError as e:
+            raise DeviceError(f"connection to {where} refused", "check the host, the port and that sshd runs") from e
+        except socket.gaierror as e:
+            raise DeviceError(f"unknown host {self.hostname!r} ({e.strerror})",
+                              "check the name, or add a Host entry to ~/.ssh/config") from e
+        except (socket.timeout, TimeoutError) as e:
+            raise DeviceError(f"cannot reach {where}: timed out after {timeout:.0f}s",
+                              "check the device is on and reachable (ping, firewall)") from e
+        except OSError as e:
+            raise DeviceError(f"cannot reach {where}: {e.strerror or e}", "check the network and the port") from e
+        self.client = client
+        self._sftp = None
+
+    # -- primitives
+
+    def sftp(self):
+        if self._sftp is None:
+            self._sftp = self.client.open_sftp()
+        return self._sftp
+
+    def exec(self, command: str, timeout: Optional[float] = None) -> Execution:
+        import paramiko
+
+        try:
+            stdin, stdout, stderr = self.client.exec_command(command, timeout=timeout)
+            stdin.close()
+            out = stdout.read().decode("utf-8", "replace")
+            err = stderr.read().decode("utf-8", "replace")
+            code = stdout.channel.recv_exit_status()
+        except (paramiko.SSHException, EOFError, OSError, socket.timeout) as e:
+            raise DeviceError(f"connection to {self.name} lost while running a command ({e or type(e).__name__})",
+                              "check the device, then run the command again")
+        if code == -1:
+            raise DeviceError(f"connection to {self.name} lost while running the runner (no exit status)",
+                              "check the device (power, sshd, memory), then run the command again")
+        return Execution(code, out, err)
+
+    def _sh(self, command: str) -> Execution:
+        res = self.exec(command)
+        if res.code != 0:
+            raise DeviceError(f"command on {self.name} failed ({res.code}): {command}: "
+                              f"{(res.stderr or res.stdout).strip()[-300:]}", "check disk space and permissions")
+        return res
+
+    def _exists(self, path: str) -> Optional[int]:
+        try:
+            return self.sftp().stat(path).st_size
+        except IOError:
+            return None
+
+    def _upload_file(self, local: Path, remote: str) -> None:
+        tmp = f"{remote}.part-{secrets.token_hex(4)}"
+        sftp = self.sftp()
+        try:
+            sftp.put(str(local), tmp, confirm=True)
+            sftp.posix_rename(tmp, remote)
+        except BaseException as e:
+            try:
+                sftp.remove(tmp)
+            except Exception:
+                pass
+            if isinstance(e, (IOError, OSError, EOFError)):
+                raise DeviceError(f"upload of {local.name} to {self.name} failed: {e}",
+                                  "check free disk space on the device (df -h ~)") from e
+            raise
+
+    # -- device interface
+
+    def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]:
+        base = self.options.remote_dir
+        remote = f"{base}/bundles/{sha256}.edgepack"
+        if self._exists(remote) == Path(path).stat().st_size:
+            return remote, False
+        self._sh(f"mkdir -p {shlex.quote(base + '/bundles')}")
+        self._upload_file(Path(path), remote)
+        return remote, True
+
+    def put_runners(self) -> str:
+        base = self.options.remote_dir
+        remote = f"{base}/runners/{runner_digest()}"
+        if self._exists(remote + "/.complete") is not None:
+            return remote
+        tmp = f"{remote}.part-{secrets.token_hex(4)}"
+        self._sh(f"mkdir -p {shlex.quote(tmp)}")
+        try:
+            for p in runner_files():
+                self.sftp().put(str(p), f"{tmp}/{p.name}")
+            with self.sftp().open(f"{tmp}/.complete", "w") as f:
+                f.write(runner_digest())
+            res = self.exec(f"mv -T {shlex.quote(tmp)} {shlex.quote(remote)} 2>/dev/null || "
+                            f"rm -rf {shlex.quote(tmp)}")
+        except BaseException:
+            try:
+                self.exec(f"rm -rf {shlex.quote(tmp)}")
+            except DeviceError:
+                pass
+            raise
+        if res.code != 0 or self._exists(remote + "/.complete") is None:
+            raise DeviceError(f"could not install the runner on {self.name}", "check disk space and permissions")
+        return remote
+
+    def workdir(self) -> Optional[str]:
+        work = f"{self.options.remote_dir}/work"
+        self._sh(f"mkdir -p {shlex.quote(work)}")
+        return work
+
+    def run(self, argv: list[str]) -> Execution:
+        command = " ".join(shlex.quote(a) for a in [self.options.remote_python, *argv])
+        return self.exec(command, timeout=self.options.run_timeout)
+
+    def close(self) -> None:
+        try:
+            if self._sftp is not None:
+                self._sftp.close()
+        finally:
+            self.client.close()
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def open_device(text: str, options: Optional[SSHOptions] = None):
+    spec = parse_device(text)
+    options = options or SSHOptions()
+    if spec.local:
+        return LocalDevice(run_timeout=options.run_timeout)
+    return SSHDevice(spec, options)

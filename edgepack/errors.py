@@ -1,0 +1,62 @@
+"""One error type for everything edgepack reports to a user.
+
+Each error carries a one-line ``message`` (what is wrong) and a ``hint`` (how to
+fix it); the CLI maps it to one line on stderr and the exit code, and shows the
+traceback only when ``EDGEPACK_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+
+class EdgepackError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "", exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def one_line(self) -> str:
+        text = self.message.replace("\n", " ").strip()
+        if self.hint:
+            text += f" (fix: {self.hint.strip()})"
+        return text
+
+
+class UsageError(EdgepackError):
+    """Bad command-line input or API arguments."""
+
+    exit_code = 2
+
+
+class MissingExtraError(EdgepackError):
+    """A framework needed by a conversion route is not installed."""
+
+    exit_code = 3
+
+
+class ValidationFailed(EdgepackError):
+    """The converted model disagrees with the source beyond the tolerance."""
+
+    exit_code = 4
+
+
+class DeviceError(EdgepackError):
+    """The device could not be reached, refused us, or the runner failed there."""
+
+    exit_code = 5
+
+
+def require(module: str, extra: str):
+    """Import a framework lazily; when missing, say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(
+            f"this route needs {module.split('.')[0]}, which is not installed ({e})",
+            f"pip install 'edgepack[{extra}]'",
+        ) from e

@@ -1,0 +1,59 @@
+"""The human view of a manifest (``edgepack inspect`` and the end of ``edgepack build``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from edgepack.types import Manifest, TensorSpec
+
+
+def _tensor_row(kind: str, t: TensorSpec) -> list[str]:
+    q = "–" if t.quant is None else f"scale {t.quant.scale[0]:.4g}, zp {t.quant.zero_point[0]}"
+    return [kind, t.name, t.shape_text(), t.dtype, t.layout or "–", q]
+
+
+def summary(m: Manifest, path: Path, size: int, console: Console | None = None) -> None:
+    console = console or Console()
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("bundle", f"{path} ({size / 1e3:.1f} kB)")
+    head.add_row("format", f"{m.format} (runtime {m.runtime}), model {m.model.member} ({m.model.bytes / 1e3:.1f} kB)")
+    q = m.quantization
+    head.add_row("quantization", q.mode + (f" — {q.method}" if q.method else "")
+                 + (f", {q.calibration_samples} calibration samples" if q.calibration_samples else ""))
+    s = m.source
+    head.add_row("source", f"{s.file} ({s.kind}, {s.framework} {s.framework_version or ''}) sha256 {s.sha256[:16]}…")
+    head.add_row("tools", ", ".join(f"{k} {v}" for k, v in sorted(m.tools.items())))
+    v = m.validation
+    head.add_row("validation", f"{v.status} on {v.samples} {v.inputs_from} samples vs {v.reference} "
+                 f"(min cosine {v.thresholds.get('min_cosine')})")
+    extras = [f"golden {m.golden.samples} samples" if m.golden else None,
+              f"eval {m.eval.samples} labelled samples" if m.eval else None]
+    head.add_row("data", ", ".join(e for e in extras if e) or "–")
+    console.print(head)
+
+    tensors = Table(title="tensors", title_justify="left")
+    for c in ("", "name", "shape", "dtype", "layout", "quantization"):
+        tensors.add_column(c)
+    for t in m.inputs:
+        tensors.add_row(*_tensor_row("in", t))
+    for t in m.outputs:
+        tensors.add_row(*_tensor_row("out", t))
+    console.print(tensors)
+
+    metrics = Table(title="build-time agreement with the source", title_justify="left")
+    for c in ("output", "max abs err", "mean abs err", "cosine", "SQNR dB", "top-1 agree"):
+        metrics.add_column(c, justify="right" if c != "output" else "left")
+    for name, o in v.outputs.items():
+        metrics.add_row(name, _f(o.max_abs_err), _f(o.mean_abs_err), f"{o.cosine:.6f}",
+                        "exact" if o.sqnr_db is None else f"{o.sqnr_db:.1f}",
+                        "–" if o.top1_agreement is None else f"{o.top1_agreement * 100:.1f}%")
+    console.print(metrics)
+
+
+def _f(x) -> str:
+    return "–" if x is None else f"{x:.3g}"

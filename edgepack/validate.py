@@ -1,0 +1,66 @@
+"""Build-time check: the converted model against the source framework, on the same inputs.
+
+Per output: max/mean abs error, cosine similarity, SQNR (dB) and top-1 agreement for
+classifier-shaped outputs (the same ``compare`` the device runner uses). The build fails
+when any output's cosine similarity is below the threshold for its precision, or when the
+converted model produces NaN/Inf, unless the user overrides (``--min-cosine`` to move the
+threshold, ``--allow-mismatch`` to record the failure and bundle anyway).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgepack.device_runners.runner_common import compare, iter_batches
+from edgepack.errors import ValidationFailed
+from edgepack.types import ConvertedModel, ModelSource, OutputMetrics, ValidationInfo
+
+# Minimum cosine similarity per output, by precision. Documented in README ("Validation thresholds").
+MIN_COSINE = {
+    "none": 0.9999,
+    "fp16": 0.999,
+    "dynamic": 0.99,
+    "int8": 0.98,
+}
+
+
+def run_batches(predict, dataset: dict, inputs: list, outputs: list[str]) -> dict:
+    specs = [s.model_dump() for s in inputs]
+    got: dict[str, list] = {}
+    for feeds in iter_batches(dataset, specs):
+        res = predict(feeds)
+        for i, name in enumerate(outputs):
+            value = res[name] if name in res else list(res.values())[i]
+            got.setdefault(name, []).append(np.asarray(value))
+    return {k: np.concatenate(v, axis=0) for k, v in got.items()}
+
+
+def reference_outputs(source: ModelSource, dataset: dict) -> dict:
+    return run_batches(source.predict, dataset, source.inputs, [s.name for s in source.outputs])
+
+
+def validate(source: ModelSource, converted: ConvertedModel, dataset: dict, reference: dict,
+             mode: str, inputs_from: str, min_cosine: float | None, allow_mismatch: bool) -> ValidationInfo:
+    threshold = MIN_COSINE[mode] if min_cosine is None else min_cosine
+    names = [s.name for s in source.outputs]
+    got = run_batches(converted.predict, dataset, converted.inputs, [s.name for s in converted.outputs])
+    metrics = {}
+    for src_name, conv_name in zip(names, got):
+        metrics[src_name] = OutputMetrics(**compare(reference[src_name], got[conv_name]))
+    bad = [(n, m) for n, m in metrics.items() if m.nonfinite or m.cosine < threshold]
+    n = len(next(iter(dataset.values())))
+    info = ValidationInfo(status="passed", samples=n, inputs_from=inputs_from,
+                          reference=f"{source.framework} {source.framework_version or ''}".strip(),
+                          thresholds={"min_cosine": threshold}, outputs=metrics)
+    if bad:
+        name, m = bad[0]
+        what = "produces NaN/Inf" if m.nonfinite else (
+            f"cosine {m.cosine:.5f} < {threshold} (max abs err {m.max_abs_err:.4g}, "
+            f"SQNR {m.sqnr_db:.1f} dB)" if m.sqnr_db is not None else f"cosine {m.cosine:.5f} < {threshold}")
+        if not allow_mismatch:
+            raise ValidationFailed(
+                f"converted model disagrees with the {source.framework} source on output {name!r}: {what}",
+                "use more representative --calibration data or a higher precision; or pass --min-cosine X "
+                "to accept a lower similarity, or --allow-mismatch to bundle anyway")
+        info.status = "failed-overridden"
+    return info

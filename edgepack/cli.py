@@ -187,7 +187,8 @@ def schema(which: str = typer.Argument("manifest", help="manifest")):
 
 def main(argv: Optional[list] = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except EdgepackError as e:
         if os.environ.get("EDGEPACK_DEBUG"):
             import traceback
@@ -210,7 +211,6 @@ def main(argv: Optional[list] = None) -> int:
             e.show()
             return e.exit_code
         raise
-    return 0
 
 
 if __name__ == "__main__":

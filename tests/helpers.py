@@ -1,0 +1,91 @@
+"""Small real models and data sets the tests build on the fly (no downloads)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def tiny_onnx(path: Path, seed: int = 0, classes: int = 10) -> Path:
+    """Conv(1→8, 3x3) → Relu → GlobalAveragePool → Flatten → Gemm(8→classes): input image [1,1,8,8]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b")
+    fw = numpy_helper.from_array(rng.standard_normal((classes, 8)).astype(np.float32), "fw")
+    fb = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32) * 0.1, "fb")
+    nodes = [
+        helper.make_node("Conv", ["image", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        [w, b, fw, fb])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgepack-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def dataset(path: Path, n: int = 120, seed: int = 1, labels: bool = False, name: str = "image",
+            shape=(1, 8, 8)) -> Path:
+    rng = np.random.default_rng(seed)
+    arrays = {name: rng.standard_normal((n, *shape)).astype(np.float32)}
+    if labels:
+        arrays["labels"] = rng.integers(0, 10, n).astype(np.int64)
+    np.savez(path, **arrays)
+    return path
+
+
+TORCH_MODEL_PY = '''
+import torch
+from torch import nn
+
+
+def build_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+
+
+def not_a_module():
+    return 42
+'''
+
+
+def torch_model_py(dirpath: Path) -> Path:
+    p = dirpath / "tiny_torch.py"
+    p.write_text(TORCH_MODEL_PY)
+    return p
+
+
+def cli(*args: str, env: dict | None = None, cwd: Path | None = None, check: bool = False):
+    """Run the real CLI in a subprocess (python -m edgepack)."""
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "edgepack", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"edgepack {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def one_line_error(proc) -> str:
+    """The CLI failed with exactly one error line, no traceback; returns that line."""
+    assert proc.returncode != 0, "expected a failure"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgepack: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == errors[0]
+    return errors[0]

@@ -1,0 +1,74 @@
+"""PyTorch sources (file.py:callable, torch.export .pt2, TorchScript) → ONNX, against torch's own outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgepack
+from edgepack.errors import UsageError
+from conftest import needs_torch
+from helpers import cli, dataset, torch_model_py
+
+pytestmark = [pytest.mark.torch, needs_torch]
+
+
+@pytest.fixture(scope="module")
+def torch_files(tmp_path_factory):
+    import torch
+
+    d = tmp_path_factory.mktemp("torch")
+    py = torch_model_py(d)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_torch_mod", py)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = mod.build_model()
+    x = torch.zeros(1, 1, 8, 8)
+    torch.export.save(torch.export.export(model, (x,)), str(d / "tiny.pt2"))
+    torch.jit.trace(model, x).save(str(d / "tiny.pt"))
+    return {"callable": f"{py}:build_model", "pt2": str(d / "tiny.pt2"), "ts": str(d / "tiny.pt"), "model": model}
+
+
+@pytest.mark.parametrize("kind", ["callable", "pt2", "ts"])
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_torch_sources_to_onnx(kind, quantize, torch_files, tmp_path):
+    import torch
+
+    # .pt2 stores its input name (forward's argument); the others take it from --input
+    name = {"pt2": "input", "callable": "image", "ts": "x"}[kind]
+    calib = dataset(tmp_path / "calib.npz", name=name) if quantize == "int8" else None
+    res = edgepack.build(torch_files[kind], quantize=quantize, calibration=calib,
+                         inputs=[] if kind == "pt2" else [f"{name}:1x1x8x8"], output=tmp_path / "m.edgepack")
+    m = res.manifest
+    assert m.source.framework == "torch" and m.validation.reference.startswith("torch")
+    assert m.validation.status == "passed"
+    # the golden outputs in the bundle are torch's own
+    from edgepack.bundle import read_member
+    import io
+
+    g = np.load(io.BytesIO(read_member(res.path, "golden.npz")))
+    assert m.inputs[0].name == name
+    with torch.inference_mode():
+        want = torch_files["model"](torch.from_numpy(g[f"input/{name}"])).numpy()
+    np.testing.assert_allclose(g["output/output"], want, rtol=1e-5, atol=1e-6)
+    bench = edgepack.bench(res.path, "local", runs=3, min_seconds=0)
+    assert bench.result.validation["output"].cosine >= m.validation.thresholds["min_cosine"]
+
+
+def test_callable_needs_input_shapes(torch_files, tmp_path):
+    with pytest.raises(UsageError, match="input shapes are not stored") as e:
+        edgepack.build(torch_files["callable"], output=tmp_path / "m.edgepack")
+    assert "--input NAME:1x3x224x224" in e.value.hint
+
+
+def test_callable_must_return_a_module(torch_files, tmp_path):
+    src = torch_files["callable"].replace(":build_model", ":not_a_module")
+    res = cli("build", src, "--input", "image:1x1x8x8", "-o", str(tmp_path / "m.edgepack"))
+    assert res.returncode == 2 and "returned int, not a torch.nn.Module" in res.stderr
+
+
+def test_wrong_input_shape_is_clear(torch_files, tmp_path):
+    res = cli("build", torch_files["callable"], "--input", "image:1x3x8x8", "-o", str(tmp_path / "m.edgepack"))
+    assert res.returncode == 2 and "running the model on inputs ['1x3x8x8'] failed" in res.stderr

@@ -1,0 +1,134 @@
+"""The device runner's shared module: metrics, statistics, safe bundle reading."""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+
+import numpy as np
+import pytest
+
+from edgepack.device_runners import runner_common as rc
+
+
+def test_compare_known_answers():
+    ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    m = rc.compare(ref, ref.copy())
+    assert m["max_abs_err"] == 0 and m["cosine"] == pytest.approx(1.0) and m["sqnr_db"] is None
+    assert m["top1_agreement"] == 1.0
+    noisy = ref + 0.1
+    m = rc.compare(ref, noisy)
+    assert m["max_abs_err"] == pytest.approx(0.1)
+    expected_sqnr = 10 * math.log10(np.sum(ref**2) / np.sum(0.1**2 * np.ones_like(ref)))
+    assert m["sqnr_db"] == pytest.approx(expected_sqnr)
+    flipped = ref[:, ::-1]
+    assert rc.compare(ref, flipped)["top1_agreement"] == 0.0
+    assert rc.compare(np.ones((1, 4, 4)), np.ones((1, 4, 4)))["top1_agreement"] is None
+    bad = rc.compare(ref, np.full_like(ref, np.nan))
+    assert bad["nonfinite"] and bad["cosine"] == 0.0
+
+
+def test_summary_matches_numpy_percentiles():
+    rng = np.random.default_rng(0)
+    samples = list(rng.exponential(3.0, 501))
+    s = rc.summarize(samples)
+    for q in (50, 90, 99):
+        assert s[f"p{q}"] == pytest.approx(np.percentile(samples, q))
+    assert s["min"] == min(samples) and s["mean"] == pytest.approx(np.mean(samples))
+    assert s["std"] == pytest.approx(np.std(samples))
+
+
+def test_timing_loop_meets_runs_and_seconds():
+    calls = []
+    import time
+
+    samples, elapsed = rc.timing_loop(lambda: (calls.append(1), time.sleep(0.002)), warmup=3, runs=10,
+                                      min_seconds=0.05)
+    assert len(samples) >= 10 and elapsed >= 0.05 and len(calls) == len(samples) + 3
+    samples, _ = rc.timing_loop(lambda: None, warmup=0, runs=5, min_seconds=10, max_runs=20)
+    assert len(samples) == 20, "max_runs bounds the loop"
+
+
+def _zip(path, members: dict, manifest: dict | None = None, links=()):
+    with zipfile.ZipFile(path, "w") as zf:
+        if manifest is not None:
+            zf.writestr("manifest.json", json.dumps(manifest))
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)
+            zf.writestr(info, "/etc/passwd")
+    return path
+
+
+def _manifest(members: dict) -> dict:
+    import hashlib
+
+    return {"schema": "edgepack.manifest/1",
+            "members": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}}
+
+
+def test_bundle_rejects_path_traversal(tmp_path):
+    members = {"../evil.txt": b"x"}
+    p = _zip(tmp_path / "b.edgepack", members, _manifest(members))
+    with pytest.raises(rc.RunnerError, match="unsafe member name") as e:
+        rc.Bundle(str(p), str(tmp_path))
+    assert e.value.code == rc.EXIT_BUNDLE_INVALID
+    assert not (tmp_path.parent / "evil.txt").exists()
+    assert [x.name for x in tmp_path.iterdir()] == ["b.edgepack"], "nothing extracted"
+
+
+def test_bundle_rejects_symlink_members(tmp_path):
+    p = _zip(tmp_path / "b.edgepack", {}, _manifest({"link": b"/etc/passwd"}), links=["link"])
+    with pytest.raises(rc.RunnerError, match="symbolic link"):
+        rc.Bundle(str(p), str(tmp_path))
+
+
+def test_bundle_detects_tampering_and_unlisted_members(tmp_path):
+    members = {"model.onnx": b"abc"}
+    man = _manifest(members)
+    p = _zip(tmp_path / "b.edgepack", {"model.onnx": b"abd", "extra.bin": b"1"}, man)
+    with zipfile.ZipFile(p) as zf:
+        problems = rc.verify_zip(zf, man)
+    assert any("sha256 mismatch" in x for x in problems)
+    assert any("extra.bin is not listed" in x for x in problems)
+
+
+def test_bundle_extracts_and_cleans_up(tmp_path):
+    members = {"model.onnx": b"abc", "sub/data.bin": b"123"}
+    p = _zip(tmp_path / "b.edgepack", members, _manifest(members))
+    work = tmp_path / "work"
+    work.mkdir()
+    with rc.Bundle(str(p), str(work)) as b:
+        assert open(b.member("sub/data.bin"), "rb").read() == b"123"
+    assert list(work.iterdir()) == []
+
+
+def test_quantize_roundtrip():
+    spec = {"name": "x", "shape": [1, 4], "dtype": "int8", "quant": {"scale": [0.5], "zero_point": [3]}}
+    x = np.array([[-1.0, 0.0, 1.0, 100.0]])
+    q = rc.quantize_input(x, spec)
+    assert q.dtype == np.int8 and q.tolist() == [[1, 3, 5, 127]]
+    assert rc.dequantize_output(q, spec).tolist() == [[-1.0, 0.0, 1.0, 62.0]]
+
+
+def test_runner_imports_only_stdlib_numpy_and_runtime():
+    """device_runners/ travels alone: no edgepack, no frameworks."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "runner_common"}
+    folder = Path(rc.__file__).parent
+    for py in folder.glob("*.py"):
+        tree = ast.parse(py.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [] if node.level else [node.module.split(".")[0]]
+            else:
+                continue
+            assert set(names) <= allowed, f"{py.name} imports {names}"

@@ -4,11 +4,13 @@ Usage on a device:  python3 onnx_runner.py BUNDLE.edgepack [--runs N] [--warmup 
 Needs only numpy and onnxruntime next to the standard library.
 """
 
+import os
 import sys
 
 try:  # imported as edgepack.device_runners.onnx_runner
     from . import runner_common as common
-except ImportError:  # run as a script on the device: this folder is sys.path[0]
+except ImportError:  # run as a script on the device (also under python -I / -P)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import runner_common as common
 
 

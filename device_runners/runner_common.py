@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 
 RESULT_SCHEMA = "edgepack.result/1"
 MANIFEST_SCHEMA_PREFIX = "edgepack.manifest/"
@@ -122,9 +123,13 @@ def verify_zip(zf, manifest):
             problems.append("member %s is not listed in the manifest" % name)
             continue
         h = hashlib.sha256()
-        with zf.open(info) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        try:
+            with zf.open(info) as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except (zipfile.BadZipFile, zlib.error, OSError) as e:
+            problems.append("member %s cannot be read (%s)" % (name, e))
+            continue
         if h.hexdigest() != want:
             problems.append("member %s: sha256 mismatch (manifest %s..., file %s...)"
                             % (name, want[:12], h.hexdigest()[:12]))

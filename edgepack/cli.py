@@ -187,8 +187,9 @@ def schema(which: str = typer.Argument("manifest", help="manifest")):
 
 def main(argv: Optional[list] = None) -> int:
     try:
-        code = app(args=argv, standalone_mode=False)
-        return code if isinstance(code, int) else 0
+        app(args=argv, prog_name="edgepack")  # standalone: typer reports usage errors itself
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except EdgepackError as e:
         if os.environ.get("EDGEPACK_DEBUG"):
             import traceback
@@ -196,21 +197,7 @@ def main(argv: Optional[list] = None) -> int:
             traceback.print_exc()
         print(f"edgepack: error: {e.one_line()}", file=sys.stderr)
         return e.exit_code
-    except typer.Exit as e:
-        return e.exit_code
-    except typer.Abort:
-        print("edgepack: aborted", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("edgepack: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        raise
+    return 0
 
 
 if __name__ == "__main__":

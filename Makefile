@@ -1,0 +1,38 @@
+# edgepack developer entry points. `make demo` and `make test` are the two README commands.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+EXTRAS ?= torch,test
+
+.PHONY: setup demo test test-fast bench clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The main job on the built-in digits sample: build fp32 + int8 ONNX bundles, bench both here, report.
+demo: setup
+	mkdir -p $(OUT)
+	$(BIN)/edgepack build samples/digits/model.py:build_model --input image:1x1x8x8 \
+	    --eval samples/digits/eval.npz -o $(OUT)/digits.onnx.fp32.edgepack
+	$(BIN)/edgepack build samples/digits/model.py:build_model --input image:1x1x8x8 --quantize int8 \
+	    --calibration samples/digits/calib.npz --eval samples/digits/eval.npz -o $(OUT)/digits.onnx.int8.edgepack
+	$(BIN)/edgepack bench $(OUT)/digits.onnx.fp32.edgepack $(OUT)/digits.onnx.int8.edgepack --device local \
+	    --json $(OUT)/digits.bench.json --markdown $(OUT)/digits.bench.md
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/runner_overhead.py
+	$(BIN)/python benchmarks/onnx_quant.py
+
+clean:
+	rm -rf $(OUT) build dist *.egg-info

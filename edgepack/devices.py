@@ -21,7 +21,7 @@ import shlex
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -287,15 +287,20 @@ class SSHDevice:
                 self.sftp().put(str(p), f"{tmp}/{p.name}")
             with self.sftp().open(f"{tmp}/.complete", "w") as f:
                 f.write(runner_digest())
-            res = self.exec(f"mv -T {shlex.quote(tmp)} {shlex.quote(remote)} 2>/dev/null || "
-                            f"rm -rf {shlex.quote(tmp)}")
-        except BaseException:
+            try:
+                self.sftp().posix_rename(tmp, remote)
+            except IOError:  # another run installed the same runner first: use that one
+                self.exec(f"rm -rf {shlex.quote(tmp)}")
+        except BaseException as e:
             try:
                 self.exec(f"rm -rf {shlex.quote(tmp)}")
             except DeviceError:
                 pass
+            if isinstance(e, (IOError, OSError, EOFError)):
+                raise DeviceError(f"could not install the runner on {self.name}: {e}",
+                                  "check free disk space and permissions on the device") from e
             raise
-        if res.code != 0 or self._exists(remote + "/.complete") is None:
+        if self._exists(remote + "/.complete") is None:
             raise DeviceError(f"could not install the runner on {self.name}", "check disk space and permissions")
         return remote
 

@@ -61,7 +61,7 @@ def build(source: str, options: BuildOptions) -> BuildResult:
             validation = validate(src, converted, val_data, reference, options.quantize, inputs_from,
                                   options.min_cosine, options.allow_mismatch)
         if validation.status != "passed":
-            note(f"[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
+            note("[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
 
         golden_n = min(options.golden_samples, len(next(iter(val_data.values()))))
         golden = golden_arrays(take(val_data, golden_n), take(reference, golden_n))

@@ -376,6 +376,14 @@ def summarize(samples):
     }
 
 
+def process_threads():
+    """OS threads of this process (Linux), i.e. what the runtime really started."""
+    for line in _read("/proc/self/status").splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return None
+
+
 def peak_rss_mb():
     try:
         import resource
@@ -564,6 +572,7 @@ def run(backend, args):
                 "warmup": args.warmup,
                 "min_seconds": args.min_seconds,
                 "threads": args.threads or None,
+                "max_runs": args.max_runs,
             },
             "runtime_details": backend.details(session),
             "load_ms": load_ms,
@@ -572,6 +581,7 @@ def run(backend, args):
             "timed_seconds": elapsed,
             "throughput_ips": len(samples) * batch_size(in_specs[0]) / elapsed if elapsed > 0 else None,
             "peak_rss_mb": peak_rss_mb(),
+            "process_threads": process_threads(),
             "validation": validation,
             "accuracy": accuracy,
         }

@@ -169,6 +169,7 @@ class RunResult(BaseModel):
     timed_seconds: float
     throughput_ips: Optional[float]
     peak_rss_mb: Optional[float]
+    process_threads: Optional[int] = None
     validation: Optional[dict[str, OutputMetrics]]
     accuracy: Optional[Accuracy]
 

@@ -132,3 +132,12 @@ def test_runner_imports_only_stdlib_numpy_and_runtime():
             else:
                 continue
             assert set(names) <= allowed, f"{py.name} imports {names}"
+
+
+def test_runner_parses_as_python_39():
+    """Raspberry Pi OS bullseye ships Python 3.9: the runner folder must not use newer syntax."""
+    import ast
+    from pathlib import Path
+
+    for py in Path(rc.__file__).parent.glob("*.py"):
+        ast.parse(py.read_text(), filename=str(py), feature_version=(3, 9))

@@ -35,7 +35,7 @@ SOURCES: dict[str, tuple[str, str]] = {
     "onnx": ("onnx", "onnx_source"),
     "torch-export": ("torch", "torch_source"),
     "torchscript": ("torch", "torch_source"),
-    "python-callable": ("torch", "torch_source"),
+    "python-callable": ("python", "python_source"),  # framework decided by what the callable returns
 }
 
 ROUTES: dict[tuple[str, str], str] = {

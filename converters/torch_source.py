@@ -7,8 +7,6 @@ own (trusted) code and must return an ``nn.Module``; its input shapes come from 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,34 +15,9 @@ from edgepack.bundle import sha256_file
 from edgepack.errors import UsageError, require
 from edgepack.types import ModelSource, TensorSpec
 
-from . import split_callable
-
 
 def _torch():
     return require("torch", "torch")
-
-
-def _load_callable(source: str):
-    path, name = split_callable(source)
-    if not path.is_file():
-        raise UsageError(f"python file {path} does not exist", "check the path in file.py:callable")
-    mod_name = f"_edgepack_user_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise UsageError(f"importing {path.name} failed: {type(e).__name__}: {e}", f"fix {path.name} so it imports")
-    fn = getattr(module, name, None)
-    if fn is None or not callable(fn):
-        raise UsageError(f"{path.name} has no callable {name!r}", f"define def {name}(): return model")
-    model = fn()
-    torch = _torch()
-    if not isinstance(model, torch.nn.Module):
-        raise UsageError(f"{path.name}:{name} returned {type(model).__name__}, not a torch.nn.Module",
-                         "return the model object (nn.Module) from the callable")
-    return path, model.eval()
 
 
 def _flatten(out) -> list:
@@ -71,46 +44,52 @@ def _specs_from_overrides(overrides: list[TensorSpec], known_names: list[str] | 
     return list(overrides)
 
 
+def from_module(path: Path, module, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
+    """A live nn.Module (from file.py:callable); input shapes come from --input."""
+    ins = _specs_from_overrides(input_specs, None, f"{path.name} (python callable)")
+    return _finish(path, kind, module.eval(), ins, module)
+
+
 def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
     torch = _torch()
-    if kind == "python-callable":
-        path, module = _load_callable(source)
-        ins = _specs_from_overrides(input_specs, None, f"{path.name} (python callable)")
-        handle = module
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise UsageError(f"model file {path} does not exist", "check the path")
-        if kind == "torch-export":
-            try:
-                ep = torch.export.load(str(path))
-            except Exception as e:
-                raise UsageError(f"{path.name} is not a readable torch.export archive ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0][:200]})",
-                                 "save it with torch.export.save(torch.export.export(model, args), 'model.pt2')")
-            names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-            if input_specs:
-                ins = _specs_from_overrides(input_specs, names, path.name)
-            else:
-                examples = (ep.example_inputs or ((), {}))[0]
-                if len(examples) != len(names):
-                    ins = _specs_from_overrides([], names, path.name)
-                from edgepack.data import guess_layout
-
-                ins = [TensorSpec(name=n, shape=list(t.shape), dtype=str(t.dtype).replace("torch.", ""),
-                                  layout=guess_layout(list(t.shape))) for n, t in zip(names, examples)]
-            handle = ep
-            module = ep.module()
-        else:
-            try:
-                module = torch.jit.load(str(path), map_location="cpu").eval()
-            except Exception as e:
-                raise UsageError(f"{path.name} is not a readable TorchScript file ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0][:200]})",
-                                 "save it with torch.jit.script(model).save(path) or torch.jit.trace(...)")
-            names = [a.name for a in module.forward.schema.arguments[1:]]
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist", "check the path")
+    if kind == "torch-export":
+        try:
+            ep = torch.export.load(str(path))
+        except Exception as e:
+            raise UsageError(f"{path.name} is not a readable torch.export archive ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]})",
+                             "save it with torch.export.save(torch.export.export(model, args), 'model.pt2')")
+        names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+        if input_specs:
             ins = _specs_from_overrides(input_specs, names, path.name)
-            handle = module
+        else:
+            examples = (ep.example_inputs or ((), {}))[0]
+            if len(examples) != len(names):
+                ins = _specs_from_overrides([], names, path.name)
+            from edgepack.data import guess_layout
+
+            ins = [TensorSpec(name=n, shape=list(t.shape), dtype=str(t.dtype).replace("torch.", ""),
+                              layout=guess_layout(list(t.shape))) for n, t in zip(names, examples)]
+        handle = ep
+        module = ep.module()
+    else:
+        try:
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as e:
+            raise UsageError(f"{path.name} is not a readable TorchScript file ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]})",
+                             "save it with torch.jit.script(model).save(path) or torch.jit.trace(...)")
+        names = [a.name for a in module.forward.schema.arguments[1:]]
+        ins = _specs_from_overrides(input_specs, names, path.name)
+        handle = module
+    return _finish(path, kind, module, ins, handle)
+
+
+def _finish(path: Path, kind: str, module, ins: list[TensorSpec], handle) -> ModelSource:
+    torch = _torch()
 
     def predict(feeds: dict) -> dict:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in ins]

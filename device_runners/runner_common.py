@@ -589,7 +589,10 @@ def run(backend, args):
 
 def main(backend, argv=None):
     """Entry point of a runtime module; prints exactly one JSON document on success."""
-    args = build_parser("edgepack %s device runner" % backend.runtime).parse_args(argv)
+    parser = build_parser("edgepack %s device runner" % backend.runtime)
+    if hasattr(backend, "add_arguments"):
+        backend.add_arguments(parser)
+    args = parser.parse_args(argv)
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, _on_signal)

@@ -1,0 +1,165 @@
+"""edgepack device runner for TFLite (LiteRT) bundles.
+
+Usage on a device:  python3 tflite_runner.py BUNDLE.edgepack [--runs N] [--threads T]
+                    [--delegate /usr/lib/libedgetpu.so.1 [--delegate-option k=v]...] [--no-xnnpack]
+The interpreter comes from ai_edge_litert, else tflite_runtime (armv7l, numpy-1 devices), else
+tensorflow.lite; ``device.runtime_version`` and ``runtime_details.interpreter`` say which one ran.
+"""
+
+import os
+import sys
+
+try:  # imported as edgepack.device_runners.tflite_runner
+    from . import runner_common as common
+except ImportError:  # run as a script on the device (also under python -I / -P)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import runner_common as common
+
+_CANDIDATES = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite", "tensorflow"),
+)
+
+
+def _find_interpreter():
+    import importlib
+
+    errors = []
+    for module, dist in _CANDIDATES:
+        try:
+            mod = importlib.import_module(module)
+            if module == "tensorflow.lite":
+                return mod.Interpreter, mod.experimental.load_delegate, module, dist, _dist_version(dist)
+            return mod.Interpreter, mod.load_delegate, module, dist, _dist_version(dist)
+        except ImportError as e:
+            errors.append("%s: %s" % (module, e))
+    return None, None, None, None, "; ".join(errors)
+
+
+def _dist_version(dist):
+    try:
+        from importlib import metadata
+
+        return metadata.version(dist)
+    except Exception:  # Python < 3.8 or no metadata: not fatal
+        return "unknown"
+
+
+class LiteRTBackend(object):
+    runtime = "litert"
+
+    def __init__(self):
+        self.Interpreter = self.load_delegate = self.module = self.dist = self._version = None
+
+    def add_arguments(self, parser):
+        parser.add_argument("--delegate", default=None,
+                            help="external delegate library (e.g. libedgetpu.so.1, libarmnnDelegate.so)")
+        parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                            help="option passed to the external delegate; repeatable")
+        parser.add_argument("--no-xnnpack", action="store_true",
+                            help="run the reference CPU kernels instead of the default XNNPACK delegate")
+
+    def check(self):
+        try:
+            import numpy  # noqa: F401
+        except ImportError:
+            raise common.RunnerError("numpy is not installed for %s" % sys.executable, "pip install numpy",
+                                     common.EXIT_RUNTIME_MISSING)
+        found = _find_interpreter()
+        if found[0] is None:
+            raise common.RunnerError(
+                "no TFLite interpreter is installed for %s (tried ai_edge_litert, tflite_runtime, tensorflow)"
+                % sys.executable,
+                "pip install ai-edge-litert (armv7l or numpy<2: pip install tflite-runtime), "
+                "or pass --install-runtime", common.EXIT_RUNTIME_MISSING)
+        self.Interpreter, self.load_delegate, self.module, self.dist, self._version = found
+
+    def version(self):
+        return self._version
+
+    def load(self, model_path, manifest, args):
+        delegates = []
+        if args.delegate:
+            options = {}
+            for item in args.delegate_option:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise common.RunnerError("bad --delegate-option %r" % item, "write it as KEY=VALUE",
+                                             common.EXIT_USAGE)
+                options[key] = value
+            try:
+                delegates.append(self.load_delegate(args.delegate, options))
+            except (ValueError, OSError, RuntimeError) as e:
+                raise common.RunnerError("delegate %s failed to load: %s" % (args.delegate, e),
+                                         "check the library path and that its driver/device is present; "
+                                         "edgepack does not fall back to the CPU silently")
+        kwargs = {"model_path": model_path, "experimental_delegates": delegates or None}
+        if args.threads:
+            kwargs["num_threads"] = args.threads
+        if args.no_xnnpack:
+            try:
+                from ai_edge_litert.interpreter import OpResolverType
+            except ImportError:
+                OpResolverType = getattr(sys.modules.get(self.module), "OpResolverType", None)
+            if OpResolverType is not None:
+                kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interp = self.Interpreter(**kwargs)
+            interp.allocate_tensors()
+        except Exception as e:  # tflite_runtime built for numpy 1 fails here under numpy 2
+            import numpy
+
+            hint = "check that the interpreter supports the model's ops"
+            if self.dist == "tflite-runtime" and numpy.__version__.split(".")[0] != "1":
+                hint = ("tflite-runtime is built for numpy 1.x and this device has numpy %s: "
+                        "pip install ai-edge-litert, or pip install 'numpy<2'" % numpy.__version__)
+            raise common.RunnerError("the TFLite interpreter (%s) could not load the model: %s"
+                                     % (self.dist, str(e).splitlines()[0] if str(e) else type(e).__name__), hint)
+        interp._edgepack_delegate = args.delegate
+        interp._edgepack_names = (
+            dict((d["name"], d["index"]) for d in interp.get_input_details()),
+            [(d["name"], d["index"]) for d in interp.get_output_details()],
+        )
+        return interp
+
+    def predict(self, interp, feeds):
+        inputs, outputs = interp._edgepack_names
+        for name, value in feeds.items():
+            interp.set_tensor(inputs[name], value)
+        interp.invoke()
+        return dict((name, interp.get_tensor(index)) for name, index in outputs)
+
+    def details(self, interp):
+        ops = []
+        try:
+            ops = interp._get_ops_details()
+        except Exception:  # private API: absent in some builds
+            pass
+        counts = {}
+        delegated_nodes = 0
+        for op in ops:
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+            if op["op_name"] == "DELEGATE":
+                delegated_nodes += 1
+        def quantized(details):
+            return [bool(d.get("quantization") and d["quantization"][0]) for d in details]
+
+        return {
+            "interpreter": self.module,
+            "package": self.dist,
+            "ops": counts,
+            "delegate_nodes": delegated_nodes,
+            "xnnpack": delegated_nodes > 0 and not interp._edgepack_delegate,
+            "external_delegate": interp._edgepack_delegate,
+            "inputs_quantized": quantized(interp.get_input_details()),
+            "outputs_quantized": quantized(interp.get_output_details()),
+        }
+
+
+def main(argv=None):
+    return common.main(LiteRTBackend(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,6 +28,8 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "onnx": Target("onnx", "onnxruntime", "onnx_runner.py", ("none", "fp16", "dynamic", "int8"), ""),
+    "tflite": Target("tflite", "litert", "tflite_runner.py", ("none", "fp16", "dynamic", "int8", "int16x8"),
+                     "tensorflow"),
 }
 
 # source kind -> (framework, loader module). Kinds are recognised from the path only.
@@ -36,11 +38,18 @@ SOURCES: dict[str, tuple[str, str]] = {
     "torch-export": ("torch", "torch_source"),
     "torchscript": ("torch", "torch_source"),
     "python-callable": ("python", "python_source"),  # framework decided by what the callable returns
+    "keras": ("keras", "keras_source"),
+    "keras-h5": ("keras", "keras_source"),
+    "savedmodel": ("tensorflow", "keras_source"),
+    "tflite": ("tflite", "tflite_source"),
 }
 
 ROUTES: dict[tuple[str, str], str] = {
     ("onnx", "onnx"): "onnx_to_onnx",
     ("torch", "onnx"): "torch_to_onnx",
+    ("keras", "tflite"): "keras_to_tflite",
+    ("tensorflow", "tflite"): "keras_to_tflite",
+    ("tflite", "tflite"): "tflite_to_tflite",
 }
 
 _SUFFIX_KIND = {
@@ -49,6 +58,9 @@ _SUFFIX_KIND = {
     ".pt": "torchscript",
     ".jit": "torchscript",
     ".torchscript": "torchscript",
+    ".keras": "keras",
+    ".h5": "keras-h5",
+    ".tflite": "tflite",
 }
 _PICKLES = {".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
@@ -64,6 +76,11 @@ def split_callable(source: str) -> tuple[Path, str] | None:
 def source_kind(source: str) -> str:
     if split_callable(source):
         return "python-callable"
+    if Path(source).is_dir():
+        if (Path(source) / "saved_model.pb").is_file():
+            return "savedmodel"
+        raise UsageError(f"{source} is a directory but not a SavedModel (no saved_model.pb)",
+                         "pass a SavedModel directory, or a model file")
     suffix = Path(source).suffix.lower()
     if suffix in _SUFFIX_KIND:
         return _SUFFIX_KIND[suffix]
@@ -77,6 +94,17 @@ def source_kind(source: str) -> str:
                          f"pass {source}:build_model (any function returning an nn.Module)")
     raise UsageError(f"{source}: unknown model type {suffix or '(no suffix)'}",
                      "pass an .onnx, .pt2, TorchScript .pt/.jit file, or path/to/file.py:callable")
+
+
+def import_tensorflow():
+    """TensorFlow, imported quietly (its C++ start-up logs ignore TF_CPP_MIN_LOG_LEVEL for oneDNN's notice)."""
+    import os
+
+    from edgepack.errors import require
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    return require("tensorflow", "tensorflow")
 
 
 def _module(name: str):
@@ -100,6 +128,6 @@ def route(framework: str, target_format: str):
     try:
         name = ROUTES[(framework, target_format)]
     except KeyError:
-        raise UsageError(f"no route from {framework} to {target_format} yet",
+        raise UsageError(f"no route from {framework} to {target_format}",
                          f"routes available: {', '.join(f'{a}->{b}' for a, b in sorted(ROUTES))}")
     return _module(name)

@@ -23,10 +23,12 @@ PathLike = Union[str, Path]
 
 def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibration: Optional[PathLike] = None,
           eval: Optional[PathLike] = None, inputs: Sequence[str] = (), output: Optional[PathLike] = None,
-          min_cosine: Optional[float] = None, allow_mismatch: bool = False, opset: int = 18):
+          min_cosine: Optional[float] = None, allow_mismatch: bool = False, opset: int = 18,
+          io_dtype: str = "float32", layout: Optional[str] = None):
     """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
 
     ``inputs`` are ``NAME:1x3x224x224[:dtype]`` strings (needed for file.py:callable sources).
+    ``io_dtype`` (int8 TFLite: float32|int8|uint8) and ``layout`` (nhwc|nchw, default: the source's) shape the I/O.
     Raises EdgepackError (with ``.message`` and ``.hint``) on bad input or failed validation.
     """
     from edgepack.builder import build as _build
@@ -37,7 +39,7 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
         target=to, quantize=quantize, calibration=Path(calibration) if calibration else None,
         eval=Path(eval) if eval else None, inputs=[parse_input_spec(s) for s in inputs],
         output=Path(output) if output else None, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-        opset=opset)
+        opset=opset, io_dtype=io_dtype, layout=layout.lower() if layout else None)
     return _build(str(source), options)
 
 

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from edgepack import __version__, converters
 from edgepack.bundle import member_digests, sha256_file, write_bundle
-from edgepack.data import eval_arrays, golden_arrays, load_dataset, npz_bytes, random_dataset, take
+from edgepack.data import (eval_arrays, golden_arrays, load_dataset, map_tensors, npz_bytes, random_dataset,
+                           take)
 from edgepack.errors import UsageError
 from edgepack.types import BuildOptions, BuildResult, DataMember, Manifest, ModelMember, SourceInfo
 from edgepack.ui import note, step
 from edgepack.validate import reference_outputs, validate
 
-QUANT_SUFFIX = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
+QUANT_SUFFIX = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8"}
 
 
 def default_output(source: str, options: BuildOptions) -> Path:
@@ -27,6 +28,13 @@ def build(source: str, options: BuildOptions) -> BuildResult:
     if options.quantize not in target.precisions:
         raise UsageError(f"--quantize {options.quantize} is not available for {target.format}",
                          f"use one of {', '.join(target.precisions)}")
+    if options.io_dtype not in ("float32", "int8", "uint8"):
+        raise UsageError(f"--io-dtype {options.io_dtype} is not supported", "use float32, int8 or uint8")
+    if options.io_dtype != "float32" and (options.quantize != "int8" or target.format != "tflite"):
+        raise UsageError(f"--io-dtype {options.io_dtype} applies to --to tflite --quantize int8 only",
+                         "drop --io-dtype, or build a full-integer TFLite model")
+    if options.layout not in (None, "nhwc", "nchw"):
+        raise UsageError(f"--layout {options.layout} is not supported", "use nhwc or nchw")
     out = Path(options.output) if options.output else default_output(source, options)
     if out.exists() and out.is_dir():
         raise UsageError(f"output {out} is a directory", "pass -o path/to/name.edgepack")
@@ -37,11 +45,11 @@ def build(source: str, options: BuildOptions) -> BuildResult:
     if options.calibration:
         calibration = load_dataset(options.calibration, src.inputs, "calibration")
         n = len(next(iter(calibration.values())))
-        if options.quantize == "int8" and n < 100:
+        if options.quantize in ("int8", "int16x8") and n < 100:
             note(f"[yellow]warning:[/yellow] calibration has {n} samples; 100+ representative samples "
                  "usually give better int8 ranges")
-    elif options.quantize == "int8":
-        raise UsageError("--quantize int8 needs calibration data",
+    elif options.quantize in ("int8", "int16x8"):
+        raise UsageError(f"--quantize {options.quantize} needs calibration data",
                          "pass --calibration DATA.npz (one array per input, ~100+ representative samples)")
     evaluation = load_dataset(options.eval, src.inputs, "eval", need_labels=True) if options.eval else None
 
@@ -57,7 +65,9 @@ def build(source: str, options: BuildOptions) -> BuildResult:
         else:
             val_data, inputs_from = random_dataset(src.inputs, options.validation_samples, options.seed), "random"
         with step(f"validate against {src.framework} on {len(next(iter(val_data.values())))} samples"):
-            reference = reference_outputs(src, val_data)
+            # from here on, tensors carry the converted model's names and layouts
+            reference = map_tensors(reference_outputs(src, val_data), src.outputs, converted.outputs)
+            val_data = map_tensors(val_data, src.inputs, converted.inputs)
             validation = validate(src, converted, val_data, reference, options.quantize, inputs_from,
                                   options.min_cosine, options.allow_mismatch)
         if validation.status != "passed":
@@ -67,7 +77,7 @@ def build(source: str, options: BuildOptions) -> BuildResult:
         golden = golden_arrays(take(val_data, golden_n), take(reference, golden_n))
         members = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}
         if evaluation is not None:
-            members["eval.npz"] = npz_bytes(eval_arrays(evaluation))
+            members["eval.npz"] = npz_bytes(eval_arrays(map_tensors(evaluation, src.inputs, converted.inputs)))
         if calibration is not None and options.calibration:
             converted.quantization.calibration_sha256 = sha256_file(options.calibration)
 

@@ -53,7 +53,9 @@ def _write_atomic(path: Path, text: str) -> None:
 def build(
     source: str = typer.Argument(..., help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable"),
     to: str = typer.Option("onnx", "--to", help="target format"),
-    quantize: str = typer.Option("none", "--quantize", help="none | fp16 | dynamic | int8"),
+    quantize: str = typer.Option("none", "--quantize", help="none | fp16 | dynamic | int8 | int16x8 (tflite)"),
+    io_dtype: str = typer.Option("float32", "--io-dtype", help="int8 TFLite I/O: float32 | int8 | uint8"),
+    layout: Optional[str] = typer.Option(None, "--layout", help="nhwc | nchw I/O (default: the source's)"),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="DATA.npz, one array per input"),
     eval_data: Optional[Path] = typer.Option(None, "--eval", help="DATA.npz with inputs and 'labels'"),
     inputs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224[:float32]; repeat per input"),
@@ -68,7 +70,7 @@ def build(
 
     res = edgepack.build(source, to=to, quantize=quantize, calibration=calibration, eval=eval_data,
                          inputs=inputs, output=output, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-                         opset=opset)
+                         opset=opset, io_dtype=io_dtype, layout=layout)
     if as_json:
         typer.echo(res.manifest.to_json(), nl=False)
         return

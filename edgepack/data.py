@@ -161,5 +161,21 @@ def random_dataset(inputs: list[TensorSpec], samples: int, seed: int) -> dict:
     return out
 
 
+def relayout(arr: np.ndarray, src: Optional[str], dst: Optional[str]) -> np.ndarray:
+    """Transpose between layouts named by letters (NCHW -> NHWC ...); anything else passes through."""
+    if not src or not dst or src == dst or sorted(src) != sorted(dst) or arr.ndim != len(src):
+        return arr
+    return np.ascontiguousarray(arr.transpose([src.index(c) for c in dst]))
+
+
+def map_tensors(data: dict, src_specs: list[TensorSpec], dst_specs: list[TensorSpec]) -> dict:
+    """Source-named, source-layout arrays -> the converted model's names and layouts (by position)."""
+    out = {k: v for k, v in data.items() if k == LABELS_KEY}
+    for s, d in zip(src_specs, dst_specs):
+        if s.name in data:
+            out[d.name] = relayout(data[s.name], s.layout, d.layout)
+    return out
+
+
 def take(dataset: dict, n: int) -> dict:
     return {k: v[:n] for k, v in dataset.items()}

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MANIFEST_SCHEMA = "edgepack.manifest/1"
 RESULT_SCHEMA = "edgepack.result/1"
 
-Precision = Literal["none", "fp16", "dynamic", "int8"]
+Precision = Literal["none", "fp16", "dynamic", "int8", "int16x8"]
 Dim = Union[int, str, None]
 
 
@@ -201,6 +201,8 @@ class ModelSource:
 class BuildOptions:
     target: str = "onnx"
     quantize: str = "none"
+    io_dtype: str = "float32"
+    layout: Optional[str] = None
     calibration: Optional[Path] = None
     eval: Optional[Path] = None
     inputs: list[TensorSpec] = field(default_factory=list)
@@ -217,6 +219,8 @@ class BuildOptions:
         return {
             "target": self.target,
             "quantize": self.quantize,
+            "io_dtype": self.io_dtype,
+            "layout": self.layout,
             "calibration": self.calibration.name if self.calibration else None,
             "eval": self.eval.name if self.eval else None,
             "inputs": [f"{s.name}:{s.shape_text()}:{s.dtype}" for s in self.inputs],

@@ -120,9 +120,11 @@ def test_runner_imports_only_stdlib_numpy_and_runtime():
     import sys
     from pathlib import Path
 
-    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "runner_common"}
+    runtimes = {"onnx_runner.py": {"onnxruntime"},
+                "tflite_runner.py": {"ai_edge_litert", "tflite_runtime", "tensorflow"}}
     folder = Path(rc.__file__).parent
     for py in folder.glob("*.py"):
+        allowed = set(sys.stdlib_module_names) | {"numpy", "runner_common"} | runtimes.get(py.name, set())
         tree = ast.parse(py.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

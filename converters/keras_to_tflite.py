@@ -1,0 +1,28 @@
+"""Route keras/tensorflow -> tflite: the TFLite converter (from the Keras model or the SavedModel) with its own
+post-training quantization. Keras models are channels-last already: I/O keep the source's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgepack.errors import UsageError
+from edgepack.types import BuildOptions, ConvertedModel, ModelSource
+
+from . import import_tensorflow, tflite_tools
+
+
+def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    tf = import_tensorflow()
+    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
+                              if len(s.shape) == 4):
+        raise UsageError(f"--layout {options.layout} differs from the Keras model's own layout",
+                         "Keras/TF models keep their layout; drop --layout (or build the model in that layout)")
+    if source.kind == "savedmodel":
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(source.handle))
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(source.handle)
+    quant = tflite_tools.configure(converter, options.quantize, options.io_dtype, calibration, source.inputs)
+    out = workdir / "model.tflite"
+    out.write_bytes(tflite_tools.convert(converter))
+    return tflite_tools.finish(out, source, options, quant, [s.layout for s in source.inputs],
+                               [s.layout for s in source.outputs], {"tensorflow": tf.__version__})

@@ -1,0 +1,202 @@
+"""TFLite helpers every route that ends in (or starts from) TFLite shares.
+
+- an interpreter (ai_edge_litert, else tensorflow.lite) wrapped as ``predict(feeds) -> {name: array}``
+  that quantizes integer inputs and dequantizes integer outputs like the device runner does,
+- tensor specs (with scale/zero point for quantized I/O) read from a .tflite file,
+- the TFLite converter's post-training quantization settings for each precision.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from edgepack.device_runners.runner_common import dequantize_output, iter_batches, quantize_input
+from edgepack.errors import EdgepackError, UsageError
+from edgepack.types import ConvertedModel, QuantizationInfo, QuantParams, TensorSpec
+
+
+def interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        from . import import_tensorflow
+
+        return import_tensorflow().lite.Interpreter
+
+
+def runtime_versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("ai-edge-litert", "tensorflow-cpu", "tensorflow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def open_interpreter(path: Path, threads: int = 0):
+    kwargs = {"model_path": str(path)}
+    if threads:
+        kwargs["num_threads"] = threads
+    try:
+        interp = interpreter_class()(**kwargs)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"{Path(path).name} is not a loadable TFLite model: {str(e).splitlines()[0][:200]}",
+                         "re-convert the model, or check the file was copied completely")
+    return interp
+
+
+def _spec(detail: dict, layout: Optional[str], name: Optional[str] = None) -> TensorSpec:
+    qp = detail.get("quantization_parameters") or {}
+    scales = [float(x) for x in np.asarray(qp.get("scales", [])).ravel()]
+    quant = None
+    if scales and np.dtype(detail["dtype"]).kind in "iu":
+        zps = [int(x) for x in np.asarray(qp.get("zero_points", [])).ravel()]
+        quant = QuantParams(scale=scales, zero_point=zps or [0] * len(scales),
+                            axis=int(qp.get("quantized_dimension", 0)) if len(scales) > 1 else None)
+    shape = [int(d) for d in detail["shape"]]
+    return TensorSpec(name=name or detail["name"], shape=shape, dtype=np.dtype(detail["dtype"]).name,
+                      layout=layout, quant=quant)
+
+
+def match_order(wanted: list[str], names: list[str]) -> list[int]:
+    """Indices of ``names`` in the order of ``wanted`` (exact name, converter-decorated name, else position)."""
+    order = []
+    for i, w in enumerate(wanted):
+        pattern = re.compile(rf"(^|[_/]){re.escape(w)}(:\d+)?$")
+        hit = next((j for j, n in enumerate(names) if n == w), None)
+        if hit is None:
+            hit = next((j for j, n in enumerate(names) if pattern.search(n) and j not in order), None)
+        if hit is None or hit in order:
+            hit = i if i < len(names) and i not in order else next(j for j in range(len(names)) if j not in order)
+        order.append(hit)
+    return order
+
+
+def read_specs(path: Path, source_inputs: list[TensorSpec], source_outputs: list[TensorSpec],
+               in_layouts: list[Optional[str]], out_layouts: list[Optional[str]]):
+    """Specs of the .tflite's I/O, ordered like the source's (so tensors map by position)."""
+    interp = open_interpreter(path)
+    ins = interp.get_input_details()
+    outs = interp.get_output_details()
+    ins = [ins[j] for j in match_order([s.name for s in source_inputs], [d["name"] for d in ins])]
+    outs = [outs[j] for j in match_order([s.name for s in source_outputs], [d["name"] for d in outs])]
+    return ([_spec(d, lay) for d, lay in zip(ins, in_layouts)],
+            [_spec(d, lay) for d, lay in zip(outs, out_layouts)])
+
+
+def session_predict(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], threads: int = 0):
+    interp = open_interpreter(path, threads)
+    in_index = {d["name"]: d["index"] for d in interp.get_input_details()}
+    out_index = {d["name"]: d["index"] for d in interp.get_output_details()}
+    in_specs = [s.model_dump() for s in inputs]
+    out_specs = [s.model_dump() for s in outputs]
+
+    def predict(feeds: dict) -> dict:
+        for spec in in_specs:
+            interp.set_tensor(in_index[spec["name"]], quantize_input(feeds[spec["name"]], spec))
+        interp.invoke()
+        return {s["name"]: dequantize_output(interp.get_tensor(out_index[s["name"]]), s) for s in out_specs}
+
+    return predict
+
+
+def count_ops(path: Path) -> dict:
+    interp = interpreter_class()(model_path=str(path),
+                                 **_no_delegates_kwargs())
+    interp.allocate_tensors()
+    counts: dict[str, int] = {}
+    for op in interp._get_ops_details():
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return counts
+
+
+def _no_delegates_kwargs() -> dict:
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+
+        return {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    except ImportError:
+        return {}
+
+
+# --------------------------------------------------------------------------- the TF converter
+
+
+def representative(calibration: dict, inputs: list[TensorSpec]) -> Callable:
+    """tf.lite representative_dataset over the calibration set, one model batch per step."""
+    specs = [s.model_dump() for s in inputs]
+
+    def gen():
+        for feeds in iter_batches(calibration, specs):
+            yield [feeds[s["name"]].astype(np.float32) for s in specs]
+
+    return gen
+
+
+def configure(converter, mode: str, io_dtype: str, calibration: Optional[dict], inputs: list[TensorSpec]) -> QuantizationInfo:
+    """Set the TFLite converter's post-training quantization for ``mode``."""
+    from . import import_tensorflow
+
+    tf = import_tensorflow()
+    if mode == "none":
+        return QuantizationInfo(mode="none")
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+        return QuantizationInfo(mode="fp16", method="TFLiteConverter float16 weights (fp32 compute on CPU)")
+    if mode == "dynamic":
+        return QuantizationInfo(mode="dynamic", method="TFLiteConverter dynamic range (int8 weights)")
+    if calibration is None:
+        raise UsageError(f"--quantize {mode} needs calibration data",
+                         "pass --calibration DATA.npz with ~100+ representative samples per input")
+    n = len(next(iter(calibration.values())))
+    converter.representative_dataset = representative(calibration, inputs)
+    if mode == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype in ("int8", "uint8"):
+            converter.inference_input_type = getattr(tf, io_dtype)
+            converter.inference_output_type = getattr(tf, io_dtype)
+        return QuantizationInfo(mode="int8", method=f"TFLiteConverter full integer ({io_dtype} I/O)",
+                                calibration_samples=n)
+    if mode == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        return QuantizationInfo(mode="int16x8", method="TFLiteConverter int16 activations, int8 weights",
+                                calibration_samples=n)
+    raise UsageError(f"unknown precision {mode!r} for TFLite", "use --quantize none|fp16|dynamic|int8|int16x8")
+
+
+def convert(converter) -> bytes:
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # keras' export prints its signature to stdout
+            return converter.convert()
+    except Exception as e:
+        text = str(e)
+        ops = sorted(set(re.findall(r"'(tf\.[A-Za-z0-9_]+)' op", text)))
+        if ops:
+            raise EdgepackError(f"the TFLite converter cannot convert op(s) {', '.join(ops)}",
+                                "replace those ops with TFLite builtins (see the TFLite op compatibility list)")
+        first = next((ln for ln in text.splitlines() if "error" in ln.lower()), text.splitlines()[0] if text else "")
+        raise EdgepackError(f"the TFLite converter failed: {first.strip()[:300]}",
+                            "check the model uses TFLite-compatible ops and static shapes")
+
+
+def finish(model: Path, source, options, quant: QuantizationInfo, in_layouts, out_layouts,
+           tools: dict) -> ConvertedModel:
+    ins, outs = read_specs(model, source.inputs, source.outputs, in_layouts, out_layouts)
+    return ConvertedModel(path=model, member="model.tflite", inputs=ins, outputs=outs,
+                          tools={**runtime_versions(), **tools}, predict=session_predict(model, ins, outs),
+                          quantization=quant)

@@ -52,6 +52,16 @@ ROUTES: dict[tuple[str, str], str] = {
     ("tflite", "tflite"): "tflite_to_tflite",
 }
 
+# Routes that bundle a model as it is offer only "none".
+AS_IS_ROUTES = {("tflite", "tflite")}
+
+
+def precisions(framework: str, target_format: str) -> tuple[str, ...]:
+    if (framework, target_format) in AS_IS_ROUTES:
+        return ("none",)
+    return TARGETS[target_format].precisions
+
+
 _SUFFIX_KIND = {
     ".onnx": "onnx",
     ".pt2": "torch-export",

@@ -52,4 +52,16 @@ def have_torch() -> bool:
         return False
 
 
+def have_tensorflow() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+        import ai_edge_litert  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+needs_tensorflow = pytest.mark.skipif(not have_tensorflow(),
+                                      reason="needs the tensorflow extra (pip install 'edgepack[tensorflow]')")
 needs_torch = pytest.mark.skipif(not have_torch(), reason="needs the torch extra (pip install 'edgepack[torch]')")

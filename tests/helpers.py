@@ -89,3 +89,56 @@ def one_line_error(proc) -> str:
     assert len(errors) == 1, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == errors[0]
     return errors[0]
+
+
+KERAS_MODEL_PY = '''
+import keras
+
+
+def build_model():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1), batch_size=1, name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inp, out)
+'''
+
+SVD_MODEL_PY = '''
+import keras
+import tensorflow as tf
+
+
+class Svd(keras.layers.Layer):
+    def call(self, x):
+        return tf.linalg.svd(x, compute_uv=False)
+
+
+def build_model():
+    inp = keras.Input((4, 4), batch_size=1, name="m")
+    return keras.Model(inp, Svd()(inp))
+'''
+
+
+def keras_files(dirpath: Path) -> dict:
+    """The same small Keras CNN as file.py:callable, .keras, .h5 and a SavedModel directory."""
+    import contextlib
+    import io
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    py = dirpath / "tiny_keras.py"
+    py.write_text(KERAS_MODEL_PY)
+    ns: dict = {}
+    exec(compile(KERAS_MODEL_PY, str(py), "exec"), ns)
+    model = ns["build_model"]()
+    model.save(dirpath / "tiny.keras")
+    model.save(dirpath / "tiny.h5")
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.export(dirpath / "tiny_saved", verbose=False)
+    (dirpath / "svd.py").write_text(SVD_MODEL_PY)
+    return {"callable": f"{py}:build_model", "keras": str(dirpath / "tiny.keras"), "h5": str(dirpath / "tiny.h5"),
+            "savedmodel": str(dirpath / "tiny_saved"), "svd": f"{dirpath / 'svd.py'}:build_model", "model": model}

@@ -1,0 +1,126 @@
+"""Keras/TF sources → TFLite bundles in every precision, run with the real LiteRT interpreter; bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+import edgepack
+from edgepack.errors import EdgepackError, UsageError
+from conftest import needs_tensorflow
+from helpers import cli, dataset, keras_files, one_line_error
+
+pytestmark = [pytest.mark.tensorflow, needs_tensorflow]
+
+
+@pytest.fixture(scope="module")
+def kfiles(tmp_path_factory):
+    return keras_files(tmp_path_factory.mktemp("keras"))
+
+
+@pytest.fixture(scope="module")
+def nhwc_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nhwc")
+    return {"calib": dataset(d / "calib.npz", shape=(8, 8, 1)),
+            "eval": dataset(d / "eval.npz", n=20, seed=3, shape=(8, 8, 1), labels=True)}
+
+
+def _keras_golden_check(res, model):
+    from edgepack.bundle import read_member
+
+    g = np.load(io.BytesIO(read_member(res.path, "golden.npz")))
+    x = g[f"input/{res.manifest.inputs[0].name}"]
+    want = model(x, training=False).numpy()
+    np.testing.assert_allclose(g[f"output/{res.manifest.outputs[0].name}"], want, rtol=1e-4, atol=1e-5)
+
+
+CASES = [("keras", q) for q in ("none", "fp16", "dynamic", "int8", "int16x8")] + [
+    (k, q) for k in ("h5", "savedmodel", "callable") for q in ("none", "int8")]
+
+
+@pytest.mark.parametrize("kind,quantize", CASES, ids=[f"{k}-{q}" for k, q in CASES])
+def test_keras_to_tflite(kind, quantize, kfiles, nhwc_data, tmp_path):
+    calib = nhwc_data["calib"] if quantize in ("int8", "int16x8") else None
+    inputs = ["image:1x8x8x1"] if kind == "callable" else []
+    name = "image" if kind != "savedmodel" else "image"
+    res = edgepack.build(kfiles[kind], to="tflite", quantize=quantize, calibration=calib, eval=nhwc_data["eval"],
+                         inputs=inputs, output=tmp_path / "m.edgepack")
+    m = res.manifest
+    assert m.format == "tflite" and m.runtime == "litert" and m.model.member == "model.tflite"
+    assert m.validation.status == "passed" and name in m.inputs[0].name
+    assert m.inputs[0].layout == "NHWC" and m.inputs[0].shape == [1, 8, 8, 1]
+    _keras_golden_check(res, kfiles["model"])
+    bench = edgepack.bench(res.path, "local", runs=3, min_seconds=0).result
+    assert bench.device.runtime == "litert" and bench.runtime_details["interpreter"] == "ai_edge_litert.interpreter"
+    assert bench.runtime_details["xnnpack"] in (True, False) and "ops" in bench.runtime_details
+    out = m.outputs[0].name
+    assert bench.validation[out].cosine >= m.validation.thresholds["min_cosine"]
+    assert bench.accuracy.n == 20
+    if quantize in ("int8", "int16x8"):
+        assert m.quantization.calibration_samples == 120
+
+
+def test_int8_io_is_quantized_and_dequantized(kfiles, nhwc_data, tmp_path):
+    res = edgepack.build(kfiles["keras"], to="tflite", quantize="int8", io_dtype="int8",
+                         calibration=nhwc_data["calib"], eval=nhwc_data["eval"], output=tmp_path / "m.edgepack")
+    spec_in, spec_out = res.manifest.inputs[0], res.manifest.outputs[0]
+    assert spec_in.dtype == "int8" and spec_in.quant is not None and spec_in.quant.scale[0] > 0
+    assert spec_out.dtype == "int8" and spec_out.quant is not None
+    r = edgepack.bench(res.path, "local", runs=3, min_seconds=0).result
+    assert r.runtime_details["inputs_quantized"] == [True] and r.runtime_details["outputs_quantized"] == [True]
+    assert r.validation[spec_out.name].cosine > 0.98, "dequantized int8 outputs agree with Keras"
+    assert "int8 I/O" in res.manifest.quantization.method
+
+
+def test_tflite_file_is_bundled_as_is(kfiles, tmp_path):
+    first = edgepack.build(kfiles["keras"], to="tflite", output=tmp_path / "a.edgepack")
+    from edgepack.bundle import read_member
+
+    tfl = tmp_path / "model.tflite"
+    tfl.write_bytes(read_member(first.path, "model.tflite"))
+    res = edgepack.build(tfl, to="tflite", output=tmp_path / "b.edgepack")
+    assert read_member(res.path, "model.tflite") == tfl.read_bytes()
+    assert res.manifest.source.framework == "tflite" and res.manifest.validation.status == "passed"
+    assert edgepack.bench(res.path, "local", runs=2, min_seconds=0).result.latency_ms.p50 > 0
+    with pytest.raises(UsageError, match="already a TFLite model"):
+        edgepack.build(tfl, to="tflite", quantize="fp16", output=tmp_path / "c.edgepack")
+
+
+def test_rejected_op_is_named(kfiles, tmp_path):
+    res = cli("build", kfiles["svd"], "--to", "tflite", "-o", str(tmp_path / "x.edgepack"))
+    assert "tf.Svd" in one_line_error(res)
+    assert not (tmp_path / "x.edgepack").exists()
+
+
+def test_calibration_in_the_wrong_layout(kfiles, tmp_path):
+    nchw = dataset(tmp_path / "nchw.npz", shape=(1, 8, 8))
+    res = cli("build", kfiles["keras"], "--to", "tflite", "--quantize", "int8", "--calibration", str(nchw))
+    assert "has shape [120, 1, 8, 8], expected [N, 8, 8, 1]" in one_line_error(res)
+
+
+def test_corrupt_files(tmp_path):
+    (tmp_path / "bad.tflite").write_bytes(b"TFL3 not really")
+    assert "not a loadable TFLite model" in one_line_error(cli("build", str(tmp_path / "bad.tflite"), "--to", "tflite"))
+    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n garbage")
+    assert "not a loadable Keras model" in one_line_error(cli("build", str(tmp_path / "bad.h5"), "--to", "tflite"))
+
+
+def test_io_dtype_only_for_full_integer(kfiles, tmp_path):
+    with pytest.raises(UsageError, match="--io-dtype int8 applies to --to tflite --quantize int8"):
+        edgepack.build(kfiles["keras"], to="tflite", quantize="fp16", io_dtype="int8", output=tmp_path / "x.edgepack")
+
+
+def test_missing_delegate_is_an_error_not_a_fallback(kfiles, tmp_path):
+    import subprocess
+    import sys
+
+    from edgepack.devices import runner_dir
+
+    res = edgepack.build(kfiles["keras"], to="tflite", output=tmp_path / "m.edgepack")
+    out = subprocess.run([sys.executable, str(runner_dir() / "tflite_runner.py"), str(res.path), "--runs", "1",
+                          "--delegate", str(tmp_path / "libnope.so")], capture_output=True, text=True)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "delegate" in out.stderr and "libnope.so" in out.stderr and "failed to load" in out.stderr

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-EXTRAS ?= torch,test
+EXTRAS ?= torch,tensorflow,test
 
 .PHONY: setup demo test test-fast bench clean
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-EXTRAS ?= torch,tensorflow,test
+EXTRAS ?= torch,tensorflow,tflite,test
 
 .PHONY: setup demo test test-fast bench clean
 

@@ -50,16 +50,21 @@ ROUTES: dict[tuple[str, str], str] = {
     ("keras", "tflite"): "keras_to_tflite",
     ("tensorflow", "tflite"): "keras_to_tflite",
     ("tflite", "tflite"): "tflite_to_tflite",
+    ("torch", "tflite"): "torch_to_tflite",
 }
 
 # Routes that bundle a model as it is offer only "none".
 AS_IS_ROUTES = {("tflite", "tflite")}
 
 
+# Routes that offer fewer precisions than their target (the converter has no such mode).
+ROUTE_PRECISIONS = {("torch", "tflite"): ("none", "dynamic", "int8")}
+
+
 def precisions(framework: str, target_format: str) -> tuple[str, ...]:
     if (framework, target_format) in AS_IS_ROUTES:
         return ("none",)
-    return TARGETS[target_format].precisions
+    return ROUTE_PRECISIONS.get((framework, target_format), TARGETS[target_format].precisions)
 
 
 _SUFFIX_KIND = {

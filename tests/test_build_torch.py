@@ -8,7 +8,7 @@ import pytest
 import edgepack
 from edgepack.errors import UsageError
 from conftest import needs_torch
-from helpers import cli, dataset, torch_model_py
+from helpers import cli, dataset, one_line_error, torch_model_py
 
 pytestmark = [pytest.mark.torch, needs_torch]
 
@@ -72,3 +72,35 @@ def test_callable_must_return_a_module(torch_files, tmp_path):
 def test_wrong_input_shape_is_clear(torch_files, tmp_path):
     res = cli("build", torch_files["callable"], "--input", "image:1x3x8x8", "-o", str(tmp_path / "m.edgepack"))
     assert res.returncode == 2 and "running the model on inputs ['1x3x8x8'] failed" in res.stderr
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("layout", [None, "nhwc"])
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_torch_to_tflite_layouts(layout, quantize, torch_files, tmp_path):
+    from conftest import have_tensorflow
+
+    if not have_tensorflow():
+        pytest.skip("needs the tensorflow extra")
+    calib = dataset(tmp_path / "calib.npz", name="image") if quantize == "int8" else None
+    res = edgepack.build(torch_files["callable"], to="tflite", quantize=quantize, calibration=calib, layout=layout,
+                         inputs=["image:1x1x8x8"], output=tmp_path / "m.edgepack")
+    spec = res.manifest.inputs[0]
+    assert spec.layout == ("NHWC" if layout == "nhwc" else "NCHW")
+    assert spec.shape == ([1, 8, 8, 1] if layout == "nhwc" else [1, 1, 8, 8])
+    if quantize == "int8":
+        assert spec.dtype == "int8" and spec.quant is not None
+    r = edgepack.bench(res.path, "local", runs=3, min_seconds=0).result
+    out = res.manifest.outputs[0].name
+    assert r.validation[out].cosine >= res.manifest.validation.thresholds["min_cosine"]
+    if layout == "nhwc":
+        assert r.runtime_details["ops"].get("TRANSPOSE", 0) == 0, r.runtime_details["ops"]
+
+
+def test_torchscript_to_tflite_is_refused_with_a_fix(torch_files, tmp_path):
+    from conftest import have_tensorflow
+
+    if not have_tensorflow():
+        pytest.skip("needs the tensorflow extra")
+    res = cli("build", torch_files["ts"], "--to", "tflite", "--input", "x:1x1x8x8", "-o", str(tmp_path / "m.edgepack"))
+    assert "TorchScript cannot be converted to TFLite" in one_line_error(res)

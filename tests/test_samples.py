@@ -46,3 +46,17 @@ def test_digits_fp32_and_int8_accuracy_on_device(tmp_path):
     assert abs(r8.accuracy.top1 - source_top1) <= 0.02, (r8.accuracy.top1, source_top1)
     assert r8.validation["output"].top1_agreement >= 0.75
     assert int8.manifest.quantization.calibration_samples >= 100
+
+
+def test_digits_int8_tflite_within_one_point_of_source(tmp_path):
+    from conftest import have_tensorflow
+
+    if not have_tensorflow():
+        pytest.skip("needs the tensorflow extra")
+    source_top1 = _torch_top1()
+    built = edgepack.build(f"{DIGITS / 'model.py'}:build_model", to="tflite", quantize="int8", layout="nhwc",
+                           calibration=DIGITS / "calib.npz", eval=DIGITS / "eval.npz", inputs=["image:1x1x8x8"],
+                           output=tmp_path / "int8.tflite.edgepack")
+    r = edgepack.bench(built.path, "local", runs=5, min_seconds=0).result
+    assert built.manifest.inputs[0].dtype == "int8"
+    assert abs(r.accuracy.top1 - source_top1) <= 0.01, (r.accuracy.top1, source_top1)

@@ -1,0 +1,107 @@
+"""Route torch -> tflite with litert-torch (torch.export -> TFLite directly, no TensorFlow needed).
+
+Layout: ``--layout nhwc`` wraps the module with ``litert_torch.to_channel_last_io`` so 4-D inputs and outputs are
+channels-last without Transpose ops in the graph (TFLite kernels are NHWC); the default keeps the source's NCHW.
+Precisions: none (fp32), dynamic (PT2E dynamic int8) and int8 (PT2E static, per-channel weights, calibrated on
+--calibration); the PT2E int8 model takes and returns int8 tensors (scale/zero point in the manifest).
+fp16 and int16x8 are not offered by this route: build them from ONNX/Keras, or use --to onnx.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.data import relayout
+from edgepack.device_runners.runner_common import iter_batches
+from edgepack.errors import EdgepackError, UsageError, require
+from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo, TensorSpec
+
+from . import tflite_tools
+
+PRECISIONS = ("none", "dynamic", "int8")
+
+
+def _layouts(specs: list[TensorSpec], want: str | None) -> list:
+    out = []
+    for s in specs:
+        if want and len(s.shape) == 4 and s.layout in ("NCHW", "NHWC"):
+            out.append(want.upper())
+        else:
+            out.append(s.layout)
+    return out
+
+
+def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    torch = require("torch", "torch")
+    litert_torch = require("litert_torch", "tflite")
+    if options.quantize not in PRECISIONS:
+        raise UsageError(f"--quantize {options.quantize} is not available for torch -> tflite",
+                         f"use one of {', '.join(PRECISIONS)}, or --to onnx")
+    if source.kind == "torchscript":
+        raise UsageError("TorchScript cannot be converted to TFLite (litert-torch needs torch.export)",
+                         "save the model with torch.export.save (.pt2) or pass file.py:callable")
+    module = source.handle.module() if source.kind == "torch-export" else source.handle
+    in_layouts = _layouts(source.inputs, options.layout)
+    out_layouts = _layouts(source.outputs, options.layout)
+    to_last_in = [i for i, (s, lay) in enumerate(zip(source.inputs, in_layouts)) if s.layout == "NCHW" and lay == "NHWC"]
+    to_last_out = [i for i, (s, lay) in enumerate(zip(source.outputs, out_layouts)) if s.layout == "NCHW" and lay == "NHWC"]
+    if any(s.layout == "NHWC" and lay == "NCHW" for s, lay in zip(source.inputs, in_layouts)):
+        raise UsageError("--layout nchw for a channels-last torch model is not supported", "drop --layout")
+    if to_last_in or to_last_out:
+        module = litert_torch.to_channel_last_io(module, args=to_last_in or None, outputs=to_last_out or None)
+    module = module.eval()
+
+    def as_args(feeds: dict) -> tuple:
+        return tuple(torch.from_numpy(np.ascontiguousarray(relayout(np.asarray(feeds[s.name]), s.layout, lay)))
+                     for s, lay in zip(source.inputs, in_layouts))
+
+    zeros = {s.name: np.zeros(s.shape, np.dtype(s.dtype)) for s in source.inputs}
+    args = as_args(zeros)
+    quant = QuantizationInfo(mode="none")
+    quant_config = None
+    for name in ("torch.export", "torch._dynamo", "litert_torch", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            if options.quantize in ("dynamic", "int8"):
+                from litert_torch.quantize import pt2e_quantizer
+                from litert_torch.quantize.quant_config import QuantConfig
+                from torchao.quantization.pt2e import quantize_pt2e
+
+                dynamic = options.quantize == "dynamic"
+                quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+                    pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+                prepared = quantize_pt2e.prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+                if dynamic:
+                    prepared(*args)
+                else:
+                    if calibration is None:
+                        raise UsageError("--quantize int8 needs calibration data", "pass --calibration DATA.npz")
+                    with torch.no_grad():
+                        for feeds in iter_batches(calibration, [s.model_dump() for s in source.inputs]):
+                            prepared(*as_args(feeds))
+                module = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+                quant_config = QuantConfig(pt2e_quantizer=quantizer)
+                n = len(next(iter(calibration.values()))) if calibration is not None and not dynamic else None
+                quant = QuantizationInfo(
+                    mode=options.quantize, calibration_samples=n,
+                    method=("litert-torch PT2E dynamic int8 (per-channel weights)" if dynamic else
+                            "litert-torch PT2E static int8 (per-channel weights, int8 I/O)"))
+            edge = litert_torch.convert(module, args, quant_config=quant_config)
+            out = workdir / "model.tflite"
+            edge.export(str(out))
+    except UsageError:
+        raise
+    except Exception as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise EdgepackError(f"litert-torch could not convert the model: {first[:300]}",
+                            "the model uses an op litert-torch cannot lower; try --to onnx, or rewrite that op")
+    from importlib import metadata
+
+    tools = {"torch": torch.__version__.split("+")[0], "litert-torch": metadata.version("litert-torch")}
+    return tflite_tools.finish(out, source, options, quant, in_layouts, out_layouts, tools)

@@ -19,10 +19,10 @@ def calibration_npz(path: Path, n: int = 32) -> Path:
     return path
 
 
-def build_mobilenet(out: Path, quantize: str = "none", calibration: Path | None = None, **kw):
+def build_mobilenet(out: Path, quantize: str = "none", calibration: Path | None = None, to: str = "onnx", **kw):
     import edgepack
     from edgepack.ui import set_quiet
 
     set_quiet(True)
-    return edgepack.build(f"{MOBILENET}:build_model", to="onnx", quantize=quantize, calibration=calibration,
+    return edgepack.build(f"{MOBILENET}:build_model", to=to, quantize=quantize, calibration=calibration,
                           inputs=["image:1x3x224x224"], output=out, **kw)

@@ -45,6 +45,32 @@ def test_wheel_in_fresh_venv(tmp_path, tiny_model, evalset):
     where = subprocess.run([str(py), "-c", "import edgepack.devices as d; print(d.runner_dir())"],
                            capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
     assert str(venv) in where
+    # a TFLite bundle too: the wheel plus the interpreter alone (no TensorFlow) bundle and bench a .tflite
+    from conftest import have_tensorflow
+
+    if have_tensorflow():
+        import edgepack
+        from edgepack.bundle import read_member
+        from helpers import keras_files
+
+        (tmp_path / "k").mkdir()
+        k = keras_files(tmp_path / "k")
+        src = edgepack.build(k["keras"], to="tflite", output=tmp_path / "k.edgepack")
+        tfl = tmp_path / "k.tflite"
+        tfl.write_bytes(read_member(src.path, "model.tflite"))
+        from importlib import metadata
+
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        f"ai-edge-litert=={metadata.version('ai-edge-litert')}"], check=True, capture_output=True,
+                       timeout=900)
+        out = tmp_path / "t.edgepack"
+        subprocess.run([str(exe), "-q", "build", str(tfl), "--to", "tflite", "-o", str(out)], check=True, cwd=tmp_path)
+        res = subprocess.run([str(exe), "-q", "bench", str(out), "--runs", "3", "--min-seconds", "0", "--json", "-"],
+                             capture_output=True, text=True, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        r = json.loads(res.stdout)["results"][0]["result"]
+        assert r["device"]["runtime"] == "litert" and r["runtime_details"]["package"] == "ai-edge-litert"
+        assert min(v["cosine"] for v in r["validation"].values()) > 0.9999
     no_torch = subprocess.run([str(py), "-c", "import edgepack, sys; print('torch' in sys.modules)"],
                               capture_output=True, text=True, check=True).stdout.strip()
     assert no_torch == "False"

@@ -1,0 +1,129 @@
+"""Layout cost: the MobileNetV2 sample converted from PyTorch (litert-torch, NHWC I/O) vs a Keras twin with the
+same weights converted by the TFLite converter. Target: torch-built p50 <= 1.1x the Keras-built one.
+Prints both p50s, their ratio, the outputs' agreement and each model's Transpose count.
+    python benchmarks/layout.py [--runs 50] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import MOBILENET, build_mobilenet  # noqa: E402
+
+
+def keras_twin(torch_model):
+    """The same network in Keras (channels-last), weights copied from the PyTorch model."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import keras
+    from torch import nn
+
+    def bn(t_bn):
+        layer = keras.layers.BatchNormalization(epsilon=t_bn.eps, momentum=0.9)
+        return layer, [t_bn.weight.detach().numpy(), t_bn.bias.detach().numpy(),
+                       t_bn.running_mean.numpy(), t_bn.running_var.numpy()]
+
+    assigns = []
+
+    def conv_bn(x, seq):
+        conv, norm = seq[0], seq[1]
+        k, s, groups = conv.kernel_size[0], conv.stride[0], conv.groups
+        if s == 2:
+            x = keras.layers.ZeroPadding2D(k // 2)(x)
+        pad = "valid" if s == 2 or k == 1 else "same"
+        w = conv.weight.detach().numpy()
+        if groups > 1:
+            layer = keras.layers.DepthwiseConv2D(k, s, padding=pad, use_bias=False)
+            assigns.append((layer, [w.transpose(2, 3, 0, 1)]))
+        else:
+            layer = keras.layers.Conv2D(conv.out_channels, k, s, padding=pad, use_bias=False)
+            assigns.append((layer, [w.transpose(2, 3, 1, 0)]))
+        x = layer(x)
+        b, weights = bn(norm)
+        assigns.append((b, weights))
+        x = b(x)
+        if len(seq) > 2:
+            x = keras.layers.ReLU(6.0)(x)
+        return x
+
+    inp = keras.Input((224, 224, 3), batch_size=1, name="image")
+    x = inp
+    for block in torch_model.features:
+        if isinstance(block, nn.Sequential):
+            x = conv_bn(x, block)
+        else:
+            y = x
+            for seq in block.block:
+                y = conv_bn(y, seq)
+            x = keras.layers.Add()([x, y]) if block.use_res else y
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(torch_model.classifier.out_features)
+    out = dense(x)
+    assigns.append((dense, [torch_model.classifier.weight.detach().numpy().T,
+                            torch_model.classifier.bias.detach().numpy()]))
+    model = keras.Model(inp, out)
+    for layer, weights in assigns:
+        layer.set_weights(weights)
+    return model
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+
+    import edgepack
+
+    sys.path.insert(0, str(MOBILENET.parent))
+    import model as mn
+
+    torch_model = mn.build_model()
+    twin = keras_twin(torch_model)
+    x = mn.calibration(1, seed=7)
+    import torch
+
+    with torch.no_grad():
+        want = torch_model(torch.from_numpy(x)).numpy()
+    got = twin(x.transpose(0, 2, 3, 1), training=False).numpy()
+    cos = float((want * got).sum() / np.linalg.norm(want) / np.linalg.norm(got))
+    print(f"Keras twin vs PyTorch on one image: cosine {cos:.6f}, max abs err {np.abs(want - got).max():.2e}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        twin.save(tmp / "twin.keras")
+        from edgepack.ui import set_quiet
+
+        set_quiet(True)
+        t_built = build_mobilenet(tmp / "torch.edgepack", to="tflite", layout="nhwc")
+        k_built = edgepack.build(tmp / "twin.keras", to="tflite", output=tmp / "keras.edgepack")
+        ratios, t_p50s, k_p50s = [], [], []
+        for _ in range(args.rounds):
+            t = edgepack.bench(t_built.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs,
+                               threads=args.threads).result
+            k = edgepack.bench(k_built.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs,
+                               threads=args.threads).result
+            t_p50s.append(t.latency_ms.p50)
+            k_p50s.append(k.latency_ms.p50)
+            ratios.append(t.latency_ms.p50 / k.latency_ms.p50)
+        tr_t = t.runtime_details["ops"].get("TRANSPOSE", 0)
+        tr_k = k.runtime_details["ops"].get("TRANSPOSE", 0)
+    med = statistics.median(ratios)
+    print(f"MobileNetV2 fp32 TFLite, {args.threads} threads, {args.runs} runs x {args.rounds} rounds")
+    print(f"  PyTorch -> litert-torch (NHWC I/O): p50 {statistics.median(t_p50s):.2f} ms, Transpose ops {tr_t}")
+    print(f"  Keras twin -> TFLiteConverter:      p50 {statistics.median(k_p50s):.2f} ms, Transpose ops {tr_k}")
+    print(f"median ratio torch/keras = {med:.3f} (target <= 1.1: {'met' if med <= 1.1 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

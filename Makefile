@@ -10,6 +10,9 @@ EXTRAS ?= torch,tensorflow,tflite,test
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
+	# onnx2tf (ONNX -> TFLite) hard-pins old TensorFlow/numpy: installed without its declared dependencies
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt \
+	    onnx2tf onnx-graphsurgeon sng4onnx psutil tf-keras
 	touch $@
 
 setup: $(BIN)/.installed

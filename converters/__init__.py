@@ -51,6 +51,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("tensorflow", "tflite"): "keras_to_tflite",
     ("tflite", "tflite"): "tflite_to_tflite",
     ("torch", "tflite"): "torch_to_tflite",
+    ("onnx", "tflite"): "onnx_to_tflite",
 }
 
 # Routes that bundle a model as it is offer only "none".

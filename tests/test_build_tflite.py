@@ -124,3 +124,17 @@ def test_missing_delegate_is_an_error_not_a_fallback(kfiles, tmp_path):
                           "--delegate", str(tmp_path / "libnope.so")], capture_output=True, text=True)
     assert out.returncode == 1 and out.stdout == ""
     assert "delegate" in out.stderr and "libnope.so" in out.stderr and "failed to load" in out.stderr
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_onnx_to_tflite_layouts(layout, tiny_model, calib, tmp_path):
+    res = edgepack.build(tiny_model, to="tflite", quantize="int8", calibration=calib, layout=layout,
+                         output=tmp_path / "m.edgepack")
+    spec = res.manifest.inputs[0]
+    assert spec.layout == layout.upper()
+    assert spec.shape == ([1, 1, 8, 8] if layout == "nchw" else [1, 8, 8, 1])
+    assert "onnx2tf" in res.manifest.tools and res.manifest.validation.reference.startswith("onnx")
+    r = edgepack.bench(res.path, "local", runs=2, min_seconds=0).result
+    assert r.validation[res.manifest.outputs[0].name].cosine > 0.98
+    if layout == "nhwc":
+        assert r.runtime_details["ops"].get("TRANSPOSE", 0) == 0

@@ -5,6 +5,7 @@ channels-last without Transpose ops in the graph (TFLite kernels are NHWC); the 
 Precisions: none (fp32), dynamic (PT2E dynamic int8) and int8 (PT2E static, per-channel weights, calibrated on
 --calibration); the PT2E int8 model takes and returns int8 tensors (scale/zero point in the manifest).
 fp16 and int16x8 are not offered by this route: build them from ONNX/Keras, or use --to onnx.
+TorchScript (which torch.export cannot read) goes through ONNX and onnx2tf instead.
 """
 
 from __future__ import annotations
@@ -36,6 +37,22 @@ def _layouts(specs: list[TensorSpec], want: str | None) -> list:
     return out
 
 
+def _via_onnx(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    """TorchScript cannot go through torch.export (litert-torch's input): export it to ONNX with the TorchScript
+    exporter and take the ONNX -> TFLite route; the reference outputs stay PyTorch's."""
+    import dataclasses
+
+    from . import onnx_to_tflite, torch_to_onnx
+
+    onnx_path = workdir / "torchscript.onnx"
+    torch_to_onnx.export(source, onnx_path, options.opset)
+    via = dataclasses.replace(source, path=onnx_path)
+    converted = onnx_to_tflite.convert(via, options, calibration, workdir)
+    converted.tools["torch"] = require("torch", "torch").__version__.split("+")[0]
+    converted.quantization.method = (converted.quantization.method or "fp32") + " (TorchScript via ONNX + onnx2tf)"
+    return converted
+
+
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     torch = require("torch", "torch")
     litert_torch = require("litert_torch", "tflite")
@@ -43,8 +60,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         raise UsageError(f"--quantize {options.quantize} is not available for torch -> tflite",
                          f"use one of {', '.join(PRECISIONS)}, or --to onnx")
     if source.kind == "torchscript":
-        raise UsageError("TorchScript cannot be converted to TFLite (litert-torch needs torch.export)",
-                         "save the model with torch.export.save (.pt2) or pass file.py:callable")
+        return _via_onnx(source, options, calibration, workdir)
     module = source.handle.module() if source.kind == "torch-export" else source.handle
     in_layouts = _layouts(source.inputs, options.layout)
     out_layouts = _layouts(source.outputs, options.layout)

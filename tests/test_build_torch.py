@@ -97,10 +97,15 @@ def test_torch_to_tflite_layouts(layout, quantize, torch_files, tmp_path):
         assert r.runtime_details["ops"].get("TRANSPOSE", 0) == 0, r.runtime_details["ops"]
 
 
-def test_torchscript_to_tflite_is_refused_with_a_fix(torch_files, tmp_path):
+def test_torchscript_to_tflite_goes_through_onnx(torch_files, tmp_path):
     from conftest import have_tensorflow
 
     if not have_tensorflow():
         pytest.skip("needs the tensorflow extra")
-    res = cli("build", torch_files["ts"], "--to", "tflite", "--input", "x:1x1x8x8", "-o", str(tmp_path / "m.edgepack"))
-    assert "TorchScript cannot be converted to TFLite" in one_line_error(res)
+    res = edgepack.build(torch_files["ts"], to="tflite", inputs=["x:1x1x8x8"], layout="nhwc",
+                         output=tmp_path / "m.edgepack")
+    m = res.manifest
+    assert m.validation.reference.startswith("torch") and "onnx2tf" in m.tools
+    assert m.inputs[0].shape == [1, 8, 8, 1] and "TorchScript via ONNX" in m.quantization.method
+    r = edgepack.bench(res.path, "local", runs=2, min_seconds=0).result
+    assert r.validation[m.outputs[0].name].cosine > 0.9999

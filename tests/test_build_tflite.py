@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
 
 import edgepack
-from edgepack.errors import EdgepackError, UsageError
+from edgepack.errors import UsageError
 from conftest import needs_tensorflow
 from helpers import cli, dataset, keras_files, one_line_error
 

@@ -8,7 +8,7 @@ import pytest
 import edgepack
 from edgepack.errors import UsageError
 from conftest import needs_torch
-from helpers import cli, dataset, one_line_error, torch_model_py
+from helpers import cli, dataset, torch_model_py
 
 pytestmark = [pytest.mark.torch, needs_torch]
 

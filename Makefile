@@ -36,6 +36,8 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/runner_overhead.py
 	$(BIN)/python benchmarks/onnx_quant.py
+	$(BIN)/python benchmarks/tflite_quant.py
+	$(BIN)/python benchmarks/layout.py
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info

@@ -12,6 +12,16 @@ REPO = Path(__file__).resolve().parents[1]
 MOBILENET = REPO / "samples" / "mobilenet" / "model.py"
 
 
+def parser(doc: str, runs: int = 50):
+    """The options every benchmark script shares."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=runs, help="timed runs per measurement")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads")
+    return ap
+
+
 def calibration_npz(path: Path, n: int = 32) -> Path:
     sys.path.insert(0, str(MOBILENET.parent))
     import model  # samples/mobilenet/model.py

@@ -6,7 +6,6 @@ Prints both p50s, their ratio, the outputs' agreement and each model's Transpose
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -15,13 +14,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import MOBILENET, build_mobilenet, keras_twin  # noqa: E402
+from _common import MOBILENET, build_mobilenet, keras_twin, parser  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__, runs=50)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 

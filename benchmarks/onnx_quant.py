@@ -6,19 +6,16 @@ Targets printed next to the figures: static int8 p50 <= 0.7x fp32, size <= 0.3x 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import build_mobilenet, calibration_npz  # noqa: E402
+from _common import build_mobilenet, calibration_npz, parser  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__, runs=50)
     ap.add_argument("--calibration-samples", type=int, default=32)
     args = ap.parse_args()
 

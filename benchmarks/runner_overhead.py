@@ -6,7 +6,6 @@ Target: the ratio within ±5%. Rounds alternate the two measurements; the median
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import build_mobilenet  # noqa: E402
+from _common import build_mobilenet, parser  # noqa: E402
 
 
 def bare_p50(model_path: str, x: np.ndarray, runs: int, warmup: int, threads: int) -> float:
@@ -40,10 +39,8 @@ def bare_p50(model_path: str, x: np.ndarray, runs: int, warmup: int, threads: in
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=100)
+    ap = parser(__doc__, runs=100)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 

@@ -13,6 +13,7 @@ are quoted. Uploads go to a temp name and are renamed into a content-addressed c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -248,21 +249,27 @@ class SSHDevice:
         except IOError:
             return None
 
+    @contextlib.contextmanager
+    def _undo_on_failure(self, undo, what: str):
+        """Run ``undo`` (remove a partial upload) if the block fails; I/O errors become one DeviceError."""
+        try:
+            yield
+        except BaseException as e:
+            try:
+                undo()
+            except Exception:  # the connection may be gone; the temp name is never used again
+                pass
+            if isinstance(e, (IOError, OSError, EOFError)):
+                raise DeviceError(f"{what} on {self.name} failed: {e}",
+                                  "check free disk space (df -h ~) and permissions on the device") from e
+            raise
+
     def _upload_file(self, local: Path, remote: str) -> None:
         tmp = f"{remote}.part-{secrets.token_hex(4)}"
         sftp = self.sftp()
-        try:
+        with self._undo_on_failure(lambda: sftp.remove(tmp), f"upload of {local.name}"):
             sftp.put(str(local), tmp, confirm=True)
             sftp.posix_rename(tmp, remote)
-        except BaseException as e:
-            try:
-                sftp.remove(tmp)
-            except Exception:
-                pass
-            if isinstance(e, (IOError, OSError, EOFError)):
-                raise DeviceError(f"upload of {local.name} to {self.name} failed: {e}",
-                                  "check free disk space on the device (df -h ~)") from e
-            raise
 
     # -- device interface
 
@@ -282,7 +289,7 @@ class SSHDevice:
             return remote
         tmp = f"{remote}.part-{secrets.token_hex(4)}"
         self._sh(f"mkdir -p {shlex.quote(tmp)}")
-        try:
+        with self._undo_on_failure(lambda: self.exec(f"rm -rf {shlex.quote(tmp)}"), "installing the runner"):
             for p in runner_files():
                 self.sftp().put(str(p), f"{tmp}/{p.name}")
             with self.sftp().open(f"{tmp}/.complete", "w") as f:
@@ -291,15 +298,6 @@ class SSHDevice:
                 self.sftp().posix_rename(tmp, remote)
             except IOError:  # another run installed the same runner first: use that one
                 self.exec(f"rm -rf {shlex.quote(tmp)}")
-        except BaseException as e:
-            try:
-                self.exec(f"rm -rf {shlex.quote(tmp)}")
-            except DeviceError:
-                pass
-            if isinstance(e, (IOError, OSError, EOFError)):
-                raise DeviceError(f"could not install the runner on {self.name}: {e}",
-                                  "check free disk space and permissions on the device") from e
-            raise
         if self._exists(remote + "/.complete") is None:
             raise DeviceError(f"could not install the runner on {self.name}", "check disk space and permissions")
         return remote

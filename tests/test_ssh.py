@@ -153,3 +153,17 @@ def test_missing_runtime_names_the_package(tiny_bundle, home, remote_dir, tmp_pa
                        **_opts(home, remote_dir, remote_python=str(venv / "bin" / "python")))
     assert "pip install onnxruntime" in e.value.hint
     assert list((remote_dir / "work").iterdir()) == []
+
+
+def test_tflite_bundle_over_ssh(home, remote_dir, tmp_path):
+    from conftest import have_tensorflow
+    from helpers import keras_files
+
+    if not have_tensorflow():
+        pytest.skip("needs the tensorflow extra")
+    k = keras_files(tmp_path)
+    built = edgepack.build(k["keras"], to="tflite", output=tmp_path / "k.edgepack")
+    r = edgepack.bench(built.path, "edgedev", runs=3, min_seconds=0, **_opts(home, remote_dir)).result
+    assert r.device.runtime == "litert" and r.runtime_details["package"] == "ai-edge-litert"
+    assert r.validation[built.manifest.outputs[0].name].cosine > 0.9999
+    assert list((remote_dir / "work").iterdir()) == []

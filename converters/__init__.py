@@ -24,12 +24,14 @@ class Target:
     runner: str  # file in device_runners/
     precisions: tuple[str, ...]
     extra: str  # pip extra that installs the runtime on the host
+    device_packages: tuple[str, ...] = ()  # what `bench --install-runtime` pip-installs on a device
 
 
 TARGETS: dict[str, Target] = {
-    "onnx": Target("onnx", "onnxruntime", "onnx_runner.py", ("none", "fp16", "dynamic", "int8"), ""),
+    "onnx": Target("onnx", "onnxruntime", "onnx_runner.py", ("none", "fp16", "dynamic", "int8"), "",
+                   ("numpy", "onnxruntime")),
     "tflite": Target("tflite", "litert", "tflite_runner.py", ("none", "fp16", "dynamic", "int8", "int16x8"),
-                     "tensorflow"),
+                     "tensorflow", ("numpy", "ai-edge-litert")),
 }
 
 # source kind -> (framework, loader module). Kinds are recognised from the path only.

@@ -27,7 +27,7 @@ class OnnxRuntimeBackend(object):
             import onnxruntime  # noqa: F401
         except ImportError:
             raise common.RunnerError("onnxruntime is not installed for %s" % sys.executable,
-                                     "pip install onnxruntime (or pass --install-runtime)",
+                                     "pip install onnxruntime (or run edgepack bench with --install-runtime)",
                                      common.EXIT_RUNTIME_MISSING)
 
     def version(self):

@@ -72,7 +72,7 @@ class LiteRTBackend(object):
                 "no TFLite interpreter is installed for %s (tried ai_edge_litert, tflite_runtime, tensorflow)"
                 % sys.executable,
                 "pip install ai-edge-litert (armv7l or numpy<2: pip install tflite-runtime), "
-                "or pass --install-runtime", common.EXIT_RUNTIME_MISSING)
+                "or run edgepack bench with --install-runtime", common.EXIT_RUNTIME_MISSING)
         self.Interpreter, self.load_delegate, self.module, self.dist, self._version = found
 
     def version(self):

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from edgepack import converters
 from edgepack.bundle import sha256_file, verify_bundle
 from edgepack.device_runners import runner_common
-from edgepack.devices import SSHOptions, open_device
-from edgepack.errors import DeviceError, EdgepackError
+from edgepack.devices import SSHOptions, open_device, parse_device
+from edgepack.errors import DeviceError, EdgepackError, UsageError
 from edgepack.types import BenchResult, RunResult
 from edgepack.ui import step
 
@@ -54,11 +54,16 @@ def deploy(bundle: Path, device: str = "local", **ssh) -> str:
 
 
 def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, min_seconds: float = 1.0,
-          threads: int = 0, max_runs: int = 10000, **ssh) -> BenchResult:
+          threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, **ssh) -> BenchResult:
+    """``install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
+    edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv."""
     manifest = _checked(bundle)
     target = converters.target(manifest.format)
     sha = sha256_file(bundle)
     options = _ssh_options(ssh)
+    if install_runtime and parse_device(device).local:
+        raise UsageError("--install-runtime is for SSH devices",
+                         f"install the runtime here with: pip install {' '.join(target.device_packages)}")
     with step(f"connect to {device}"):
         dev = open_device(device, options)
     try:
@@ -70,8 +75,15 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
                 "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs)]
         if workdir:
             argv += ["--workdir", workdir]
+        if install_runtime and dev.venv_python():
+            dev.python = dev.venv_python()
         with step(f"run {target.runtime} on {dev.name} (≥{runs} runs, ≥{min_seconds:g}s)"):
             res = dev.run(argv)
+        if install_runtime and res.code == runner_common.EXIT_RUNTIME_MISSING:
+            with step(f"install {' '.join(target.device_packages)} into a venv on {dev.name}"):
+                dev.install_runtime(target.device_packages)
+            with step(f"run {target.runtime} on {dev.name} (≥{runs} runs, ≥{min_seconds:g}s)"):
+                res = dev.run(argv)
     finally:
         dev.close()
     result = _parse(res, dev.name)

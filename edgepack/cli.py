@@ -146,6 +146,8 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
           min_seconds: float = typer.Option(1.0, "--min-seconds", help="minimum timed seconds"),
           max_runs: int = typer.Option(10000, "--max-runs", help="upper bound on timed runs"),
           threads: int = typer.Option(0, "--threads", help="intra-op threads (0 = runtime default)"),
+          install_runtime: bool = typer.Option(False, "--install-runtime",
+                                               help="pip-install a missing runtime into a venv in the device's cache"),
           json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
           md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
@@ -158,7 +160,7 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
     results = []
     for b in bundle:
         results.append(edgepack.bench(b, device, runs=runs, warmup=warmup, min_seconds=min_seconds,
-                                      max_runs=max_runs, threads=threads,
+                                      max_runs=max_runs, threads=threads, install_runtime=install_runtime,
                                       **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
                                              connect_timeout, remote_python, remote_dir)))
     from rich.console import Console

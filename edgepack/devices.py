@@ -211,6 +211,7 @@ class SSHDevice:
             raise DeviceError(f"cannot reach {where}: {e.strerror or e}", "check the network and the port") from e
         self.client = client
         self._sftp = None
+        self.python = options.remote_python
 
     # -- primitives
 
@@ -308,8 +309,34 @@ class SSHDevice:
         return work
 
     def run(self, argv: list[str]) -> Execution:
-        command = " ".join(shlex.quote(a) for a in [self.options.remote_python, *argv])
+        command = " ".join(shlex.quote(a) for a in [self.python, *argv])
         return self.exec(command, timeout=self.options.run_timeout)
+
+    def venv_python(self) -> Optional[str]:
+        """The Python of the runtime venv edgepack made on this device earlier, if there is one."""
+        py = f"{self.options.remote_dir}/venv/bin/python"
+        return py if self._exists(py) is not None else None
+
+    def install_runtime(self, packages: tuple[str, ...]) -> str:
+        """Create (once) a venv in the device's edgepack cache, pip-install ``packages`` there, and use it."""
+        venv = f"{self.options.remote_dir}/venv"
+        py = f"{venv}/bin/python"
+        if self._exists(py) is None:
+            res = self.exec(f"{shlex.quote(self.options.remote_python)} -m venv {shlex.quote(venv)}")
+            if res.code != 0:
+                self.exec(f"rm -rf {shlex.quote(venv)}")
+                raise DeviceError(f"could not create a venv on {self.name}: {(res.stderr or res.stdout).strip()[-200:]}",
+                                  "install the venv module on the device (Debian/Raspberry Pi OS: sudo apt install "
+                                  "python3-venv)")
+        res = self.exec(" ".join([shlex.quote(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                  *(shlex.quote(p) for p in packages)]), timeout=1800)
+        if res.code != 0:
+            raise DeviceError(f"pip install {' '.join(packages)} failed on {self.name}: "
+                              f"{(res.stderr or res.stdout).strip().splitlines()[-1:] or ''}",
+                              "check the device reaches its package index and that wheels exist for its "
+                              "architecture and Python")
+        self.python = py
+        return py
 
     def close(self) -> None:
         try:

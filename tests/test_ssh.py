@@ -167,3 +167,21 @@ def test_tflite_bundle_over_ssh(home, remote_dir, tmp_path):
     assert r.device.runtime == "litert" and r.runtime_details["package"] == "ai-edge-litert"
     assert r.validation[built.manifest.outputs[0].name].cosine > 0.9999
     assert list((remote_dir / "work").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_install_runtime_into_a_device_venv(tiny_bundle, home, remote_dir, tmp_path):
+    """A device Python without onnxruntime: --install-runtime makes a venv in the device cache and pip-installs it."""
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    proc = cli("bench", str(tiny_bundle), "--device", "edgedev", "--runs", "2", "--min-seconds", "0",
+               "--remote-python", str(venv / "bin" / "python"), "--remote-dir", str(remote_dir),
+               "--install-runtime", "--json", "-", env={"HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)["results"][0]["result"]
+    assert r["device"]["runtime"] == "onnxruntime"
+    assert (remote_dir / "venv" / "bin" / "python").exists()
+    # the next run finds the venv without installing again
+    again = edgepack.bench(tiny_bundle, "edgedev", runs=1, min_seconds=0, install_runtime=True,
+                           **_opts(home, remote_dir, remote_python=str(venv / "bin" / "python")))
+    assert again.result.device.runtime == "onnxruntime"

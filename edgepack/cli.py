@@ -180,6 +180,27 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
 
 
 @app.command()
+def doctor(device: str = _DEVICE, as_json: bool = typer.Option(False, "--json", help="print the facts as JSON"),
+           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
+           known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
+           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR):
+    """Probe a device: arch, OS, Python, runtimes, CPU, memory, NPUs; and what to install for each format."""
+    import json
+
+    from edgepack import doctor as doc
+    from edgepack.devices import SSHOptions
+
+    opts = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
+                             remote_python, remote_dir))
+    facts = doc.probe(device, opts)
+    adv = doc.advice(facts)
+    if as_json:
+        typer.echo(json.dumps({"device": device, "facts": facts, "formats": adv}, indent=2, sort_keys=True))
+    else:
+        typer.echo(doc.render(device, facts, adv), nl=False)
+
+
+@app.command()
 def schema(which: str = typer.Argument("manifest", help="manifest")):
     """Print the published JSON schema of manifest.json."""
     from edgepack.bundle import manifest_json_schema

@@ -89,3 +89,20 @@ def test_runner_script_runs_standalone(tiny_bundle, tmp_path):
     missing = subprocess.run([sys.executable, "-I", str(tmp_path / "onnx_runner.py"), str(tmp_path / "x.edgepack")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stdout == "" and "does not exist" in missing.stderr
+
+
+def test_doctor_advice_for_other_devices():
+    """The install advice for devices this machine is not (32-bit ARM, numpy 2 with tflite-runtime)."""
+    from edgepack.doctor import advice
+
+    base = {"machine": "armv7l", "system": "Linux", "python": "3.9.2", "python_executable": "/usr/bin/python3",
+            "externally_managed": False,
+            "packages": {"numpy": "2.0.1", "onnxruntime": None, "ai-edge-litert": None, "tflite-runtime": "2.14.0",
+                         "tensorflow": None, "tensorflow-cpu": None, "coremltools": None}}
+    a = advice(base)
+    assert a["onnx"]["ready"] is False and "no onnxruntime wheel for armv7l" in a["onnx"]["note"]
+    assert a["tflite"]["ready"] is False and "numpy<2" in a["tflite"]["install"]
+    pi = dict(base, machine="aarch64", externally_managed=True,
+              packages=dict(base["packages"], numpy=None, **{"tflite-runtime": None}))
+    a = advice(pi)
+    assert "python3 -m venv" in a["onnx"]["install"] and "ai-edge-litert" in a["tflite"]["install"]

@@ -185,3 +185,20 @@ def test_install_runtime_into_a_device_venv(tiny_bundle, home, remote_dir, tmp_p
     again = edgepack.bench(tiny_bundle, "edgedev", runs=1, min_seconds=0, install_runtime=True,
                            **_opts(home, remote_dir, remote_python=str(venv / "bin" / "python")))
     assert again.result.device.runtime == "onnxruntime"
+
+
+def test_doctor_over_ssh_says_what_to_install(home, remote_dir, tmp_path):
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    proc = cli("doctor", "--device", "edgedev", "--remote-python", str(venv / "bin" / "python"),
+               "--remote-dir", str(remote_dir), "--json", env={"HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    import platform
+
+    assert data["facts"]["machine"] == platform.machine() and data["facts"]["packages"]["onnxruntime"] is None
+    assert data["formats"]["onnx"]["ready"] is False
+    assert data["formats"]["onnx"]["install"].startswith(f"{venv / 'bin' / 'python'} -m pip install numpy onnxruntime")
+    text = cli("doctor", "--device", "edgedev", "--remote-python", sys.executable, "--remote-dir", str(remote_dir),
+               env={"HOME": str(home)})
+    assert text.returncode == 0 and "onnx    ready (onnxruntime" in text.stdout

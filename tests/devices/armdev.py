@@ -1,0 +1,69 @@
+"""The emulated 64-bit ARM device (Debian bookworm arm64 under qemu-user, its own aarch64 sshd, Python, numpy,
+onnxruntime and ai-edge-litert), driven by the scripts beside this file:
+
+    sudo tests/devices/armdev/build.sh    # once, ~6 min on 2 cores, into .cache/armdev (idempotent)
+    sudo tests/devices/armdev/start.sh    # aarch64 sshd on 127.0.0.1:$ARMDEV_PORT   (the fixture does this)
+    sudo tests/devices/armdev/stop.sh
+
+Latency measured here is emulated, not a Raspberry Pi's; results carry cpu.emulated = true.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent / "armdev"
+REPO = HERE.parents[2]
+DIR = Path(os.environ.get("ARMDEV_DIR", REPO / ".cache" / "armdev"))
+
+
+def why_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the emulated ARM device needs root (chroot, mount namespace, binfmt_misc)"
+    if not (DIR / "rootfs" / "opt" / "venv" / "bin" / "python3").exists():
+        return f"the emulated ARM device is not built: sudo {HERE / 'build.sh'} (~6 min)"
+    if not Path("/proc/sys/fs/binfmt_misc").exists():
+        return "binfmt_misc is not available on this kernel"
+    return None
+
+
+@dataclass
+class ArmDevice:
+    port: int
+    key: Path
+    known_hosts: Path
+    user: str = "device"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.user}@127.0.0.1:{self.port}"
+
+    def ssh_options(self) -> dict:
+        return dict(identity=self.key, known_hosts=self.known_hosts, ssh_config=DIR / "no-ssh-config",
+                    connect_timeout=30.0)
+
+    def home(self) -> Path:
+        """The device user's home, seen from the host (the rootfs is a directory here)."""
+        return DIR / "rootfs" / "home" / self.user
+
+
+def start(port: int) -> ArmDevice:
+    env = {**os.environ, "ARMDEV_DIR": str(DIR), "ARMDEV_PORT": str(port)}
+    subprocess.run(["bash", str(HERE / "start.sh")], check=True, env=env, capture_output=True, timeout=180)
+    # known_hosts for this port (build.sh wrote it for its default port)
+    keys = DIR / "keys"
+    lines = []
+    for k in ("ed25519", "ecdsa", "rsa"):
+        kind, b64 = (DIR / "rootfs" / "etc" / "ssh" / f"ssh_host_{k}_key.pub").read_text().split()[:2]
+        lines.append(f"[127.0.0.1]:{port} {kind} {b64}\n")
+    kh = keys / f"known_hosts.{port}"
+    kh.write_text("".join(lines))
+    return ArmDevice(port=port, key=keys / "id_ed25519", known_hosts=kh)
+
+
+def stop() -> None:
+    subprocess.run(["bash", str(HERE / "stop.sh")], env={**os.environ, "ARMDEV_DIR": str(DIR)},
+                   capture_output=True, timeout=60)

@@ -1,0 +1,60 @@
+"""The whole flow on an emulated 64-bit ARM device (aarch64 sshd, Python, numpy and runtimes under qemu-user):
+build on the host -> bench over SSH -> the aarch64 runner verifies, runs golden and eval data, times -> JSON back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import edgepack
+from conftest import have_tensorflow, have_torch
+from devices import armdev
+from sshd import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = REPO / "samples" / "digits"
+
+_reason = armdev.why_unavailable()
+if _reason and os.environ.get("EDGEPACK_REQUIRE_ARMDEV"):
+    raise RuntimeError(f"EDGEPACK_REQUIRE_ARMDEV is set but: {_reason}")
+pytestmark = [pytest.mark.armdev, pytest.mark.slow, pytest.mark.skipif(bool(_reason), reason=_reason or "")]
+
+
+@pytest.fixture(scope="module")
+def arm():
+    dev = armdev.start(free_port())
+    yield dev
+    armdev.stop()
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    if not (have_torch() and have_tensorflow()):
+        pytest.skip("needs the torch and tflite extras")
+    d = tmp_path_factory.mktemp("digits")
+    common = dict(inputs=["image:1x1x8x8"], quantize="int8", calibration=DIGITS / "calib.npz",
+                  eval=DIGITS / "eval.npz")
+    src = f"{DIGITS / 'model.py'}:build_model"
+    return {"onnx": edgepack.build(src, to="onnx", output=d / "digits.onnx.int8.edgepack", **common),
+            "tflite": edgepack.build(src, to="tflite", layout="nhwc", output=d / "digits.tflite.int8.edgepack",
+                                     **common)}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_digits_on_emulated_arm(fmt, arm, digits):
+    built = digits[fmt]
+    host = edgepack.bench(built.path, "local", runs=3, min_seconds=0).result
+    res = edgepack.bench(built.path, arm.spec, runs=3, warmup=1, min_seconds=0, **arm.ssh_options())
+    r = res.result
+    assert r.device.machine == "aarch64" and r.device.system == "Linux"
+    assert r.device.cpu.emulated is True, "latency under qemu must be marked as emulated"
+    out = built.manifest.outputs[0].name
+    assert r.validation[out].cosine >= built.manifest.validation.thresholds["min_cosine"], "agrees with torch"
+    assert r.accuracy.n == 450 and abs(r.accuracy.top1 - host.accuracy.top1) <= 0.005, (r.accuracy, host.accuracy)
+    work = arm.home() / ".cache" / "edgepack" / "work"
+    assert work.is_dir() and list(work.iterdir()) == [], "nothing left in the device's work dir"
+    from edgepack import report
+
+    assert "emulated" in report.markdown([res])

@@ -52,16 +52,12 @@ class ArmDevice:
 
 def start(port: int) -> ArmDevice:
     env = {**os.environ, "ARMDEV_DIR": str(DIR), "ARMDEV_PORT": str(port)}
-    subprocess.run(["bash", str(HERE / "start.sh")], check=True, env=env, capture_output=True, timeout=180)
-    # known_hosts for this port (build.sh wrote it for its default port)
+    proc = subprocess.run(["bash", str(HERE / "start.sh")], env=env, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0:
+        stop()  # never leave a half-started device behind
+        raise RuntimeError(f"the emulated ARM device did not start: {proc.stderr.strip()[-500:]}")
     keys = DIR / "keys"
-    lines = []
-    for k in ("ed25519", "ecdsa", "rsa"):
-        kind, b64 = (DIR / "rootfs" / "etc" / "ssh" / f"ssh_host_{k}_key.pub").read_text().split()[:2]
-        lines.append(f"[127.0.0.1]:{port} {kind} {b64}\n")
-    kh = keys / f"known_hosts.{port}"
-    kh.write_text("".join(lines))
-    return ArmDevice(port=port, key=keys / "id_ed25519", known_hosts=kh)
+    return ArmDevice(port=port, key=keys / "id_ed25519", known_hosts=keys / f"known_hosts.{port}")
 
 
 def stop() -> None:

@@ -37,7 +37,9 @@ setsid unshare --mount --uts --propagation private /bin/sh -c '
 ' sh "$R" "$D" "$PORT" >>"$D/logs/sshd.log" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 
-SSH="ssh -p $PORT -i $D/keys/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$D/keys/known_hosts -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=5"
+# known_hosts for this port (the host keys are the rootfs's own)
+for k in ed25519 ecdsa rsa; do echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$R/etc/ssh/ssh_host_${k}_key.pub")"; done >"$D/keys/known_hosts.$PORT"
+SSH="ssh -p $PORT -i $D/keys/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$D/keys/known_hosts.$PORT -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=5"
 for i in $(seq 1 60); do
   if $SSH device@127.0.0.1 true 2>/dev/null; then
     echo "device up: sshd pid $(cat "$PIDFILE"), $($SSH device@127.0.0.1 'echo $(hostname) $(uname -m) $(python3 -V)')"

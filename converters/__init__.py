@@ -111,7 +111,8 @@ def source_kind(source: str) -> str:
         raise UsageError(f"{source}: name the callable that returns the model",
                          f"pass {source}:build_model (any function returning an nn.Module)")
     raise UsageError(f"{source}: unknown model type {suffix or '(no suffix)'}",
-                     "pass an .onnx, .pt2, TorchScript .pt/.jit file, or path/to/file.py:callable")
+                     "pass .onnx, .pt2, TorchScript .pt/.jit, .keras, .h5, .tflite, a SavedModel directory, "
+                     "or path/to/file.py:callable")
 
 
 def import_tensorflow():

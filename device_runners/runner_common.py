@@ -138,6 +138,32 @@ def verify_zip(zf, manifest):
     return problems
 
 
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat_text = _read("/proc/%d/stat" % pid)
+    if stat_text and stat_text.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
+        return False  # a zombie: killed, waiting to be reaped
+    return True
+
+
+def remove_stale_workdirs(workdir):
+    """Remove extraction dirs left by runners that were killed (SIGKILL, power loss) before cleaning up."""
+    try:
+        names = os.listdir(workdir)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if name.startswith("edgepack-run-") and len(parts) >= 4 and parts[2].isdigit():
+            if not _pid_alive(int(parts[2])):
+                shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+
+
 class Bundle(object):
     """An opened, verified bundle extracted into a private temporary directory."""
 
@@ -159,7 +185,9 @@ class Bundle(object):
                 raise RunnerError("bundle failed verification: " + "; ".join(problems),
                                   "the file is corrupt or was modified; rebuild or re-upload it",
                                   EXIT_BUNDLE_INVALID)
-            self.dir = tempfile.mkdtemp(prefix="edgepack-run-", dir=workdir)
+            if workdir:
+                remove_stale_workdirs(workdir)
+            self.dir = tempfile.mkdtemp(prefix="edgepack-run-%d-" % os.getpid(), dir=workdir)
             try:
                 for info in zf.infolist():
                     if info.filename.endswith("/") or info.filename == MANIFEST_MEMBER:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -95,17 +96,21 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
 
 
 def _parse(res, device: str) -> RunResult:
-    tail = "\n".join(res.stderr.strip().splitlines()[-5:])
-    last = next((ln for ln in reversed(res.stderr.strip().splitlines()) if ln.startswith("edgepack-runner: error:")),
-                tail.splitlines()[-1] if tail else "")
+    lines = res.stderr.strip().splitlines()
+    tail = "\n".join(lines[-5:])
+    runner_line = next((ln for ln in reversed(lines) if ln.startswith("edgepack-runner: error:")), None)
     if res.code != 0:
-        meaning = _EXIT_MEANING.get(res.code)
-        if res.code < 0 or res.code >= 128:
-            meaning = f"the runner was killed by signal {abs(res.code) % 128}"
-        message = last.replace("edgepack-runner: error: ", "") or meaning or f"exit code {res.code}"
-        hint = ""
-        if " -- " in message:
-            message, hint = message.split(" -- ", 1)
+        if runner_line:  # the runner's own one-line error: "message -- hint"
+            message, _, hint = runner_line[len("edgepack-runner: error: "):].partition(" -- ")
+        elif res.code < 0 or res.code >= 128:
+            signum = abs(res.code) % 128
+            name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+            message = f"the runner was killed by signal {signum} ({name})"
+            hint = ("SIGKILL usually means the device ran out of memory (dmesg shows the OOM killer)"
+                    if signum == 9 else "check the device's logs")
+        else:
+            message = _EXIT_MEANING.get(res.code) or (lines[-1] if lines else f"exit code {res.code}")
+            hint = ""
         raise DeviceError(f"runner failed on {device} (exit {res.code}): {message}",
                           hint or (f"runner stderr tail: {tail[-400:]}" if tail else "check the device"))
     try:

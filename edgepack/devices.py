@@ -309,8 +309,10 @@ class SSHDevice:
         return work
 
     def run(self, argv: list[str]) -> Execution:
-        command = " ".join(shlex.quote(a) for a in [self.python, *argv])
-        return self.exec(command, timeout=self.options.run_timeout)
+        # Run under sh without exec so a runner killed by a signal comes back as exit status 128+N
+        # (paramiko drops SSH "exit-signal" messages, which would look like a lost connection).
+        inner = " ".join(shlex.quote(a) for a in [self.python, *argv]) + "; exit $?"
+        return self.exec(f"sh -c {shlex.quote(inner)}", timeout=self.options.run_timeout)
 
     def venv_python(self) -> Optional[str]:
         """The Python of the runtime venv edgepack made on this device earlier, if there is one."""

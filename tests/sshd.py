@@ -84,6 +84,17 @@ LogLevel ERROR
                 time.sleep(0.1)
         raise RuntimeError("sshd did not start listening")
 
+    def kill_all(self) -> None:
+        """SIGKILL the listening sshd and every session below it (a device that vanishes)."""
+        if self.proc and self.proc.poll() is None:
+            for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(10)
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -99,3 +110,35 @@ def _user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc), deepest last."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def find_process(fragment: str) -> int | None:
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if (fragment in cmd and "-m edgepack" not in cmd and "-m pytest" not in cmd
+                    and not cmd.startswith(("sh ", "bash ", "/bin/sh "))):
+                return int(d.name)
+    return None

@@ -58,3 +58,29 @@ def test_digits_on_emulated_arm(fmt, arm, digits):
     from edgepack import report
 
     assert "emulated" in report.markdown([res])
+
+
+def test_doctor_on_emulated_arm(arm):
+    from edgepack import doctor
+    from edgepack.devices import SSHOptions
+
+    facts = doctor.probe(arm.spec, SSHOptions(**arm.ssh_options()))
+    assert facts["machine"] == "aarch64" and facts["cpu"]["emulated"] is True
+    assert "bookworm" in facts["os"] and facts["python"].startswith("3.11")
+    adv = doctor.advice(facts)
+    assert adv["onnx"]["ready"] and adv["tflite"]["ready"]
+    bare = doctor.advice(doctor.probe(arm.spec, SSHOptions(remote_python="/usr/bin/python3", **arm.ssh_options())))
+    assert bare["onnx"]["ready"] is False and "onnxruntime" in bare["onnx"]["install"]
+    assert "python3 -m venv" in bare["onnx"]["install"], "bookworm's Python is externally managed (PEP 668)"
+
+
+def test_install_runtime_on_emulated_arm(arm, digits):
+    """The device's system Python has no numpy/onnxruntime: --install-runtime pip-installs aarch64 wheels."""
+    import shutil
+
+    venv = arm.home() / ".cache" / "edgepack" / "venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    res = edgepack.bench(digits["onnx"].path, arm.spec, runs=2, warmup=1, min_seconds=0, install_runtime=True,
+                         remote_python="/usr/bin/python3", **arm.ssh_options())
+    assert res.result.device.machine == "aarch64" and res.result.accuracy.n == 450
+    assert (venv / "bin" / "python").exists()

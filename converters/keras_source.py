@@ -30,9 +30,10 @@ def _shape(dims, override: TensorSpec | None) -> list:
 
 
 def _keras_layout(shape: list) -> str | None:
-    # Keras image models are channels-last unless configured otherwise.
+    """Keras image tensors follow keras.config.image_data_format() (channels-last by default)."""
     if len(shape) == 4:
-        return "NHWC" if guess_layout(shape) != "NCHW" or shape[3] in (1, 3, 4) else "NCHW"
+        keras = require("keras", "tensorflow")
+        return "NCHW" if keras.config.image_data_format() == "channels_first" else "NHWC"
     return guess_layout(shape)
 
 

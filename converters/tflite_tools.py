@@ -55,7 +55,7 @@ def open_interpreter(path: Path, threads: int = 0):
     return interp
 
 
-def _spec(detail: dict, layout: Optional[str], name: Optional[str] = None) -> TensorSpec:
+def spec_from_detail(detail: dict, layout: Optional[str], name: Optional[str] = None) -> TensorSpec:
     qp = detail.get("quantization_parameters") or {}
     scales = [float(x) for x in np.asarray(qp.get("scales", [])).ravel()]
     quant = None
@@ -90,8 +90,8 @@ def read_specs(path: Path, source_inputs: list[TensorSpec], source_outputs: list
     outs = interp.get_output_details()
     ins = [ins[j] for j in match_order([s.name for s in source_inputs], [d["name"] for d in ins])]
     outs = [outs[j] for j in match_order([s.name for s in source_outputs], [d["name"] for d in outs])]
-    return ([_spec(d, lay) for d, lay in zip(ins, in_layouts)],
-            [_spec(d, lay) for d, lay in zip(outs, out_layouts)])
+    return ([spec_from_detail(d, lay) for d, lay in zip(ins, in_layouts)],
+            [spec_from_detail(d, lay) for d, lay in zip(outs, out_layouts)])
 
 
 def session_predict(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], threads: int = 0):
@@ -108,25 +108,6 @@ def session_predict(path: Path, inputs: list[TensorSpec], outputs: list[TensorSp
         return {s["name"]: dequantize_output(interp.get_tensor(out_index[s["name"]]), s) for s in out_specs}
 
     return predict
-
-
-def count_ops(path: Path) -> dict:
-    interp = interpreter_class()(model_path=str(path),
-                                 **_no_delegates_kwargs())
-    interp.allocate_tensors()
-    counts: dict[str, int] = {}
-    for op in interp._get_ops_details():
-        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
-    return counts
-
-
-def _no_delegates_kwargs() -> dict:
-    try:
-        from ai_edge_litert.interpreter import OpResolverType
-
-        return {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    except ImportError:
-        return {}
 
 
 # --------------------------------------------------------------------------- the TF converter

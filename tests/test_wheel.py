@@ -16,8 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_wheel_in_fresh_venv(tmp_path, tiny_model, evalset):
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                    str(REPO)], check=True, capture_output=True)
+    had_build_dir = (REPO / "build").exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(dist), str(REPO)], check=True, capture_output=True)
+    finally:
+        if not had_build_dir:  # setuptools builds in the checkout; leave it as we found it
+            import shutil
+
+            shutil.rmtree(REPO / "build", ignore_errors=True)
     wheel = next(dist.glob("edgepack-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.bundle import sha256_file
+from edgepack.data import guess_layout
 from edgepack.errors import UsageError, require
 from edgepack.types import ModelSource, TensorSpec
 
@@ -67,10 +68,8 @@ def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
             ins = _specs_from_overrides(input_specs, names, path.name)
         else:
             examples = (ep.example_inputs or ((), {}))[0]
-            if len(examples) != len(names):
-                ins = _specs_from_overrides([], names, path.name)
-            from edgepack.data import guess_layout
-
+            if len(examples) != len(names):  # no example inputs saved: the shapes must come from --input
+                _specs_from_overrides([], names, path.name)
             ins = [TensorSpec(name=n, shape=list(t.shape), dtype=str(t.dtype).replace("torch.", ""),
                               layout=guess_layout(list(t.shape))) for n, t in zip(names, examples)]
         handle = ep
@@ -104,8 +103,6 @@ def _finish(path: Path, kind: str, module, ins: list[TensorSpec], handle) -> Mod
         raise UsageError(f"running the model on inputs {[s.shape_text() for s in ins]} failed: "
                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
                          "check the --input shapes and dtypes match what forward() expects")
-    from edgepack.data import guess_layout
-
     outs = [TensorSpec(name=n, shape=list(a.shape), dtype=a.dtype.name, layout=guess_layout(list(a.shape)))
             for n, a in sample.items()]
     return ModelSource(path=path, kind=kind, framework="torch", framework_version=torch.__version__.split("+")[0],

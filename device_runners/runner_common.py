@@ -388,12 +388,14 @@ def percentile(sorted_values, q):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def summarize(samples):
+def summarize(samples, window_sizes=None):
+    """Statistics of all timed samples; ``window_sizes`` (timing windows of ``--repeat``, in order) adds a
+    per-window summary so a report can compare run-to-run spread, not only sample spread."""
     s = sorted(samples)
     n = len(s)
     mean = sum(s) / n
     var = sum((x - mean) ** 2 for x in s) / n
-    return {
+    out = {
         "samples": [round(x, 6) for x in samples],
         "min": s[0],
         "p50": percentile(s, 50),
@@ -402,6 +404,32 @@ def summarize(samples):
         "mean": mean,
         "std": math.sqrt(var),
     }
+    if window_sizes:
+        windows, start = [], 0
+        for size in window_sizes:
+            w = sorted(samples[start:start + size])
+            start += size
+            windows.append({"n": size, "p50": percentile(w, 50), "p90": percentile(w, 90),
+                            "mean": sum(w) / size})
+        out["windows"] = windows
+    return out
+
+
+def timing_windows(fn, warmup, runs, min_seconds, max_runs, repeat=1, cooldown=0.0, between=None):
+    """``repeat`` independent timing windows (each warmed up, ``cooldown`` seconds of idle before each
+    window after the first); returns (all samples, window sizes, timed seconds). ``between`` runs in the
+    idle gap (e.g. to read a temperature)."""
+    samples, sizes, elapsed = [], [], 0.0
+    for i in range(max(1, repeat)):
+        if i:
+            if between:
+                between()
+            time.sleep(max(0.0, cooldown))
+        got, seconds = timing_loop(fn, warmup, runs, min_seconds, max_runs)
+        samples.extend(got)
+        sizes.append(len(got))
+        elapsed += seconds
+    return samples, sizes, elapsed
 
 
 def process_threads():
@@ -458,11 +486,34 @@ def cpu_fingerprint():
     freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").strip()
     if freq.isdigit():
         info["max_freq_mhz"] = int(freq) // 1000
+    cur = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").strip()
+    if cur.isdigit():
+        info["cur_freq_mhz"] = int(cur) // 1000
+    info["temperature_c"] = cpu_temperature()
     # qemu-user leaves its own binfmt interpreter in our maps; qemu-system names itself in cpuinfo.
     maps = _read("/proc/self/maps")
     if "qemu" in maps or "QEMU" in text or os.environ.get("QEMU_CPU") or os.environ.get("QEMU_LD_PREFIX"):
         info["emulated"] = True
     return info
+
+
+def cpu_temperature():
+    """The hottest thermal zone in degrees C (Raspberry Pi: cpu-thermal), or None where none is exposed."""
+    hottest = None
+    base = "/sys/class/thermal"
+    try:
+        zones = [z for z in os.listdir(base) if z.startswith("thermal_zone")]
+    except OSError:
+        return None
+    for zone in zones:
+        text = _read(os.path.join(base, zone, "temp")).strip()
+        try:
+            value = int(text) / 1000.0
+        except ValueError:
+            continue
+        if -40.0 < value < 150.0 and (hottest is None or value > hottest):
+            hottest = value
+    return hottest
 
 
 def device_info(runtime, runtime_version):
@@ -501,6 +552,10 @@ def build_parser(description):
                    help="keep timing until at least this many seconds have passed (default 1)")
     p.add_argument("--max-runs", type=int, default=10000,
                    help="stop after this many timed runs even if --min-seconds is not reached (default 10000)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="independent timing windows, each meeting --runs/--min-seconds (default 1)")
+    p.add_argument("--cooldown", type=float, default=1.0,
+                   help="idle seconds before each timing window after the first (default 1)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = runtime default")
     p.add_argument("--workdir", default=None, help="where to extract the bundle (default: system temp)")
     p.add_argument("--no-golden", action="store_true", help="skip the golden agreement check")
@@ -560,9 +615,16 @@ def run(backend, args):
         predict(timing_feeds)
         first_ms = (time.perf_counter() - t0) * 1000.0
 
-        samples, elapsed = timing_loop(lambda: predict(timing_feeds), args.warmup, args.runs,
-                                       args.min_seconds, max(args.runs, args.max_runs))
-        latency = summarize(samples)
+        device = device_info(backend.runtime, backend.version())
+        temps = [device["cpu"]["temperature_c"]]
+        samples, sizes, elapsed = timing_windows(
+            lambda: predict(timing_feeds), args.warmup, args.runs, args.min_seconds, max(args.runs, args.max_runs),
+            args.repeat, args.cooldown, between=lambda: temps.append(cpu_temperature()))
+        temps.append(cpu_temperature())
+        device["cpu"]["temperature_end_c"] = temps[-1]
+        known = [t for t in temps if t is not None]
+        device["cpu"]["temperature_max_c"] = max(known) if known else None
+        latency = summarize(samples, sizes if args.repeat > 1 else None)
 
         validation = None
         if golden and golden[0] and not args.no_golden:
@@ -594,11 +656,13 @@ def run(backend, args):
                 "model": manifest["model"]["member"],
                 "model_bytes": manifest["model"].get("bytes"),
             },
-            "device": device_info(backend.runtime, backend.version()),
+            "device": device,
             "settings": {
                 "runs": args.runs,
                 "warmup": args.warmup,
                 "min_seconds": args.min_seconds,
+                "repeat": args.repeat,
+                "cooldown": args.cooldown if args.repeat > 1 else None,
                 "threads": args.threads or None,
                 "max_runs": args.max_runs,
             },
@@ -621,6 +685,8 @@ def main(backend, argv=None):
     if hasattr(backend, "add_arguments"):
         backend.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.repeat < 1 or args.cooldown < 0 or args.runs < 1:
+        parser.error("--repeat and --runs must be >= 1 and --cooldown >= 0")
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, _on_signal)

@@ -55,9 +55,15 @@ def deploy(bundle: Path, device: str = "local", **ssh) -> str:
 
 
 def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, min_seconds: float = 1.0,
-          threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, **ssh) -> BenchResult:
+          threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, repeat: int = 1,
+          cooldown: float = 1.0, **ssh) -> BenchResult:
     """``install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
-    edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv."""
+    edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv.
+    ``repeat``: independent timing windows (``cooldown`` idle seconds between), so a report can tell
+    run-to-run drift from a real change."""
+    if repeat < 1 or runs < 1 or cooldown < 0:
+        raise UsageError(f"--repeat {repeat} / --runs {runs} / --cooldown {cooldown:g} out of range",
+                         "use --repeat >= 1, --runs >= 1, --cooldown >= 0")
     manifest = _checked(bundle)
     target = converters.target(manifest.format)
     sha = sha256_file(bundle)
@@ -73,17 +79,20 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
             remote, uploaded = dev.put_bundle(bundle, sha)
             workdir = dev.workdir()
         argv = [f"{runners}/{target.runner}", remote, "--runs", str(runs), "--warmup", str(warmup),
-                "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs)]
+                "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs),
+                "--repeat", str(repeat), "--cooldown", str(cooldown)]
         if workdir:
             argv += ["--workdir", workdir]
         if install_runtime and dev.venv_python():
             dev.python = dev.venv_python()
-        with step(f"run {target.runtime} on {dev.name} (≥{runs} runs, ≥{min_seconds:g}s)"):
+        what = f"run {target.runtime} on {dev.name} (≥{runs} runs, ≥{min_seconds:g}s" + (
+            f", ×{repeat} windows)" if repeat > 1 else ")")
+        with step(what):
             res = dev.run(argv)
         if install_runtime and res.code == runner_common.EXIT_RUNTIME_MISSING:
             with step(f"install {' '.join(target.device_packages)} into a venv on {dev.name}"):
                 dev.install_runtime(target.device_packages)
-            with step(f"run {target.runtime} on {dev.name} (≥{runs} runs, ≥{min_seconds:g}s)"):
+            with step(what):
                 res = dev.run(argv)
     finally:
         dev.close()

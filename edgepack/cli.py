@@ -43,6 +43,9 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -146,6 +149,8 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
           min_seconds: float = typer.Option(1.0, "--min-seconds", help="minimum timed seconds"),
           max_runs: int = typer.Option(10000, "--max-runs", help="upper bound on timed runs"),
           threads: int = typer.Option(0, "--threads", help="intra-op threads (0 = runtime default)"),
+          repeat: int = typer.Option(1, "--repeat", help="independent timing windows (for report's statistics)"),
+          cooldown: float = typer.Option(1.0, "--cooldown", help="idle seconds between timing windows"),
           install_runtime: bool = typer.Option(False, "--install-runtime",
                                                help="pip-install a missing runtime into a venv in the device's cache"),
           json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
@@ -157,26 +162,97 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
     import edgepack
     from edgepack import report
 
-    results = []
+    records = []
     for b in bundle:
-        results.append(edgepack.bench(b, device, runs=runs, warmup=warmup, min_seconds=min_seconds,
+        records.append(edgepack.bench(b, device, runs=runs, warmup=warmup, min_seconds=min_seconds,
                                       max_runs=max_runs, threads=threads, install_runtime=install_runtime,
+                                      repeat=repeat, cooldown=cooldown,
                                       **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
-                                             connect_timeout, remote_python, remote_dir)))
-    from rich.console import Console
-
-    to_stdout = str(json_out) == "-" or str(md_out) == "-"
-    if not to_stdout:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=220)
-        console.print(report.table(results))
+                                             connect_timeout, remote_python, remote_dir)).record())
+    rep = report.make_report(records)
+    if not (str(json_out) == "-" or str(md_out) == "-"):
+        console = _console()
+        console.print(report.table(rep))
+        console.print(report.checks_table(rep))
     if json_out:
-        text = report.to_json(results)
+        text = report.bench_json(records)
         typer.echo(text, nl=False) if str(json_out) == "-" else _write_atomic(json_out, text)
     if md_out:
-        text = report.markdown(results)
+        text = report.markdown(rep)
         typer.echo(text, nl=False) if str(md_out) == "-" else _write_atomic(md_out, text)
+    if rep.failed:
+        raise EdgepackError(f"{len(rep.failed)} check(s) failed: " + "; ".join(f"{c.entry}: {c.message}"
+                                                                            for c in rep.failed),
+                            "the device's outputs disagree with the source framework; see the checks above",
+                            exit_code=4)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=220)
+    return console
+
+
+@app.command()
+def report(results: List[Path] = typer.Argument(..., help="bench --json files (or saved reports) to merge"),
+           baseline: Optional[Path] = typer.Option(None, "--baseline", help="a baseline from --save-baseline "
+                                                                            "(or any bench --json file)"),
+           fmt: str = typer.Option("md", "--format", "-f", help="md | json | junit | html"),
+           output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the report here "
+                                                                             "(default: stdout)"),
+           save_baseline: Optional[Path] = typer.Option(None, "--save-baseline",
+                                                        help="also write the merged results as a baseline file "
+                                                             "to commit"),
+           max_latency_regression: Optional[str] = typer.Option(
+               None, "--max-latency-regression", help="e.g. 5%: fail when p50 is slower by more, with "
+                                                      "statistical confidence (default 5%; off)"),
+           max_accuracy_drop: Optional[str] = typer.Option(
+               None, "--max-accuracy-drop", help="top-1 percentage points (default 0.5; off)"),
+           max_size_growth: Optional[str] = typer.Option(None, "--max-size-growth",
+                                                         help="e.g. 10% (default 10%; off)"),
+           max_p50_ms: Optional[float] = typer.Option(None, "--max-p50-ms", help="absolute p50 ceiling"),
+           max_p90_ms: Optional[float] = typer.Option(None, "--max-p90-ms", help="absolute p90 ceiling"),
+           max_p99_ms: Optional[float] = typer.Option(None, "--max-p99-ms", help="absolute p99 ceiling"),
+           min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="top-1 floor in percent"),
+           confidence: float = typer.Option(0.95, "--confidence", help="confidence of the latency interval"),
+           strict_device: bool = typer.Option(False, "--strict-device",
+                                              help="fail (not flag) latency measured on another device than "
+                                                   "its baseline")):
+    """Merge bench results into one report (md/json/junit/html) and gate them; exit 1 when a check fails."""
+    from edgepack import report as rp
+    from edgepack.gate import GateSettings, parse_fraction
+
+    if fmt not in rp.FORMATS:
+        raise EdgepackError(f"unknown report format {fmt!r}", f"use --format with one of {', '.join(rp.FORMATS)}",
+                            exit_code=2)
+    if not 0.5 <= confidence < 1:
+        raise EdgepackError(f"--confidence {confidence} is out of range", "use a value like 0.95", exit_code=2)
+    base = rp.load_records(baseline) if baseline else None
+    settings = GateSettings(max_p50_ms=max_p50_ms, max_p90_ms=max_p90_ms, max_p99_ms=max_p99_ms,
+                            min_accuracy=min_accuracy, confidence=confidence, strict_device=strict_device)
+    # unset keeps the documented default; "off" switches the check off
+    if max_latency_regression is not None:
+        settings.max_latency_regression = parse_fraction(max_latency_regression, "--max-latency-regression")
+    if max_size_growth is not None:
+        settings.max_size_growth = parse_fraction(max_size_growth, "--max-size-growth")
+    if max_accuracy_drop is not None:
+        settings.max_accuracy_drop = parse_fraction(max_accuracy_drop.rstrip("%"), "--max-accuracy-drop")
+    rep = rp.make_report(rp.merge(results), base, settings)
+    text = rp.render(rep, fmt)
+    if save_baseline:
+        _write_atomic(save_baseline, rp.to_json(rp.make_report(rep.records)))
+    if output:
+        _write_atomic(output, text)
+        console = _console(stderr=True)
+        console.print(rp.table(rep))
+        console.print(rp.checks_table(rep))
+    else:
+        typer.echo(text, nl=False)
+    if rep.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

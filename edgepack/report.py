@@ -1,15 +1,96 @@
-"""Bench results for people (a rich table, Markdown for PR comments) and for tools (JSON)."""
+"""Bench results and gate checks for people and for CI: a terminal table, Markdown (PR comments,
+``$GITHUB_STEP_SUMMARY``), JSON, JUnit XML and a self-contained HTML page (:mod:`edgepack.report_html`).
+
+``bench`` and ``report`` render through the same functions: a :class:`edgepack.types.Report` holds the
+records (one bundle on one device each), the baseline records if any, the settings and the checks.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Iterable, Optional
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+from xml.etree import ElementTree as ET
 
-from edgepack.types import BenchResult
+from pydantic import ValidationError
 
-_NUMERIC = ("size", "load", "first", "p50", "p90", "p99")
-COLUMNS = ["device", "format", "quant", "size", "load", "first", "p50", "p90", "p99", "agreement", "accuracy"]
+from edgepack import __version__
+from edgepack.errors import UsageError
+from edgepack.gate import GateSettings, evaluate, fingerprint
+from edgepack.types import BenchRecord, Check, Report
 
+BENCH_SCHEMA = "edgepack.bench/1"
+REPORT_SCHEMA = "edgepack.report/1"
+
+_NUMERIC = ("size", "load", "first", "p50", "p90", "p99", "throughput", "peak RSS")
+COLUMNS = ["device", "format", "quant", "size", "load", "first", "p50", "p90", "p99", "throughput", "peak RSS",
+           "agreement", "accuracy"]
+ICON = {"pass": "✅", "fail": "❌", "flag": "⚠️", "skip": "➖"}
+
+
+# --------------------------------------------------------------------------- building a report
+
+def load_records(path: Path) -> list[BenchRecord]:
+    """Records from a ``bench --json`` file or a saved report/baseline."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file", "pass the JSON written by edgepack bench --json or report")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not JSON ({e})", "pass the JSON written by edgepack bench --json or report")
+    schema = data.get("schema") if isinstance(data, dict) else None
+    key = {BENCH_SCHEMA: "results", REPORT_SCHEMA: "records"}.get(schema)
+    if key is None:
+        raise UsageError(f"{path}: schema {schema!r} is not {BENCH_SCHEMA} or {REPORT_SCHEMA}",
+                         "pass the JSON written by edgepack bench --json, or a baseline from report --save-baseline")
+    try:
+        return [BenchRecord.model_validate(r) for r in data.get(key) or []]
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise UsageError(f"{path}: entry field {where}: {first['msg']}",
+                         "regenerate it with this edgepack version (edgepack bench --json)")
+
+
+def merge(paths: list[Path]) -> list[BenchRecord]:
+    records: list[BenchRecord] = []
+    seen: dict[str, Path] = {}
+    for p in paths:
+        for r in load_records(p):
+            if r.key in seen:
+                raise UsageError(f"{r.key} appears twice ({seen[r.key]} and {p})",
+                                 "pass each bundle x device once (bench --repeat R gives one entry more windows)")
+            seen[r.key] = p
+            records.append(r)
+    if not records:
+        raise UsageError("no results in " + ", ".join(str(p) for p in paths), "run edgepack bench --json first")
+    return records
+
+
+def make_report(records: list[BenchRecord], baseline: Optional[list[BenchRecord]] = None,
+                settings: Optional[GateSettings] = None) -> Report:
+    settings = settings or GateSettings()
+    checks = evaluate(records, baseline, settings)
+    return Report(created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), edgepack=__version__,
+                  records=records, baseline=baseline, settings=settings.recorded(), checks=checks)
+
+
+def summary_line(rep: Report) -> str:
+    n, failed = len(rep.checks), rep.failed
+    flagged = [c for c in rep.checks if c.status == "flag"]
+    if failed:
+        text = f"❌ {len(failed)} of {n} checks failed"
+    else:
+        text = f"✅ all {n - sum(c.status == 'skip' for c in rep.checks) - len(flagged)} checks passed"
+    if flagged:
+        text += f", ⚠️ {len(flagged)} flagged"
+    return text
+
+
+# --------------------------------------------------------------------------- cells
 
 def _mb(n: Optional[float]) -> str:
     return "–" if n is None else (f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB")
@@ -21,9 +102,19 @@ def _ms(x: Optional[float]) -> str:
     return f"{x:.3f} ms" if x < 1 else f"{x:.2f} ms" if x < 100 else f"{x:.0f} ms"
 
 
-def agreement(b: BenchResult) -> str:
+def _delta(cur: Optional[float], base: Optional[float]) -> str:
+    """' ▲ +4.2%' / ' ▼ -3.0%' vs the baseline ('' without one)."""
+    if cur is None or base is None or base == 0:
+        return ""
+    change = cur / base - 1.0
+    if abs(change) < 0.0005:
+        return " = 0.0%"
+    return f" {'▲' if change > 0 else '▼'} {change * 100:+.1f}%"
+
+
+def agreement(rec: BenchRecord) -> str:
     """Worst output's cosine (and top-1 agreement when classifier-shaped) against the source framework."""
-    v = b.result.validation
+    v = rec.result.validation
     if not v:
         return "–"
     worst = min(v.values(), key=lambda m: m.cosine)
@@ -34,49 +125,187 @@ def agreement(b: BenchResult) -> str:
     return text
 
 
-def device_label(b: BenchResult) -> str:
-    d = b.result.device
-    label = f"{b.device} ({d.machine}"
+def device_label(rec: BenchRecord) -> str:
+    d = rec.result.device
+    label = f"{rec.device_spec} ({d.machine}"
     if d.cpu.emulated:
         label += ", emulated"
     return label + ")"
 
 
-def row(b: BenchResult) -> list[str]:
-    r = b.result
+def row(rec: BenchRecord, base: Optional[BenchRecord] = None) -> list[str]:
+    r = rec.result
+    b = base.result if base else None
+
+    def lat(q):
+        return _ms(getattr(r.latency_ms, q)) + _delta(getattr(r.latency_ms, q), getattr(b.latency_ms, q) if b else None)
+
     acc = "–" if r.accuracy is None else f"{r.accuracy.top1 * 100:.2f}% (n={r.accuracy.n})"
-    return [device_label(b), f"{b.manifest.format}/{r.device.runtime} {r.device.runtime_version}",
-            b.manifest.quantization.mode, _mb(b.bundle_bytes), _ms(r.load_ms), _ms(r.first_inference_ms),
-            _ms(r.latency_ms.p50), _ms(r.latency_ms.p90), _ms(r.latency_ms.p99), agreement(b), acc]
+    if r.accuracy is not None and b is not None and b.accuracy is not None:
+        acc += f" {(r.accuracy.top1 - b.accuracy.top1) * 100:+.2f} pt"
+    return [device_label(rec), f"{rec.format}/{r.device.runtime} {r.device.runtime_version}", rec.quantization,
+            _mb(rec.bundle_bytes) + _delta(rec.bundle_bytes, base.bundle_bytes if base else None),
+            _ms(r.load_ms), _ms(r.first_inference_ms), lat("p50"), lat("p90"), lat("p99"),
+            "–" if r.throughput_ips is None else f"{r.throughput_ips:,.0f}/s",
+            "–" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f} MB", agreement(rec), acc]
 
 
-def table(results: Iterable[BenchResult]):
+def _baseline_of(rep: Report) -> dict[str, BenchRecord]:
+    return {b.key: b for b in (rep.baseline or [])}
+
+
+def device_rows(rep: Report) -> list[list[str]]:
+    """One row per distinct device fingerprint: what the figures were measured on."""
+    rows, seen = [], set()
+    for rec in rep.records:
+        d, fp = rec.result.device, fingerprint(rec)
+        key = (rec.device_spec, tuple(sorted((k, str(v)) for k, v in fp.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        c = d.cpu
+        freq = "–" if not (c.cur_freq_mhz or c.max_freq_mhz) else (
+            f"{c.cur_freq_mhz or '?'}/{c.max_freq_mhz or '?'} MHz")
+        temp = "–" if c.temperature_c is None else (
+            f"{c.temperature_c:.0f}→{c.temperature_end_c:.0f} °C" if c.temperature_end_c is not None
+            else f"{c.temperature_c:.0f} °C")
+        threads = rec.result.settings.get("threads") or "default"
+        rows.append([rec.device_spec, f"{d.machine}{' (emulated)' if c.emulated else ''}", c.model or "–",
+                     str(d.cpu_count or "–"), f"{d.runtime} {d.runtime_version}", str(threads),
+                     c.governor or "–", freq, temp])
+    return rows
+
+
+DEVICE_COLUMNS = ["device", "machine", "CPU", "cores", "runtime", "threads", "governor", "freq cur/max", "temp"]
+
+
+def notes(rep: Report) -> list[str]:
+    out = []
+    if any(r.result.device.cpu.emulated for r in rep.records):
+        out.append("Emulated devices: latency is not the real board's.")
+    counts = sorted({len(r.result.latency_ms.samples) for r in rep.records})
+    span = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
+    windows = sorted({len(r.result.latency_ms.windows or [None]) for r in rep.records})
+    text = f"Latency over {span} timed runs after warm-up"
+    if windows != [1]:
+        text += f" in {'/'.join(map(str, windows))} timing windows"
+    out.append(text + "; agreement = worst output vs the source framework on the bundle's golden data.")
+    if rep.baseline is not None:
+        out.append("▲/▼ = change vs the baseline. A latency regression fails only when the whole "
+                   f"{rep.settings.get('confidence', 0.95):.0%} bootstrap interval of the ratio of medians "
+                   "is beyond the allowed regression.")
+    return out
+
+
+# --------------------------------------------------------------------------- formats
+
+def table(rep: Report):
+    """A rich table for the terminal."""
     from rich.table import Table
 
-    t = Table(title="edgepack bench", show_lines=False)
+    base = _baseline_of(rep)
+    t = Table(title="edgepack " + ("report" if rep.baseline is not None else "bench"), show_lines=False)
     t.add_column("bundle")
     for c in COLUMNS:
         t.add_column(c, justify="right" if c in _NUMERIC else "left")
-    for b in results:
-        t.add_row(b.bundle_name, *row(b))
+    for rec in rep.records:
+        t.add_row(rec.bundle, *row(rec, base.get(rec.key)))
     return t
 
 
-def markdown(results: list[BenchResult]) -> str:
-    lines = ["| bundle | " + " | ".join(COLUMNS) + " |",
-             "|---|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|"]
-    for b in results:
-        lines.append(f"| {b.bundle_name} | " + " | ".join(row(b)) + " |")
-    notes = []
-    if any(b.result.device.cpu.emulated for b in results):
-        notes.append("Emulated devices: latency is not the real board's.")
-    counts = sorted({len(b.result.latency_ms.samples) for b in results})
-    span = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
-    notes.append(f"Latency over {span} timed runs after warm-up; agreement = worst output vs the source "
-                 "framework on the bundle's golden data.")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"_{n}_" for n in notes) + "\n"
+def checks_table(rep: Report):
+    from rich.table import Table
+
+    t = Table(title=summary_line(rep), title_justify="left")
+    for c in ("", "bundle @ device", "check", "result"):
+        t.add_column(c)
+    for c in rep.checks:
+        t.add_row(ICON[c.status], c.entry, c.name, c.message)
+    return t
 
 
-def to_json(results: list[BenchResult]) -> str:
-    return json.dumps({"schema": "edgepack.bench/1", "results": [b.to_dict() for b in results]},
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]], numeric=()) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if h in numeric else "---" for h in header) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def markdown(rep: Report) -> str:
+    base = _baseline_of(rep)
+    title = "edgepack report" if rep.baseline is not None else "edgepack bench"
+    lines = [f"### {title}: {summary_line(rep)}", ""]
+    lines += _md_table(["bundle"] + COLUMNS, [[r.bundle] + row(r, base.get(r.key)) for r in rep.records], _NUMERIC)
+    lines += ["", "#### Checks", ""]
+    lines += _md_table(["", "bundle @ device", "check", "result"],
+                       [[ICON[c.status], c.entry, c.name, c.message] for c in rep.checks])
+    lines += ["", "#### Devices", ""]
+    lines += _md_table(DEVICE_COLUMNS, device_rows(rep))
+    lines += [""] + [f"_{n}_" for n in notes(rep)]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(rep: Report) -> str:
+    return json.dumps(rep.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def bench_json(records: list[BenchRecord]) -> str:
+    """``bench --json``: the records alone (``edgepack.bench/1``)."""
+    return json.dumps({"schema": BENCH_SCHEMA, "results": [r.model_dump(mode="json", by_alias=True) for r in records]},
                       indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def junit(rep: Report) -> str:
+    """JUnit XML: one testsuite per bundle x device, one testcase per check (flagged/skipped -> <skipped>)."""
+    by_entry: dict[str, list[Check]] = {}
+    for c in rep.checks:
+        by_entry.setdefault(c.entry, []).append(c)
+    records = {r.key: r for r in rep.records}
+    root = ET.Element("testsuites", name="edgepack report", tests=str(len(rep.checks)),
+                      failures=str(len(rep.failed)), errors="0",
+                      skipped=str(sum(c.status in ("skip", "flag") for c in rep.checks)), time="0")
+    host = socket.gethostname()
+    for entry, checks in by_entry.items():
+        suite = ET.SubElement(root, "testsuite", name=entry, tests=str(len(checks)),
+                              failures=str(sum(c.status == "fail" for c in checks)), errors="0",
+                              skipped=str(sum(c.status in ("skip", "flag") for c in checks)), time="0",
+                              timestamp=rep.created, hostname=host)
+        rec = records.get(entry)
+        if rec is not None:
+            props = ET.SubElement(suite, "properties")
+            facts = {"bundle": rec.bundle, "device": rec.device_spec, "format": rec.format,
+                     "quantization": rec.quantization, "p50_ms": f"{rec.result.latency_ms.p50:.6g}",
+                     **{f"device.{k}": str(v) for k, v in fingerprint(rec).items()}}
+            for k, v in facts.items():
+                ET.SubElement(props, "property", name=k, value=str(v))
+        classname = "edgepack." + "".join(ch if ch.isalnum() else "_" for ch in entry)
+        for c in checks:
+            case = ET.SubElement(suite, "testcase", classname=classname, name=c.name, time="0")
+            if c.status == "fail":
+                ET.SubElement(case, "failure", message=c.message, type=c.name).text = c.message
+            elif c.status in ("skip", "flag"):
+                ET.SubElement(case, "skipped", message=("flagged: " if c.status == "flag" else "") + c.message)
+            ET.SubElement(case, "system-out").text = c.message
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+FORMATS = ("md", "json", "junit", "html")
+
+
+def render(rep: Report, fmt: str) -> str:
+    if fmt == "md":
+        return markdown(rep)
+    if fmt == "json":
+        return to_json(rep)
+    if fmt == "junit":
+        return junit(rep)
+    if fmt == "html":
+        from edgepack.report_html import html
+
+        return html(rep)
+    raise UsageError(f"unknown report format {fmt!r}", f"use --format with one of {', '.join(FORMATS)}")

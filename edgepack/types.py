@@ -119,6 +119,15 @@ class Manifest(_Model):
 # --------------------------------------------------------------------------- runner result
 
 
+class LatencyWindow(BaseModel):
+    """One independent timing window of ``bench --repeat`` (its samples are the next ``n`` in ``samples``)."""
+
+    n: int
+    p50: float
+    p90: float
+    mean: float
+
+
 class LatencyStats(BaseModel):
     samples: list[float]
     min: float
@@ -127,6 +136,17 @@ class LatencyStats(BaseModel):
     p99: float
     mean: float
     std: float
+    windows: Optional[list[LatencyWindow]] = None
+
+    def window_samples(self) -> list[list[float]]:
+        """The samples split into their timing windows (one window when not repeated)."""
+        if not self.windows:
+            return [list(self.samples)]
+        out, start = [], 0
+        for w in self.windows:
+            out.append(list(self.samples[start:start + w.n]))
+            start += w.n
+        return out
 
 
 class CpuInfo(BaseModel):
@@ -134,6 +154,10 @@ class CpuInfo(BaseModel):
     emulated: bool = False
     governor: Optional[str] = None
     max_freq_mhz: Optional[int] = None
+    cur_freq_mhz: Optional[int] = None
+    temperature_c: Optional[float] = Field(None, description="hottest thermal zone before timing")
+    temperature_end_c: Optional[float] = None
+    temperature_max_c: Optional[float] = None
 
 
 class DeviceInfo(BaseModel):
@@ -252,6 +276,25 @@ class BuildResult:
     bytes: int
 
 
+class BenchRecord(BaseModel):
+    """One bundle measured on one device: an entry of ``bench --json`` (``edgepack.bench/1``), of a report
+    and of a baseline. Everything a report needs, without the bundle file."""
+
+    bundle: str = Field(description="bundle file name; with device_spec, the key a baseline is matched on")
+    bundle_path: Optional[str] = None
+    bundle_bytes: int
+    device_spec: str
+    format: str
+    quantization: str
+    min_cosine: Optional[float] = Field(None, description="the bundle's build-time agreement threshold")
+    uploaded: Optional[bool] = None
+    result: RunResult
+
+    @property
+    def key(self) -> str:
+        return f"{self.bundle} @ {self.device_spec}"
+
+
 @dataclass
 class BenchResult:
     """A runner result plus the facts of the bundle and device it came from."""
@@ -264,14 +307,48 @@ class BenchResult:
     bundle_bytes: int
     uploaded: Optional[bool] = None
 
+    def record(self) -> BenchRecord:
+        return BenchRecord(bundle=self.bundle_name, bundle_path=str(self.bundle), bundle_bytes=self.bundle_bytes,
+                           device_spec=self.device, format=self.manifest.format,
+                           quantization=self.manifest.quantization.mode,
+                           min_cosine=self.manifest.validation.thresholds.get("min_cosine"),
+                           uploaded=self.uploaded, result=self.result)
+
     def to_dict(self) -> dict:
-        return {
-            "bundle": self.bundle_name,
-            "bundle_path": str(self.bundle),
-            "bundle_bytes": self.bundle_bytes,
-            "device_spec": self.device,
-            "format": self.manifest.format,
-            "quantization": self.manifest.quantization.mode,
-            "uploaded": self.uploaded,
-            "result": self.result.model_dump(mode="json", by_alias=True),
-        }
+        return self.record().model_dump(mode="json", by_alias=True)
+
+
+# --------------------------------------------------------------------------- reports and the CI gate
+
+CheckStatus = Literal["pass", "fail", "flag", "skip"]
+
+
+class Check(BaseModel):
+    """One gate check of one bundle on one device. ``fail`` fails the gate; ``flag`` is shown, not gated
+    (e.g. measured on a different device than its baseline); ``skip`` had nothing to compare."""
+
+    entry: str = Field(description="'bundle @ device'")
+    name: str = Field(description="latency, accuracy, size, agreement, p90-ceiling, ...")
+    status: CheckStatus
+    value: Optional[float] = None
+    limit: Optional[float] = None
+    interval: Optional[list[float]] = Field(None, description="[low, high] confidence interval of value")
+    message: str
+
+
+class Report(BaseModel):
+    """What ``edgepack report`` produces (``edgepack.report/1``); a saved baseline is the same document."""
+
+    schema_: str = Field("edgepack.report/1", alias="schema")
+    created: str
+    edgepack: str
+    records: list[BenchRecord]
+    baseline: Optional[list[BenchRecord]] = None
+    settings: dict[str, Any] = {}
+    checks: list[Check] = []
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]

@@ -57,7 +57,8 @@ def test_digits_on_emulated_arm(fmt, arm, digits):
     assert work.is_dir() and list(work.iterdir()) == [], "nothing left in the device's work dir"
     from edgepack import report
 
-    assert "emulated" in report.markdown([res])
+    md = report.markdown(report.make_report([res.record()]))
+    assert "aarch64, emulated" in md and "Emulated devices: latency is not the real board's." in md
 
 
 def test_doctor_on_emulated_arm(arm):

@@ -11,12 +11,12 @@ import pytest
 import edgepack
 from helpers import cli, one_line_error
 
-FRAMEWORKS = ("torch", "tensorflow", "coremltools", "onnxscript", "keras")
+FRAMEWORKS = ("torch", "tensorflow", "coremltools", "onnxscript", "keras", "matplotlib")
 
 
 @pytest.mark.parametrize("code", [
     "import edgepack",
-    "import edgepack.cli, edgepack.builder, edgepack.bencher, edgepack.report, edgepack.devices",
+    "import edgepack.cli, edgepack.builder, edgepack.bencher, edgepack.report, edgepack.devices, edgepack.gate",
     "from edgepack.cli import main; main(['--help'])",
     "from edgepack.cli import main; import sys; main(['inspect', sys.argv[1]])",
 ])
@@ -53,7 +53,8 @@ def test_build_inspect_bench_json(tiny_model, evalset, tmp_path):
     assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
     assert r["accuracy"]["n"] == 40 and 0 <= r["accuracy"]["top1"] <= 1
     md = cli("bench", str(out), "--runs", "3", "--min-seconds", "0", "--markdown", "-", check=True).stdout
-    assert md.splitlines()[0].startswith("| bundle | device |") and "| m.edgepack |" in md
+    assert md.splitlines()[0].startswith("### edgepack bench: ✅")
+    assert md.splitlines()[2].startswith("| bundle | device |") and "| m.edgepack |" in md
 
 
 def test_bench_of_missing_or_tampered_bundle(tmp_path, tiny_bundle):

@@ -143,3 +143,19 @@ def test_runner_parses_as_python_39():
 
     for py in Path(rc.__file__).parent.glob("*.py"):
         ast.parse(py.read_text(), filename=str(py), feature_version=(3, 9))
+
+
+def test_timing_windows_and_their_summary():
+    import time
+
+    seen = []
+    samples, sizes, elapsed = rc.timing_windows(lambda: time.sleep(0.001), warmup=1, runs=4, min_seconds=0,
+                                                max_runs=4, repeat=3, cooldown=0.01,
+                                                between=lambda: seen.append(time.perf_counter()))
+    assert sizes == [4, 4, 4] and len(samples) == 12 and len(seen) == 2 and elapsed > 0
+    s = rc.summarize(samples, sizes)
+    assert [w["n"] for w in s["windows"]] == sizes
+    assert s["windows"][1]["p50"] == pytest.approx(np.percentile(samples[4:8], 50))
+    assert "windows" not in rc.summarize(samples)
+    t = rc.cpu_temperature()
+    assert t is None or -40 < t < 150

@@ -1,0 +1,190 @@
+"""The CI gate: checks of current bench records against absolute ceilings and against a baseline.
+
+Every check is one :class:`edgepack.types.Check` (pass / fail / flag / skip), so every output format shows
+the same list. A latency regression fails only when it is statistically real: the whole bootstrap interval
+of the ratio of medians lies beyond the allowed regression (see :mod:`edgepack.stats`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from edgepack.errors import UsageError
+from edgepack.stats import ratio_of_medians
+from edgepack.types import BenchRecord, Check
+
+
+@dataclass
+class GateSettings:
+    """Relative checks (against a baseline) are on by default, at these limits; None switches one off.
+    Absolute ceilings and floors are off unless set."""
+
+    max_latency_regression: Optional[float] = 0.05  # fraction: 0.05 = 5 %
+    max_accuracy_drop: Optional[float] = 0.5  # percentage points of top-1
+    max_size_growth: Optional[float] = 0.10  # fraction
+    max_p50_ms: Optional[float] = None
+    max_p90_ms: Optional[float] = None
+    max_p99_ms: Optional[float] = None
+    min_accuracy: Optional[float] = None  # percent top-1
+    confidence: float = 0.95
+    strict_device: bool = False  # a device fingerprint that differs from the baseline's fails instead of flagging
+    seed: int = 0
+
+    def recorded(self) -> dict:
+        return asdict(self)
+
+
+def parse_fraction(text: Optional[str], option: str) -> Optional[float]:
+    """'5%' or '0.05' -> 0.05; 'off' -> None."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    if t in ("off", "none"):
+        return None
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a number", f"write it like {option} 5%")
+    if value < 0:
+        raise UsageError(f"{option} {text!r} is negative", f"write it like {option} 5%")
+    return value
+
+
+# --------------------------------------------------------------------------- device fingerprints
+
+def fingerprint(rec: BenchRecord) -> dict:
+    """What must match for two latency figures to be comparable."""
+    d = rec.result.device
+    return {
+        "machine": d.machine,
+        "system": d.system,
+        "cpu": d.cpu.model,
+        "cores": d.cpu_count,
+        "emulated": d.cpu.emulated,
+        "runtime": f"{d.runtime} {d.runtime_version}",
+        "threads": rec.result.settings.get("threads") or "default",
+    }
+
+
+def fingerprint_diff(base: BenchRecord, cur: BenchRecord) -> list[str]:
+    a, b = fingerprint(base), fingerprint(cur)
+    return [f"{k} {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+
+
+# --------------------------------------------------------------------------- checks
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.1f}%"
+
+
+def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
+    limit = 1.0 + s.max_latency_regression
+    ci = ratio_of_medians(base.result.latency_ms.window_samples(), cur.result.latency_ms.window_samples(),
+                          s.confidence, seed=s.seed)
+    span = f"p50 {_pct(ci.ratio - 1)} [{_pct(ci.low - 1)}, {_pct(ci.high - 1)}] at {ci.confidence:.0%}"
+    allowed = f"allowed +{s.max_latency_regression * 100:g}%"
+    if ci.windows == (1, 1):
+        span += " (single timing windows: run bench --repeat 3+ to include run-to-run drift)"
+    diffs = fingerprint_diff(base, cur)
+    if diffs:
+        status = "fail" if s.strict_device else "flag"
+        return Check(entry=entry, name="latency", status=status, value=ci.ratio, limit=limit,
+                     interval=[ci.low, ci.high],
+                     message=f"not compared: measured on a different device than the baseline ({'; '.join(diffs)}); "
+                             f"{span}")
+    if ci.beyond(limit):
+        status, verdict = "fail", f"regression beyond {allowed}"
+    elif ci.within(limit):
+        status, verdict = "pass", allowed
+    else:
+        status, verdict = "pass", f"inconclusive: the interval straddles {allowed}; not a proven regression"
+    return Check(entry=entry, name="latency", status=status, value=ci.ratio, limit=limit, interval=[ci.low, ci.high],
+                 message=f"{span}; {verdict}")
+
+
+def _accuracy(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
+    a, b = base.result.accuracy, cur.result.accuracy
+    if a is None or b is None:
+        return Check(entry=entry, name="accuracy", status="skip",
+                     message="no accuracy to compare (build the bundle with --eval)")
+    drop = round((a.top1 - b.top1) * 100.0, 6)
+    status = "fail" if drop > s.max_accuracy_drop + 1e-9 else "pass"
+    return Check(entry=entry, name="accuracy", status=status, value=b.top1 * 100, limit=a.top1 * 100 - s.max_accuracy_drop,
+                 message=f"top-1 {a.top1 * 100:.2f}% -> {b.top1 * 100:.2f}% ({-drop + 0.0:+.2f} points; "
+                         f"allowed drop {s.max_accuracy_drop:g})")
+
+
+def _size(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
+    growth = cur.bundle_bytes / base.bundle_bytes - 1.0
+    status = "fail" if growth > s.max_size_growth + 1e-12 else "pass"
+    return Check(entry=entry, name="size", status=status, value=float(cur.bundle_bytes),
+                 limit=base.bundle_bytes * (1 + s.max_size_growth),
+                 message=f"{base.bundle_bytes} -> {cur.bundle_bytes} bytes ({_pct(growth)}; "
+                         f"allowed +{s.max_size_growth * 100:g}%)")
+
+
+def _ceilings(entry: str, cur: BenchRecord, s: GateSettings) -> list[Check]:
+    out = []
+    lat = cur.result.latency_ms
+    for q, limit in (("p50", s.max_p50_ms), ("p90", s.max_p90_ms), ("p99", s.max_p99_ms)):
+        if limit is not None:
+            v = getattr(lat, q)
+            out.append(Check(entry=entry, name=f"{q}-ceiling", status="fail" if v > limit else "pass", value=v,
+                             limit=limit, message=f"{q} {v:.3f} ms (ceiling {limit:g} ms)"))
+    if s.min_accuracy is not None:
+        acc = cur.result.accuracy
+        if acc is None:
+            out.append(Check(entry=entry, name="accuracy-floor", status="fail", limit=s.min_accuracy,
+                             message="no accuracy measured (build the bundle with --eval)"))
+        else:
+            v = acc.top1 * 100
+            out.append(Check(entry=entry, name="accuracy-floor", status="fail" if v < s.min_accuracy else "pass",
+                             value=v, limit=s.min_accuracy,
+                             message=f"top-1 {v:.2f}% (floor {s.min_accuracy:g}%, n={acc.n})"))
+    return out
+
+
+def _agreement(entry: str, cur: BenchRecord) -> Check:
+    v = cur.result.validation
+    if not v:
+        return Check(entry=entry, name="agreement", status="skip", message="the runner checked no golden data")
+    name, worst = min(v.items(), key=lambda kv: kv[1].cosine)
+    limit = cur.min_cosine
+    if limit is None:
+        return Check(entry=entry, name="agreement", status="skip", value=worst.cosine,
+                     message=f"cosine {worst.cosine:.6f} on {name}; the bundle records no threshold")
+    ok = worst.cosine >= limit and not worst.nonfinite
+    return Check(entry=entry, name="agreement", status="pass" if ok else "fail", value=worst.cosine, limit=limit,
+                 message=f"on-device output {name!r} vs the source framework: cosine {worst.cosine:.6f} "
+                         f"(bundle threshold {limit:g})")
+
+
+def evaluate(current: list[BenchRecord], baseline: Optional[list[BenchRecord]], settings: GateSettings) -> list[Check]:
+    """All checks, in the order of ``current`` (then baseline entries that are missing now)."""
+    s = settings
+    base_by_key = {b.key: b for b in (baseline or [])}
+    checks: list[Check] = []
+    for cur in current:
+        entry = cur.key
+        checks.append(_agreement(entry, cur))
+        checks.extend(_ceilings(entry, cur, s))
+        if baseline is None:
+            continue
+        base = base_by_key.get(entry)
+        if base is None:
+            checks.append(Check(entry=entry, name="baseline", status="skip",
+                                message="no baseline entry for this bundle and device (new): nothing compared"))
+            continue
+        if s.max_latency_regression is not None:
+            checks.append(_latency(entry, base, cur, s))
+        if s.max_accuracy_drop is not None:
+            checks.append(_accuracy(entry, base, cur, s))
+        if s.max_size_growth is not None:
+            checks.append(_size(entry, base, cur, s))
+    current_keys = {c.key for c in current}
+    for key in base_by_key:
+        if key not in current_keys:
+            checks.append(Check(entry=key, name="baseline", status="flag",
+                                message="in the baseline but not in the current results"))
+    return checks

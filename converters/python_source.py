@@ -16,7 +16,9 @@ def call(source: str):
     path, name = split_callable(source)
     if not path.is_file():
         raise UsageError(f"python file {path} does not exist", "check the path in file.py:callable")
-    mod_name = f"_edgepack_user_{abs(hash(str(path.resolve())))}"
+    # A stable name: it ends up in exported graphs' metadata (class hierarchy), and bundles must be
+    # byte-identical for the same inputs (str hash() is salted per process).
+    mod_name = "_edgepack_user_" + "".join(c if c.isalnum() else "_" for c in path.stem)
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module

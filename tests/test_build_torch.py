@@ -109,3 +109,13 @@ def test_torchscript_to_tflite_goes_through_onnx(torch_files, tmp_path):
     assert m.inputs[0].shape == [1, 8, 8, 1] and "TorchScript via ONNX" in m.quantization.method
     r = edgepack.bench(res.path, "local", runs=2, min_seconds=0).result
     assert r.validation[m.outputs[0].name].cosine > 0.9999
+
+
+def test_callable_builds_are_byte_identical_across_processes(torch_files, tmp_path):
+    """Same inputs, two processes (each with its own str-hash salt) -> the same bundle bytes."""
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"b{i}.edgepack"
+        cli("build", torch_files["callable"], "--input", "image:1x1x8x8", "-o", str(out), check=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]

@@ -180,11 +180,8 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
     if md_out:
         text = report.markdown(rep)
         typer.echo(text, nl=False) if str(md_out) == "-" else _write_atomic(md_out, text)
-    if rep.failed:
-        raise EdgepackError(f"{len(rep.failed)} check(s) failed: " + "; ".join(f"{c.entry}: {c.message}"
-                                                                            for c in rep.failed),
-                            "the device's outputs disagree with the source framework; see the checks above",
-                            exit_code=4)
+    for c in rep.failed:  # bench measures; gating is edgepack report's job
+        typer.echo(f"edgepack: warning: {c.entry}: {c.message}", err=True)
 
 
 def _console(stderr: bool = False):

@@ -59,9 +59,10 @@ ROUTES: dict[tuple[str, str], str] = {
 }
 
 # --npu NAME: the first entry whose prefix NAME starts with compiles the converted model.
-NPU_COMPILERS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    # prefix: (module, target formats, precisions)
-    "ethos-u": ("vela_compile", ("tflite",), ("int8", "int16x8")),
+# Any precision is accepted: what the NPU cannot run (float ops) is reported as CPU fallback with the fix.
+NPU_COMPILERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # prefix: (module, target formats)
+    "ethos-u": ("vela_compile", ("tflite",)),
 }
 
 # Routes that bundle a model as it is offer only "none".
@@ -160,15 +161,14 @@ def route(framework: str, target_format: str):
     return _module(name)
 
 
-def npu_compiler(name: str, target_format: str, precision: str):
+def npu_compiler(name: str, target_format: str):
     """The compile module for ``--npu name``, after checking the build can feed it."""
     hit = next(((p, v) for p, v in NPU_COMPILERS.items() if name.lower().startswith(p)), None)
     if hit is None:
         raise UsageError(f"unknown --npu {name!r}",
                          f"use one of {', '.join(p + '…' for p in NPU_COMPILERS)} (e.g. ethos-u55-128)")
-    prefix, (module, formats, precs) = hit
-    if target_format not in formats or precision not in precs:
-        raise UsageError(f"--npu {name} needs --to {'|'.join(formats)} --quantize {'|'.join(precs)}",
-                         f"the {prefix} NPU runs fully quantized models only; pass --quantize int8 "
-                         "with --calibration DATA.npz")
+    prefix, (module, formats) = hit
+    if target_format not in formats:
+        raise UsageError(f"--npu {name} needs --to {'|'.join(formats)}",
+                         f"build with --to {formats[0]} --quantize int8 --calibration DATA.npz")
     return _module(module)

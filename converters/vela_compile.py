@@ -36,7 +36,7 @@ _OP_HINTS = {
     "QUANTIZE": "float32 model inputs: rebuild with --io-dtype int8 so the graph is integer end to end",
     "DEQUANTIZE": "float32 model outputs: rebuild with --io-dtype int8 so the graph is integer end to end",
     "GATHER": "GATHER has no Ethos-U55/U65 kernel: a fixed channel permutation can be a 1x1 Conv with a "
-              "permutation matrix, a fixed slice a STRIDED_SLICE; Ethos-U85 (--npu ethos-u85-…) runs GATHER",
+              "permutation matrix, a fixed slice a STRIDED_SLICE; Ethos-U85 runs GATHER only with axis == batch_dims",
     "DIV": "divide by a constant: multiply by its reciprocal (MUL runs on the NPU)",
     "CAST": "keep tensors int8 end to end (casts usually come from integer index arithmetic)",
     "SQRT": "use RSQRT (supported) or fold the square root into a constant",
@@ -49,11 +49,20 @@ _OP_HINTS = {
 def _hint(op_type: str, reasons: list[str]) -> str:
     text = " ".join(reasons).lower()
     if "float32" in text or "float16" in text or "datatype float" in text:
-        return f"{op_type}: float tensors ({'; '.join(reasons)}) - quantize fully: --quantize int8 --io-dtype int8"
+        return "float tensors: quantize fully (--quantize int8 --calibration DATA.npz; --io-dtype int8 for integer I/O)"
     if op_type in _OP_HINTS:
-        return f"{op_type}: {_OP_HINTS[op_type]}"
-    return (f"{op_type}: {'; '.join(reasons) or 'not mapped by vela'} - see that op's constraints in vela's "
-            "SUPPORTED_OPS.md (vela --supported-ops-report) and reshape the op to meet them, or replace it")
+        return _OP_HINTS[op_type]
+    return ("see this op's constraints in vela's SUPPORTED_OPS.md (vela --supported-ops-report) and reshape the op "
+            "to meet them, or replace it")
+
+
+def hints(place: Placement) -> list[str]:
+    """One line per distinct fix, naming the CPU op types it applies to."""
+    grouped: dict[str, list[str]] = {}
+    for o in place.ops:
+        if o.cpu:
+            grouped.setdefault(_hint(o.op_type, o.reasons), []).append(o.op_type)
+    return [f"{', '.join(ops)}: {text}" for text, ops in grouped.items()]
 
 
 def _ops(path: Path) -> list[tuple[str, list[str]]]:
@@ -85,14 +94,24 @@ _WARN = re.compile(r"^Warning \(supported operators\) operator: (?P<op>[^,]+), o
 
 
 def parse_fallbacks(stdout: str) -> list[tuple[str, str, list[str]]]:
-    """vela's CPU-fallback warnings: (op type, output tensor name, [reasons])."""
-    found = []
-    for line in stdout.splitlines():
-        m = _WARN.match(line.strip())
+    """vela's CPU-fallback warnings: (op type, output tensor name, [reasons]).
+
+    A reason is the ``Reason:`` line without its trailing (tensor name), plus the constraint lines under it."""
+    found: list[tuple[str, str, list[str]]] = []
+    in_reason = False
+    for raw in stdout.splitlines():
+        line = raw.strip()
+        m = _WARN.match(line)
         if m:
             found.append((m["op"].strip(), m["ofm"], []))
-        elif found and line.strip().startswith("Reason:"):
-            found[-1][2].append(line.strip()[len("Reason:"):].strip())
+            in_reason = False
+        elif found and line.startswith("Reason:"):
+            found[-1][2].append(re.sub(r"\s*\([^()]*\)$", "", line[len("Reason:"):].strip()))
+            in_reason = True
+        elif in_reason and line and not line.startswith(("Warning", "Info", "CPU ", "NPU ")):
+            found[-1][2][-1] += f" — {line}"
+        else:
+            in_reason = False
     return found
 
 
@@ -141,10 +160,14 @@ def placement(original: list, compiled: list, fallbacks: list, accelerator: str)
 
 
 def _num(row: dict, key: str, cast=float):
+    """A number from vela's CSV; None when absent or not finite (vela writes nan when nothing runs on the NPU)."""
+    import math
+
     try:
-        return cast(float(row[key]))
+        v = float(row[key])
     except (KeyError, TypeError, ValueError):
         return None
+    return cast(v) if math.isfinite(v) else None
 
 
 def _kib(row: dict, key: str):
@@ -176,7 +199,7 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
         err = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "no output")
-        bad_option = proc.returncode == 2 or "usage:" in proc.stderr
+        bad_option = proc.returncode == 2 or "usage:" in proc.stderr or "CliOptionError" in err
         raise (UsageError if bad_option else EdgepackError)(
             f"vela failed for --npu {options.npu}: {err[:300]}",
             "check --npu / --npu-config / --npu-system-config / --npu-memory-mode (vela --list-configs FILE)")
@@ -189,7 +212,7 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
     row = parse_summary(summaries[0])
     place = placement(_ops(model), _ops(vela_model), parse_fallbacks(proc.stdout), options.npu)
     total = place.accelerator_ops + place.cpu_ops
-    hints = [_hint(o.op_type, o.reasons) for o in place.ops if o.cpu]
+    fixes = hints(place)
     if options.npu_config:
         config = Path(options.npu_config).name
     elif "No configuration file specified" in proc.stdout + proc.stderr:
@@ -215,13 +238,13 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
         npu_cycles=_num(row, "cycles_npu", int),
         total_cycles=_num(row, "cycles_total", int),
         clock_hz=_num(row, "core_clock"),
-        est_inference_ms=None if time_s is None else time_s * 1000.0,
-        est_inferences_per_s=_num(row, "inferences_per_second"),
-        hints=hints,
+        est_inference_ms=None if time_s is None or not place.accelerator_ops else time_s * 1000.0,
+        est_inferences_per_s=_num(row, "inferences_per_second") if place.accelerator_ops else None,
+        hints=fixes,
         layers=parse_layers(out_dir / f"{stem}_per-layer.csv"),
     )
     if options.npu_strict and place.cpu_ops:
         cpu = ", ".join(f"{o.op_type}×{o.cpu} ({'; '.join(o.reasons)})" for o in place.ops if o.cpu)
         raise EdgepackError(f"--npu-strict: {place.cpu_ops} op(s) fall back to the CPU on {options.npu}: {cpu}",
-                            "; ".join(hints) or "drop --npu-strict to bundle with the CPU fallback")
+                            "; ".join(fixes) or "drop --npu-strict to bundle with the CPU fallback")
     return vela_model, info

@@ -41,7 +41,7 @@ def build(source: str, options: BuildOptions) -> BuildResult:
                             or options.npu_strict):
         raise UsageError("--npu-config/--npu-system-config/--npu-memory-mode/--npu-strict need --npu",
                          "add --npu ethos-u55-128 (or your board's accelerator config)")
-    npu = converters.npu_compiler(options.npu, target.format, options.quantize) if options.npu else None
+    npu = converters.npu_compiler(options.npu, target.format) if options.npu else None
     out = Path(options.output) if options.output else default_output(source, options)
     if out.exists() and out.is_dir():
         raise UsageError(f"output {out} is a directory", "pass -o path/to/name.edgepack")

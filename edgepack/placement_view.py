@@ -101,7 +101,8 @@ def _kib(n: Optional[int]) -> str:
 def _npu_rows(npu: NpuCompile) -> list[tuple[str, str]]:
     est = "–" if npu.est_inference_ms is None else (
         f"{npu.est_inference_ms:.4f} ms, {npu.est_inferences_per_s or 0:.0f} inferences/s"
-        + (f" at {npu.clock_hz / 1e6:.0f} MHz" if npu.clock_hz else "") + " (vela's estimate)")
+        + (f" at {npu.clock_hz / 1e6:.0f} MHz" if npu.clock_hz else "") + " (vela's estimate"
+        + (", NPU part only)" if npu.placement.cpu_ops else ")"))
     return [
         ("accelerator", f"{npu.accelerator} — system {npu.system_config or '–'}, memory mode {npu.memory_mode or '–'}"
                         + (f", config {npu.config_file}" if npu.config_file else "")),
@@ -189,6 +190,8 @@ def npu_summary(npu: NpuCompile) -> None:
 
     p = npu.placement
     est = f", est. {npu.est_inference_ms:.3f} ms/inference (vela)" if npu.est_inference_ms is not None else ""
+    if p.cpu_ops and est:
+        est = f", est. {npu.est_inference_ms:.3f} ms for the NPU part (vela; the CPU ops are not included)"
     if not p.cpu_ops:
         note(f"[green]✓[/green] {npu.accelerator}: all {p.accelerator_ops} ops on the NPU{est}")
         return

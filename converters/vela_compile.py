@@ -33,8 +33,6 @@ _CUSTOM = "ethos-u"
 
 # what usually fixes a CPU fallback, by op type (vela's own constraints: vela --supported-ops-report)
 _OP_HINTS = {
-    "QUANTIZE": "float32 model inputs: rebuild with --io-dtype int8 so the graph is integer end to end",
-    "DEQUANTIZE": "float32 model outputs: rebuild with --io-dtype int8 so the graph is integer end to end",
     "GATHER": "GATHER has no Ethos-U55/U65 kernel: a fixed channel permutation can be a 1x1 Conv with a "
               "permutation matrix, a fixed slice a STRIDED_SLICE; Ethos-U85 runs GATHER only with axis == batch_dims",
     "DIV": "divide by a constant: multiply by its reciprocal (MUL runs on the NPU)",
@@ -48,8 +46,11 @@ _OP_HINTS = {
 
 def _hint(op_type: str, reasons: list[str]) -> str:
     text = " ".join(reasons).lower()
-    if "float32" in text or "float16" in text or "datatype float" in text:
-        return "float tensors: quantize fully (--quantize int8 --calibration DATA.npz; --io-dtype int8 for integer I/O)"
+    if "float32" in text or "float16" in text or "datatype float" in text or op_type in ("QUANTIZE", "DEQUANTIZE"):
+        return ("float tensors: quantize fully — --quantize int8 --calibration DATA.npz with --io-dtype int8 "
+                "(float I/O adds a QUANTIZE/DEQUANTIZE pair on the CPU); DEQUANTIZE → op → QUANTIZE inside the graph "
+                "are ops the quantizer left in float (e.g. residual ADDs): quantize them too, e.g. through the "
+                "TFLite converter's full-integer route")
     if op_type in _OP_HINTS:
         return _OP_HINTS[op_type]
     return ("see this op's constraints in vela's SUPPORTED_OPS.md (vela --supported-ops-report) and reshape the op "

@@ -132,6 +132,10 @@ def test_int8_tflite_is_100_percent_npu(tflite_models, tmp_path):
     assert npu.system_config and npu.memory_mode and not npu.hints
     manifest, problems = edgepack.verify(out)
     assert not problems and manifest.npu.model.member == "model_vela.tflite"
+    from edgepack.placement_view import placement_markdown
+
+    md = placement_markdown(manifest)  # the report's entry point takes a Manifest (its npu) as well as results
+    assert "ethos-u55-128: 3/3 ops (100.0%)" in md and "| CONV_2D | 1 | 0 | – |" in md
     shown = cli("inspect", str(out), env={"COLUMNS": "200"}, check=True).stdout
     assert "NPU build (ethos-u55-128)" in shown and "100.0% NPU" in shown and "vela's estimate" in shown
 
@@ -239,6 +243,10 @@ def test_onnx_profiling_gives_placement_and_op_times(tiny_bundle, tmp_path, monk
     assert all(o.provider == "CPUExecutionProvider" and o.ms > 0 for o in t.top)
     assert abs(sum(o.share for o in t.top) - 1.0) < 1e-6 and set(t.by_type) == {o.op_type for o in p.ops}
     assert not list(tmp_path.glob("edgepack-profile-*")) and not list(tmp_path.rglob("*.json"))
+    from edgepack.placement_view import op_timing_markdown
+
+    md = op_timing_markdown(res.model_dump(mode="json", by_alias=True), 2)  # plain dicts work too
+    assert "**Per-op time** (top 2, median of 10 profiled runs" in md and md.count("| CPUExecutionProvider |") == 2
     plain = edgepack.bench(tiny_bundle, runs=5, warmup=0, min_seconds=0).result
     assert plain.placement is None and plain.op_timing is None  # no profiling unless asked
 

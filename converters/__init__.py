@@ -4,6 +4,8 @@
 - ``ROUTES``: one module per (source framework, target format) pair; each exposes
   ``convert(source, options, calibration, workdir) -> ConvertedModel``.
 - ``TARGETS``: what each target format runs on and which device runner measures it.
+- ``NPU_COMPILERS``: accelerator family (``--npu`` prefix) -> module compiling a built TFLite model for it,
+  exposing ``compile_model(model, options, workdir) -> (path, NpuCompile)``.
 
 A new format is one converter module, one runner module and rows here.
 """
@@ -54,6 +56,13 @@ ROUTES: dict[tuple[str, str], str] = {
     ("tflite", "tflite"): "tflite_to_tflite",
     ("torch", "tflite"): "torch_to_tflite",
     ("onnx", "tflite"): "onnx_to_tflite",
+}
+
+# --npu NAME: the first entry whose prefix NAME starts with compiles the converted model.
+# Any precision is accepted: what the NPU cannot run (float ops) is reported as CPU fallback with the fix.
+NPU_COMPILERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # prefix: (module, target formats)
+    "ethos-u": ("vela_compile", ("tflite",)),
 }
 
 # Routes that bundle a model as it is offer only "none".
@@ -150,3 +159,16 @@ def route(framework: str, target_format: str):
         raise UsageError(f"no route from {framework} to {target_format}",
                          f"routes available: {', '.join(f'{a}->{b}' for a, b in sorted(ROUTES))}")
     return _module(name)
+
+
+def npu_compiler(name: str, target_format: str):
+    """The compile module for ``--npu name``, after checking the build can feed it."""
+    hit = next(((p, v) for p, v in NPU_COMPILERS.items() if name.lower().startswith(p)), None)
+    if hit is None:
+        raise UsageError(f"unknown --npu {name!r}",
+                         f"use one of {', '.join(p + '…' for p in NPU_COMPILERS)} (e.g. ethos-u55-128)")
+    prefix, (module, formats) = hit
+    if target_format not in formats:
+        raise UsageError(f"--npu {name} needs --to {'|'.join(formats)}",
+                         f"build with --to {formats[0]} --quantize int8 --calibration DATA.npz")
+    return _module(module)

@@ -594,8 +594,12 @@ def run(backend, args):
         in_specs = manifest["inputs"]
         out_specs = manifest["outputs"]
 
+        member = manifest["model"]["member"]
+        if hasattr(backend, "model_member"):  # e.g. the NPU model of an Ethos-U bundle
+            member = backend.model_member(manifest, args)
+        model_path = bundle.member(member)
         t0 = time.perf_counter()
-        session = backend.load(bundle.member(manifest["model"]["member"]), manifest, args)
+        session = backend.load(model_path, manifest, args)
         load_ms = (time.perf_counter() - t0) * 1000.0
 
         def predict(feeds):
@@ -647,14 +651,20 @@ def run(backend, args):
             labels = np.asarray(labels).reshape(-1)[:len(pred)]
             accuracy = {"top1": float(np.mean(pred == labels)), "n": int(len(labels))}
 
+        # op placement / per-op timing, after (and separate from) the timed runs
+        extra = {}
+        if hasattr(backend, "analyze"):
+            feeds = dict((s["name"], quantize_input(timing_feeds[s["name"]], s)) for s in in_specs)
+            extra = backend.analyze(session, model_path, feeds, args) or {}
+
         return {
             "schema": RESULT_SCHEMA,
             "bundle_sha256": bundle.sha256,
             "bundle": {
                 "format": manifest.get("format"),
                 "quantization": (manifest.get("quantization") or {}).get("mode"),
-                "model": manifest["model"]["member"],
-                "model_bytes": manifest["model"].get("bytes"),
+                "model": member,
+                "model_bytes": os.path.getsize(model_path),
             },
             "device": device,
             "settings": {
@@ -676,6 +686,8 @@ def run(backend, args):
             "process_threads": process_threads(),
             "validation": validation,
             "accuracy": accuracy,
+            "placement": extra.get("placement"),
+            "op_timing": extra.get("op_timing"),
         }
 
 

@@ -1,9 +1,15 @@
 """edgepack device runner for TFLite (LiteRT) bundles.
 
 Usage on a device:  python3 tflite_runner.py BUNDLE.edgepack [--runs N] [--threads T]
-                    [--delegate /usr/lib/libedgetpu.so.1 [--delegate-option k=v]...] [--no-xnnpack]
+                    [--delegate /usr/lib/libedgetpu.so.1 [--delegate-option k=v]...] [--no-xnnpack] [--npu-model]
 The interpreter comes from ai_edge_litert, else tflite_runtime (armv7l, numpy-1 devices), else
 tensorflow.lite; ``device.runtime_version`` and ``runtime_details.interpreter`` say which one ran.
+
+``placement`` in the result says which ops a delegate (XNNPACK, or the ``--delegate`` library) took: every
+DELEGATE node stands for the original nodes between its input and output tensors, found by walking back from
+its outputs; the original nodes no DELEGATE node covers ran on the CPU kernels.
+``--npu-model`` runs the bundle's NPU model (an Ethos-U build's ``model_vela.tflite``, with
+``--delegate libethosu_op_delegate.so`` on the board) instead of the int8 model.
 """
 
 import os
@@ -59,6 +65,17 @@ class LiteRTBackend(object):
                             help="option passed to the external delegate; repeatable")
         parser.add_argument("--no-xnnpack", action="store_true",
                             help="run the reference CPU kernels instead of the default XNNPACK delegate")
+        parser.add_argument("--npu-model", action="store_true",
+                            help="run the bundle's NPU model (manifest npu.model, e.g. vela's ethos-u model)")
+
+    def model_member(self, manifest, args):
+        if not getattr(args, "npu_model", False):
+            return manifest["model"]["member"]
+        npu = manifest.get("npu")
+        if not npu:
+            raise common.RunnerError("--npu-model: this bundle has no NPU model",
+                                     "build it with edgepack build ... --npu ethos-u55-128", common.EXIT_USAGE)
+        return npu["model"]["member"]
 
     def check(self):
         try:
@@ -111,6 +128,9 @@ class LiteRTBackend(object):
             import numpy
 
             hint = "check that the interpreter supports the model's ops"
+            if "ethos-u" in str(e):
+                hint = ("the NPU model's ethos-u op runs only through the Ethos-U delegate: "
+                        "--delegate libethosu_op_delegate.so on an Ethos-U board")
             if self.dist == "tflite-runtime" and numpy.__version__.split(".")[0] != "1":
                 hint = ("tflite-runtime is built for numpy 1.x and this device has numpy %s: "
                         "pip install ai-edge-litert, or pip install 'numpy<2'" % numpy.__version__)
@@ -155,6 +175,71 @@ class LiteRTBackend(object):
             "inputs_quantized": quantized(interp.get_input_details()),
             "outputs_quantized": quantized(interp.get_output_details()),
         }
+
+
+    def analyze(self, interp, model_path, feeds, args):
+        return {"placement": delegate_placement(interp, args)}
+
+
+def delegate_placement(interp, args):
+    """Per op type: original nodes a DELEGATE node took vs nodes left on the CPU kernels."""
+    try:
+        ops = interp._get_ops_details()
+    except Exception:  # private API: absent in some builds
+        return None
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    original = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {}
+    for op in original:
+        for t in op["outputs"]:
+            producer[int(t)] = op["index"]
+    by_index = dict((op["index"], op) for op in original)
+    taken = set()
+    for d in delegates:
+        stop = set(int(t) for t in d["inputs"])
+        todo = [int(t) for t in d["outputs"]]
+        seen = set()
+        while todo:
+            t = todo.pop()
+            if t in seen or t in stop or t not in producer:
+                continue
+            seen.add(t)
+            node = producer[t]
+            if node in taken:
+                continue
+            taken.add(node)
+            todo.extend(int(x) for x in by_index[node]["inputs"] if int(x) >= 0)
+    if args.delegate:
+        accelerator = os.path.basename(args.delegate)
+    elif delegates:
+        accelerator = "XNNPACK"
+    else:
+        accelerator = None if args.no_xnnpack else "XNNPACK"
+    per = {}
+    for op in original:
+        row = per.setdefault(op["op_name"], {"op_type": op["op_name"], "accelerator": 0, "cpu": 0, "reasons": []})
+        if op["index"] in taken:
+            row["accelerator"] += 1
+        else:
+            row["cpu"] += 1
+            if accelerator and not row["reasons"]:
+                row["reasons"].append("not claimed by %s (op or its types unsupported there)" % accelerator)
+    notes = []
+    if args.delegate and not args.no_xnnpack:
+        notes.append("XNNPACK is on as well: DELEGATE nodes of both delegates are counted (--no-xnnpack to see "
+                     "%s alone)" % accelerator)
+    if accelerator and not taken:
+        notes.append("%s took no ops: every op ran on the CPU kernels" % accelerator)
+    ops_out = [per[k] for k in sorted(per)]
+    return {
+        "accelerator": accelerator,
+        "source": "tflite-delegate",
+        "accelerator_ops": sum(o["accelerator"] for o in ops_out),
+        "cpu_ops": sum(o["cpu"] for o in ops_out),
+        "partitions": len(delegates),
+        "ops": ops_out,
+        "notes": notes,
+    }
 
 
 def main(argv=None):

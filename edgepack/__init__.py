@@ -24,11 +24,17 @@ PathLike = Union[str, Path]
 def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibration: Optional[PathLike] = None,
           eval: Optional[PathLike] = None, inputs: Sequence[str] = (), output: Optional[PathLike] = None,
           min_cosine: Optional[float] = None, allow_mismatch: bool = False, opset: int = 18,
-          io_dtype: str = "float32", layout: Optional[str] = None):
+          io_dtype: Optional[str] = None, layout: Optional[str] = None, npu: Optional[str] = None,
+          npu_config: Optional[PathLike] = None, npu_system_config: Optional[str] = None,
+          npu_memory_mode: Optional[str] = None, npu_strict: bool = False):
     """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
 
     ``inputs`` are ``NAME:1x3x224x224[:dtype]`` strings (needed for file.py:callable sources).
     ``io_dtype`` (int8 TFLite: float32|int8|uint8) and ``layout`` (nhwc|nchw, default: the source's) shape the I/O.
+    ``npu`` (e.g. ``ethos-u55-128``, any vela accelerator config) compiles the int8 TFLite model with vela
+    (``npu_config``: a vela .ini or a built-in one like ``Arm/vela.ini``; ``npu_system_config``, ``npu_memory_mode``:
+    sections of it) and bundles the NPU model and vela's findings (``manifest.npu``); ``npu_strict`` makes any
+    CPU fallback an error. ``io_dtype`` defaults to int8 for an int8 NPU build, else float32.
     Raises EdgepackError (with ``.message`` and ``.hint``) on bad input or failed validation.
     """
     from edgepack.builder import build as _build
@@ -39,7 +45,9 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
         target=to, quantize=quantize, calibration=Path(calibration) if calibration else None,
         eval=Path(eval) if eval else None, inputs=[parse_input_spec(s) for s in inputs],
         output=Path(output) if output else None, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-        opset=opset, io_dtype=io_dtype, layout=layout.lower() if layout else None)
+        opset=opset, io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
+        layout=layout.lower() if layout else None, npu=npu, npu_system_config=npu_system_config,
+        npu_memory_mode=npu_memory_mode, npu_config=str(npu_config) if npu_config else None, npu_strict=npu_strict)
     return _build(str(source), options)
 
 

@@ -54,18 +54,55 @@ def deploy(bundle: Path, device: str = "local", **ssh) -> str:
         dev.close()
 
 
+def runner_options(target, manifest, ep=(), profile=False, delegate=None, delegate_options=(),
+                   no_xnnpack=False, npu_model=False) -> list[str]:
+    """Accelerator flags for the format's runner; a flag the runner does not have is a usage error here."""
+    argv: list[str] = []
+    onnx_only = {"--ep": bool(ep), "--profile": profile}
+    tflite_only = {"--delegate": bool(delegate), "--delegate-option": bool(delegate_options),
+                   "--no-xnnpack": no_xnnpack, "--npu-model": npu_model}
+    wrong = [k for k, v in (tflite_only if target.format == "onnx" else onnx_only).items() if v]
+    if wrong:
+        raise UsageError(f"{', '.join(wrong)} do(es) not apply to a {target.format} bundle",
+                         "--ep/--profile are for ONNX bundles; --delegate/--delegate-option/--no-xnnpack/--npu-model "
+                         "for TFLite bundles")
+    for e in ep:
+        argv += ["--ep", e]
+    if profile:
+        argv.append("--profile")
+    if delegate:
+        argv += ["--delegate", str(delegate)]
+    for o in delegate_options:
+        argv += ["--delegate-option", o]
+    if no_xnnpack:
+        argv.append("--no-xnnpack")
+    if npu_model:
+        if manifest.npu is None:
+            raise UsageError("--npu-model: this bundle has no NPU model",
+                             "build it with --npu ethos-u55-128 (or your board's accelerator)")
+        argv.append("--npu-model")
+    return argv
+
+
 def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, min_seconds: float = 1.0,
           threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, repeat: int = 1,
-          cooldown: float = 1.0, **ssh) -> BenchResult:
+          cooldown: float = 1.0, ep=(), profile: bool = False, delegate=None, delegate_options=(),
+          no_xnnpack: bool = False, npu_model: bool = False, **ssh) -> BenchResult:
     """``install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
     edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv.
     ``repeat``: independent timing windows (``cooldown`` idle seconds between), so a report can tell
-    run-to-run drift from a real change."""
+    run-to-run drift from a real change.
+
+    Accelerators: ``ep`` (ONNX: execution providers, e.g. ["xnnpack"]), ``profile`` (ONNX: per-op timing from a
+    separate profiled session); ``delegate``/``delegate_options``/``no_xnnpack`` (TFLite) and ``npu_model``
+    (TFLite: run the bundle's NPU model, e.g. vela's, with the board's delegate). The result's ``placement`` says
+    which ops the accelerator took."""
     if repeat < 1 or runs < 1 or cooldown < 0:
         raise UsageError(f"--repeat {repeat} / --runs {runs} / --cooldown {cooldown:g} out of range",
                          "use --repeat >= 1, --runs >= 1, --cooldown >= 0")
     manifest = _checked(bundle)
     target = converters.target(manifest.format)
+    extra = runner_options(target, manifest, ep, profile, delegate, delegate_options, no_xnnpack, npu_model)
     sha = sha256_file(bundle)
     options = _ssh_options(ssh)
     if install_runtime and parse_device(device).local:
@@ -81,6 +118,7 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
         argv = [f"{runners}/{target.runner}", remote, "--runs", str(runs), "--warmup", str(warmup),
                 "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs),
                 "--repeat", str(repeat), "--cooldown", str(cooldown)]
+        argv += extra
         if workdir:
             argv += ["--workdir", workdir]
         if install_runtime and dev.venv_python():

@@ -11,6 +11,7 @@ from edgepack.data import (eval_arrays, golden_arrays, load_dataset, map_tensors
                            take)
 from edgepack.errors import UsageError
 from edgepack.types import BuildOptions, BuildResult, DataMember, Manifest, ModelMember, SourceInfo
+from edgepack.placement_view import npu_summary
 from edgepack.ui import note, step
 from edgepack.validate import reference_outputs, validate
 
@@ -20,7 +21,8 @@ QUANT_SUFFIX = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "i
 def default_output(source: str, options: BuildOptions) -> Path:
     split = converters.split_callable(source)
     stem = split[0].stem if split else Path(source).stem
-    return Path(f"{stem}.{options.target}.{QUANT_SUFFIX.get(options.quantize, options.quantize)}.edgepack")
+    npu = f".{options.npu}" if options.npu else ""
+    return Path(f"{stem}.{options.target}.{QUANT_SUFFIX.get(options.quantize, options.quantize)}{npu}.edgepack")
 
 
 def build(source: str, options: BuildOptions) -> BuildResult:
@@ -35,6 +37,11 @@ def build(source: str, options: BuildOptions) -> BuildResult:
                          "drop --io-dtype, or build a full-integer TFLite model")
     if options.layout not in (None, "nhwc", "nchw"):
         raise UsageError(f"--layout {options.layout} is not supported", "use nhwc or nchw")
+    if not options.npu and (options.npu_config or options.npu_system_config or options.npu_memory_mode
+                            or options.npu_strict):
+        raise UsageError("--npu-config/--npu-system-config/--npu-memory-mode/--npu-strict need --npu",
+                         "add --npu ethos-u55-128 (or your board's accelerator config)")
+    npu = converters.npu_compiler(options.npu, target.format) if options.npu else None
     out = Path(options.output) if options.output else default_output(source, options)
     if out.exists() and out.is_dir():
         raise UsageError(f"output {out} is a directory", "pass -o path/to/name.edgepack")
@@ -73,9 +80,17 @@ def build(source: str, options: BuildOptions) -> BuildResult:
         if validation.status != "passed":
             note("[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
 
+        npu_info = None
+        if npu is not None:  # after validation: the NPU model's custom op cannot run on a CPU interpreter
+            with step(f"compile for {options.npu} (vela)"):
+                npu_path, npu_info = npu.compile_model(converted.path, options, work)
+            npu_summary(npu_info)
+
         golden_n = min(options.golden_samples, len(next(iter(val_data.values()))))
         golden = golden_arrays(take(val_data, golden_n), take(reference, golden_n))
         members = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}
+        if npu_info is not None:
+            members[npu_info.model.member] = npu_path
         if evaluation is not None:
             members["eval.npz"] = npz_bytes(eval_arrays(map_tensors(evaluation, src.inputs, converted.inputs)))
         if calibration is not None and options.calibration:
@@ -96,6 +111,7 @@ def build(source: str, options: BuildOptions) -> BuildResult:
             validation=validation,
             golden=DataMember(member="golden.npz", samples=golden_n),
             eval=DataMember(member="eval.npz", samples=len(evaluation["labels"])) if evaluation else None,
+            npu=npu_info,
         )
         with step(f"write {out}"):
             size = write_bundle(out, manifest, members)

@@ -57,7 +57,8 @@ def build(
     source: str = typer.Argument(..., help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable"),
     to: str = typer.Option("onnx", "--to", help="target format"),
     quantize: str = typer.Option("none", "--quantize", help="none | fp16 | dynamic | int8 | int16x8 (tflite)"),
-    io_dtype: str = typer.Option("float32", "--io-dtype", help="int8 TFLite I/O: float32 | int8 | uint8"),
+    io_dtype: Optional[str] = typer.Option(None, "--io-dtype",
+                                           help="int8 TFLite I/O: float32 | int8 | uint8 (default float32; int8 with --npu)"),
     layout: Optional[str] = typer.Option(None, "--layout", help="nhwc | nchw I/O (default: the source's)"),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="DATA.npz, one array per input"),
     eval_data: Optional[Path] = typer.Option(None, "--eval", help="DATA.npz with inputs and 'labels'"),
@@ -67,13 +68,21 @@ def build(
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="bundle even if validation fails"),
     opset: int = typer.Option(18, "--opset", help="ONNX opset for exports"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+    npu: Optional[str] = typer.Option(None, "--npu", help="compile for an NPU with vela: ethos-u55-128, ethos-u65-256, "
+                                      "ethos-u85-512, … (needs --to tflite --quantize int8)"),
+    npu_config: Optional[str] = typer.Option(None, "--npu-config", help="vela .ini file (or Arm/vela.ini)"),
+    npu_system_config: Optional[str] = typer.Option(None, "--npu-system-config", help="vela --system-config"),
+    npu_memory_mode: Optional[str] = typer.Option(None, "--npu-memory-mode", help="vela --memory-mode"),
+    npu_strict: bool = typer.Option(False, "--npu-strict", help="fail if any op falls back to the CPU"),
 ):
     """Convert SOURCE to a bundle, check it against the source model, and write OUT.edgepack."""
     import edgepack
 
     res = edgepack.build(source, to=to, quantize=quantize, calibration=calibration, eval=eval_data,
                          inputs=inputs, output=output, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-                         opset=opset, io_dtype=io_dtype, layout=layout)
+                         opset=opset, io_dtype=io_dtype, layout=layout, npu=npu, npu_config=npu_config,
+                         npu_system_config=npu_system_config, npu_memory_mode=npu_memory_mode,
+                         npu_strict=npu_strict)
     if as_json:
         typer.echo(res.manifest.to_json(), nl=False)
         return
@@ -155,6 +164,16 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
                                                help="pip-install a missing runtime into a venv in the device's cache"),
           json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
           md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
+          ep: List[str] = typer.Option([], "--ep", help="ONNX: execution provider(s) to request (xnnpack, nnapi, "
+                                       "qnn, acl, coreml, openvino, …); reports which node ran where"),
+          profile: bool = typer.Option(False, "--profile", "--op-timing",
+                                       help="ONNX: per-op timing from separate profiled runs"),
+          delegate: Optional[str] = typer.Option(None, "--delegate", help="TFLite: delegate library on the device"),
+          delegate_option: List[str] = typer.Option([], "--delegate-option", help="TFLite: KEY=VALUE; repeatable"),
+          no_xnnpack: bool = typer.Option(False, "--no-xnnpack", help="TFLite: without the default XNNPACK delegate"),
+          npu_model: bool = typer.Option(False, "--npu-model",
+                                         help="TFLite: run the bundle's NPU model (vela's; needs the board's delegate)"),
+          top: int = typer.Option(10, "--top", help="rows of the per-op timing table"),
           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
           known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR):
@@ -166,7 +185,8 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
     for b in bundle:
         records.append(edgepack.bench(b, device, runs=runs, warmup=warmup, min_seconds=min_seconds,
                                       max_runs=max_runs, threads=threads, install_runtime=install_runtime,
-                                      repeat=repeat, cooldown=cooldown,
+                                      repeat=repeat, cooldown=cooldown, ep=ep, profile=profile, delegate=delegate,
+                                      delegate_options=delegate_option, no_xnnpack=no_xnnpack, npu_model=npu_model,
                                       **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
                                              connect_timeout, remote_python, remote_dir)).record())
     rep = report.make_report(records)
@@ -174,11 +194,15 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
         console = _console()
         console.print(report.table(rep))
         console.print(report.checks_table(rep))
+        from edgepack.placement_view import print_result
+
+        for r in records:
+            print_result(r, console, top, title=r.bundle)
     if json_out:
         text = report.bench_json(records)
         typer.echo(text, nl=False) if str(json_out) == "-" else _write_atomic(json_out, text)
     if md_out:
-        text = report.markdown(rep)
+        text = report.markdown(rep, top)
         typer.echo(text, nl=False) if str(md_out) == "-" else _write_atomic(md_out, text)
     for c in rep.failed:  # bench measures; gating is edgepack report's job
         typer.echo(f"edgepack: warning: {c.entry}: {c.message}", err=True)
@@ -217,7 +241,8 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
            confidence: float = typer.Option(0.95, "--confidence", help="confidence of the latency interval"),
            strict_device: bool = typer.Option(False, "--strict-device",
                                               help="fail (not flag) latency measured on another device than "
-                                                   "its baseline")):
+                                                   "its baseline"),
+           top: int = typer.Option(10, "--top", help="rows of the per-op timing tables")):
     """Merge bench results into one report (md/json/junit/html) and gate them; exit 1 when a check fails."""
     from edgepack import report as rp
     from edgepack.gate import GateSettings, parse_fraction
@@ -238,7 +263,7 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
     if max_accuracy_drop is not None:
         settings.max_accuracy_drop = parse_fraction(max_accuracy_drop.rstrip("%"), "--max-accuracy-drop")
     rep = rp.make_report(rp.merge(results), base, settings)
-    text = rp.render(rep, fmt)
+    text = rp.render(rep, fmt, top)
     if save_baseline:
         _write_atomic(save_baseline, rp.to_json(rp.make_report(rep.records)))
     if output:
@@ -246,6 +271,10 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
         console = _console(stderr=True)
         console.print(rp.table(rep))
         console.print(rp.checks_table(rep))
+        from edgepack.placement_view import print_result
+
+        for r in rep.records:
+            print_result(r, console, top, title=r.key)
     else:
         typer.echo(text, nl=False)
     if rep.failed:

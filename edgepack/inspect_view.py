@@ -54,6 +54,11 @@ def summary(m: Manifest, path: Path, size: int, console: Console | None = None) 
                         "–" if o.top1_agreement is None else f"{o.top1_agreement * 100:.1f}%")
     console.print(metrics)
 
+    if m.npu is not None:
+        from edgepack.placement_view import print_npu
+
+        print_npu(m.npu, console, layers=40)
+
 
 def _f(x) -> str:
     return "–" if x is None else f"{x:.3g}"

@@ -235,7 +235,7 @@ def _md_table(header: list[str], rows: list[list[str]], numeric=()) -> list[str]
     return lines
 
 
-def markdown(rep: Report) -> str:
+def markdown(rep: Report, top: int = 10) -> str:
     base = _baseline_of(rep)
     title = "edgepack report" if rep.baseline is not None else "edgepack bench"
     lines = [f"### {title}: {summary_line(rep)}", ""]
@@ -246,7 +246,9 @@ def markdown(rep: Report) -> str:
     lines += ["", "#### Devices", ""]
     lines += _md_table(DEVICE_COLUMNS, device_rows(rep))
     lines += [""] + [f"_{n}_" for n in notes(rep)]
-    return "\n".join(lines) + "\n"
+    from edgepack.placement_view import results_markdown
+
+    return "\n".join(lines) + "\n" + results_markdown(rep.records, top)
 
 
 def to_json(rep: Report) -> str:
@@ -297,9 +299,9 @@ def junit(rep: Report) -> str:
 FORMATS = ("md", "json", "junit", "html")
 
 
-def render(rep: Report, fmt: str) -> str:
+def render(rep: Report, fmt: str, top: int = 10) -> str:
     if fmt == "md":
-        return markdown(rep)
+        return markdown(rep, top)
     if fmt == "json":
         return to_json(rep)
     if fmt == "junit":
@@ -307,5 +309,5 @@ def render(rep: Report, fmt: str) -> str:
     if fmt == "html":
         from edgepack.report_html import html
 
-        return html(rep)
+        return html(rep, top)
     raise UsageError(f"unknown report format {fmt!r}", f"use --format with one of {', '.join(FORMATS)}")

@@ -118,7 +118,28 @@ font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{ba
 tr.fail td{background:#fde8e8}img{max-width:100%;display:block;margin:1em 0}.notes{color:#555;font-size:12px}"""
 
 
-def html(rep: Report) -> str:
+def _placement_html(rep: Report, top: int) -> str:
+    """Op placement and per-op time per record, the same rows as the Markdown and terminal views."""
+    from edgepack.placement_view import as_op_timing, as_placement, headline
+
+    e = _html.escape
+    parts = []
+    for rec in rep.records:
+        p, t = as_placement(rec), as_op_timing(rec)
+        if p is not None:
+            parts.append(f"<h3>{e(rec.key)}: op placement</h3><p>{e(headline(p))}</p>")
+            parts.append(_table(["op type", "accelerator", "CPU", "why on the CPU"],
+                                [[o.op_type, o.accelerator, o.cpu, "; ".join(o.reasons) or "–"] for o in p.ops]))
+        if t is not None and t.top:
+            parts.append(f"<h3>{e(rec.key)}: per-op time (top {min(top, len(t.top))}, median of "
+                         f"{t.profiled_runs} profiled runs)</h3>")
+            parts.append(_table(["node", "op type", "provider", "ms", "share"],
+                                [[o.name, o.op_type, o.provider or "–", f"{o.ms:.4f}", f"{o.share * 100:.1f}%"]
+                                 for o in t.top[:top]]))
+    return "".join(parts)
+
+
+def html(rep: Report, top: int = 10) -> str:
     e = _html.escape
     base = _baseline_of(rep)
     title = "edgepack report" if rep.baseline is not None else "edgepack bench"
@@ -137,6 +158,9 @@ def html(rep: Report) -> str:
     parts.append("<h2>Latency distribution</h2>")
     parts.append(f"<img alt='latency distribution' src='data:image/png;base64,{latency_chart(rep)}'>")
     parts += ["<h2>Devices</h2>", _table(DEVICE_COLUMNS, device_rows(rep))]
+    placement = _placement_html(rep, top)
+    if placement:
+        parts += ["<h2>Op placement and per-op time</h2>", placement]
     parts.append("<div class='notes'>" + "".join(f"<p>{e(n)}</p>" for n in notes(rep)) + "</div>")
     parts.append("</body></html>\n")
     return "".join(parts)

@@ -89,6 +89,86 @@ class DataMember(_Model):
     samples: int
 
 
+class OpPlacement(_Model):
+    """Where the ops of one type ran: on the accelerator (NPU, delegate, execution provider) or on the CPU."""
+
+    op_type: str
+    accelerator: int = 0
+    cpu: int = 0
+    reasons: list[str] = Field(default_factory=list, description="why ops of this type stayed on the CPU")
+
+
+class Placement(_Model):
+    """One op-placement schema for every accelerator: vela (Ethos-U), TFLite delegates, onnxruntime EPs."""
+
+    accelerator: Optional[str] = Field(description="what took ops off the CPU (ethos-u55-128, XNNPACK, "
+                                                   "an execution provider); null = CPU only was requested")
+    source: str = Field(description="how placement was found: vela, tflite-delegate, onnxruntime-profile")
+    accelerator_ops: int
+    cpu_ops: int
+    partitions: Optional[int] = Field(None, description="accelerator partitions (delegate/NPU nodes)")
+    ops: list[OpPlacement]
+    notes: list[str] = Field(default_factory=list)
+
+
+class OpTime(_Model):
+    """One node's time per inference (median over the profiled runs)."""
+
+    name: str
+    op_type: str
+    provider: Optional[str] = None
+    ms: float = Field(description="median ms per inference over the profiled runs")
+    share: float = Field(description="fraction of the summed node time")
+
+
+class OpTiming(_Model):
+    source: str = Field(description="e.g. onnxruntime-profile")
+    profiled_runs: int
+    node_total_ms: float = Field(description="sum of node times per inference")
+    profiled_run_ms: Optional[float] = Field(None, description="median time of one profiled run (onnxruntime's "
+                                                                "model_run event): compare with the timed p50")
+    top: list[OpTime] = Field(description="nodes by time, slowest first")
+    by_type: dict[str, float] = Field(default_factory=dict, description="op type -> ms per inference")
+
+
+class NpuLayer(_Model):
+    """One row of vela's per-layer table."""
+
+    original_op: str
+    npu_op: str
+    target: str
+    cycles: int
+    macs: int
+    name: str
+
+
+class NpuCompile(_Model):
+    """An Ethos-U build: vela's model and findings. Cycles, time and memory are vela's estimates."""
+
+    compiler: str = "vela"
+    compiler_version: str
+    accelerator: str = Field(description="vela --accelerator-config, e.g. ethos-u55-128")
+    system_config: Optional[str]
+    memory_mode: Optional[str]
+    config_file: Optional[str] = Field(None, description="vela .ini (base name) or a built-in config")
+    model: ModelMember = Field(description="the vela-optimized TFLite (ethos-u custom op + CPU ops)")
+    numerics: str = Field(description="where the NPU model's numerics are checked")
+    placement: Placement
+    npu_percent: float = Field(description="share of the int8 model's ops placed on the NPU")
+    sram_bytes: Optional[int] = None
+    dram_bytes: Optional[int] = None
+    on_chip_flash_bytes: Optional[int] = None
+    off_chip_flash_bytes: Optional[int] = None
+    macs: Optional[int] = None
+    npu_cycles: Optional[int] = None
+    total_cycles: Optional[int] = None
+    clock_hz: Optional[float] = None
+    est_inference_ms: Optional[float] = None
+    est_inferences_per_s: Optional[float] = None
+    hints: list[str] = Field(default_factory=list, description="what usually fixes each CPU fallback")
+    layers: list[NpuLayer] = Field(default_factory=list)
+
+
 class Manifest(_Model):
     """manifest.json inside every .edgepack bundle (schema ``edgepack.manifest/1``)."""
 
@@ -106,6 +186,7 @@ class Manifest(_Model):
     validation: ValidationInfo
     golden: Optional[DataMember]
     eval: Optional[DataMember] = None
+    npu: Optional[NpuCompile] = Field(None, description="Ethos-U build (vela): NPU model and findings")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -196,6 +277,8 @@ class RunResult(BaseModel):
     process_threads: Optional[int] = None
     validation: Optional[dict[str, OutputMetrics]]
     accuracy: Optional[Accuracy]
+    placement: Optional[Placement] = None
+    op_timing: Optional[OpTiming] = None
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -237,6 +320,11 @@ class BuildOptions:
     golden_samples: int = 4
     validation_samples: int = 16
     seed: int = 0
+    npu: Optional[str] = None  # vela --accelerator-config, e.g. ethos-u55-128
+    npu_system_config: Optional[str] = None
+    npu_memory_mode: Optional[str] = None
+    npu_config: Optional[str] = None  # a vela .ini file, or a built-in one such as Arm/vela.ini
+    npu_strict: bool = False
 
     def recorded(self) -> dict:
         """The options worth recording in the manifest (no absolute paths)."""
@@ -252,6 +340,10 @@ class BuildOptions:
             "allow_mismatch": self.allow_mismatch,
             "opset": self.opset,
             "seed": self.seed,
+            **({"npu": self.npu, "npu_system_config": self.npu_system_config,
+                "npu_memory_mode": self.npu_memory_mode,
+                "npu_config": Path(self.npu_config).name if self.npu_config else None,
+                "npu_strict": self.npu_strict} if self.npu else {}),
         }
 
 

@@ -346,3 +346,14 @@ def test_ci_recipe_records_then_gates(tmp_path):
     assert len(failures) == 2 and all(f.get("type") == "latency" for f in failures)
     assert summary.read_text().startswith("### edgepack report: ❌ 2 of 8 checks failed")
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_report_shows_placement_and_op_timing(tiny_bundle, tmp_path):
+    """Placement and per-op time from the runner appear in the report's Markdown and HTML as in bench's."""
+    rec = edgepack.bench(tiny_bundle, "local", runs=3, min_seconds=0, profile=True).record()
+    assert rec.result.placement is not None and rec.result.op_timing is not None
+    rep = rp.make_report([rec])
+    md = rp.markdown(rep, top=3)
+    assert f"#### {rec.key}" in md and "**Op placement**" in md and "**Per-op time** (top 3" in md
+    page = rp.render(rep, "html", top=3)
+    assert "Op placement and per-op time" in page and "CPUExecutionProvider" in page

@@ -24,11 +24,12 @@ PathLike = Union[str, Path]
 def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibration: Optional[PathLike] = None,
           eval: Optional[PathLike] = None, inputs: Sequence[str] = (), output: Optional[PathLike] = None,
           min_cosine: Optional[float] = None, allow_mismatch: bool = False, opset: int = 18,
-          io_dtype: str = "float32", layout: Optional[str] = None):
+          io_dtype: str = "float32", layout: Optional[str] = None, coreml_target: Optional[str] = None):
     """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
 
     ``inputs`` are ``NAME:1x3x224x224[:dtype]`` strings (needed for file.py:callable sources).
     ``io_dtype`` (int8 TFLite: float32|int8|uint8) and ``layout`` (nhwc|nchw, default: the source's) shape the I/O.
+    ``coreml_target`` (``to="coreml"``): minimum deployment target, e.g. iOS17, macOS14 (default iOS18).
     Raises EdgepackError (with ``.message`` and ``.hint``) on bad input or failed validation.
     """
     from edgepack.builder import build as _build
@@ -39,7 +40,7 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
         target=to, quantize=quantize, calibration=Path(calibration) if calibration else None,
         eval=Path(eval) if eval else None, inputs=[parse_input_spec(s) for s in inputs],
         output=Path(output) if output else None, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-        opset=opset, io_dtype=io_dtype, layout=layout.lower() if layout else None)
+        opset=opset, io_dtype=io_dtype, layout=layout.lower() if layout else None, coreml_target=coreml_target)
     return _build(str(source), options)
 
 

@@ -55,9 +55,11 @@ def deploy(bundle: Path, device: str = "local", **ssh) -> str:
 
 
 def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, min_seconds: float = 1.0,
-          threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, **ssh) -> BenchResult:
+          threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, compute_units: str | None = None,
+          **ssh) -> BenchResult:
     """``install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
-    edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv."""
+    edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv.
+    ``compute_units`` (CoreML bundles): cpu | gpu | ane | all, passed to the CoreML runner."""
     manifest = _checked(bundle)
     target = converters.target(manifest.format)
     sha = sha256_file(bundle)
@@ -76,6 +78,11 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
                 "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs)]
         if workdir:
             argv += ["--workdir", workdir]
+        if compute_units:
+            if target.format != "coreml":
+                raise UsageError(f"--compute-units applies to CoreML bundles, {bundle.name} is {target.format}",
+                                 "drop --compute-units")
+            argv += ["--compute-units", compute_units]
         if install_runtime and dev.venv_python():
             dev.python = dev.venv_python()
         with step(f"run {target.runtime} on {dev.name} (≥{runs} runs, ≥{min_seconds:g}s)"):

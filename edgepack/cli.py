@@ -52,8 +52,13 @@ def _write_atomic(path: Path, text: str) -> None:
 @app.command()
 def build(
     source: str = typer.Argument(..., help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable"),
-    to: str = typer.Option("onnx", "--to", help="target format"),
-    quantize: str = typer.Option("none", "--quantize", help="none | fp16 | dynamic | int8 | int16x8 (tflite)"),
+    to: str = typer.Option("onnx", "--to", help="target format: onnx | tflite | coreml"),
+    quantize: str = typer.Option("none", "--quantize",
+                                 help="none | fp16 | dynamic | int8 | int16x8 (tflite) | palettize4 | palettize6 "
+                                      "(coreml)"),
+    coreml_target: Optional[str] = typer.Option(None, "--coreml-target",
+                                                help="CoreML minimum deployment target: iOS15..iOS26, macOS12..macOS26 "
+                                                     "(default iOS18)"),
     io_dtype: str = typer.Option("float32", "--io-dtype", help="int8 TFLite I/O: float32 | int8 | uint8"),
     layout: Optional[str] = typer.Option(None, "--layout", help="nhwc | nchw I/O (default: the source's)"),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="DATA.npz, one array per input"),
@@ -70,7 +75,7 @@ def build(
 
     res = edgepack.build(source, to=to, quantize=quantize, calibration=calibration, eval=eval_data,
                          inputs=inputs, output=output, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-                         opset=opset, io_dtype=io_dtype, layout=layout)
+                         opset=opset, io_dtype=io_dtype, layout=layout, coreml_target=coreml_target)
     if as_json:
         typer.echo(res.manifest.to_json(), nl=False)
         return
@@ -148,6 +153,8 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
           threads: int = typer.Option(0, "--threads", help="intra-op threads (0 = runtime default)"),
           install_runtime: bool = typer.Option(False, "--install-runtime",
                                                help="pip-install a missing runtime into a venv in the device's cache"),
+          compute_units: Optional[str] = typer.Option(None, "--compute-units",
+                                                      help="CoreML bundles on a Mac: cpu | gpu | ane | all (default all)"),
           json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
           md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
@@ -161,6 +168,7 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
     for b in bundle:
         results.append(edgepack.bench(b, device, runs=runs, warmup=warmup, min_seconds=min_seconds,
                                       max_runs=max_runs, threads=threads, install_runtime=install_runtime,
+                                      compute_units=compute_units,
                                       **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
                                              connect_timeout, remote_python, remote_dir)))
     from rich.console import Console

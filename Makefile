@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-EXTRAS ?= torch,tensorflow,tflite,test
+EXTRAS ?= torch,tensorflow,tflite,coreml,test
 
 .PHONY: setup demo test test-fast bench clean
 

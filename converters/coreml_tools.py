@@ -221,6 +221,9 @@ def inspect_package(path: Path) -> dict:
             elif op.op_type == "const":
                 val = op.outputs[0]
                 dt = _dtype_name(val)
+                children = list(getattr(val, "child_ops", []) or [])
+                if children and all(ch.op_type.startswith("constexpr_") for ch in children):
+                    continue  # scales / lookup tables of a compressed weight, counted with it
                 if dt in ("fp16", "fp32") and val.shape and int(np.prod(val.shape)) > 1:
                     weights[dt] += 1
     facts.update({

@@ -18,7 +18,7 @@ import pytest
 import edgepack
 from edgepack.errors import DeviceError, UsageError
 from conftest import have_coremltools, have_tensorflow, have_torch
-from helpers import cli, dataset, keras_files, one_line_error, torch_model_py
+from helpers import cli, dataset, keras_files, one_line_error, tiny_onnx, torch_model_py
 
 pytestmark = [pytest.mark.coreml,
               pytest.mark.skipif(not have_coremltools(), reason="needs the coreml extra (pip install 'edgepack[coreml]')")]
@@ -38,17 +38,32 @@ def sources(tmp_path_factory):
     return out
 
 
+class _Bundles(dict):
+    """(framework, precision) -> BuildResult, each built once on first use (~1-3 s each after the imports)."""
+
+    def __init__(self, sources, directory):
+        super().__init__()
+        self.sources, self.dir = sources, directory
+
+    def __missing__(self, key):
+        fw, q = key
+        src, inputs, shape = self.sources[fw]
+        evalset = dataset(self.dir / f"{fw}-eval.npz", n=20, shape=shape, labels=True)
+        self[key] = edgepack.build(src, to="coreml", quantize=q, inputs=inputs, eval=evalset,
+                                   output=self.dir / f"{fw}.{q}.edgepack")
+        return self[key]
+
+
 @pytest.fixture(scope="module")
 def bundles(sources, tmp_path_factory):
-    """Every (framework, precision) bundle, built once for the whole module (~2 s each after the imports)."""
-    d = tmp_path_factory.mktemp("coreml-out")
-    built = {}
-    for fw, (src, inputs, shape) in sources.items():
-        evalset = dataset(d / f"{fw}-eval.npz", n=20, shape=shape, labels=True)
-        for q in PRECISIONS:
-            built[fw, q] = edgepack.build(src, to="coreml", quantize=q, inputs=inputs, eval=evalset,
-                                          output=d / f"{fw}.{q}.edgepack")
-    return built
+    return _Bundles(sources, tmp_path_factory.mktemp("coreml-out"))
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory):
+    """An ONNX bundle of this module's own (the session's tiny_model is left to the tests that own it)."""
+    d = tmp_path_factory.mktemp("coreml-onnx")
+    return edgepack.build(tiny_onnx(d / "m.onnx"), output=d / "m.edgepack").path
 
 
 def _need(sources, fw):
@@ -195,11 +210,11 @@ def test_int8_activation_calibration_needs_macos(sources, tmp_path):
     assert not (tmp_path / "m.edgepack").exists()
 
 
-def test_bad_options(tiny_bundle, tiny_model, sources, tmp_path):
+def test_bad_options(onnx_bundle, sources, tmp_path):
     with pytest.raises(UsageError, match="--compute-units applies to CoreML"):
-        edgepack.bench(tiny_bundle, "local", compute_units="ane")
+        edgepack.bench(onnx_bundle, "local", compute_units="ane")
     with pytest.raises(UsageError, match="palettize4 is not available for onnx"):
-        edgepack.build(tiny_model, to="onnx", quantize="palettize4")
+        edgepack.build(tiny_onnx(tmp_path / "m.onnx"), to="onnx", quantize="palettize4")
     fw = next(iter(sources), None)
     if fw is not None:
         src, inputs, _ = sources[fw]
@@ -247,14 +262,14 @@ def test_runner_arguments_and_compute_units():
 
 
 @pytest.mark.skipif(ON_MAC, reason="checks the message given on a non-macOS device")
-def test_runner_script_exit_code(tiny_bundle):
+def test_runner_script_exit_code(onnx_bundle):
     """The runner file itself, as it runs on a device: exit 3 and one stderr line."""
     import subprocess
     from pathlib import Path
 
     import edgepack.device_runners as dr
 
-    proc = subprocess.run([sys.executable, "-I", str(Path(dr.__file__).parent / "coreml_runner.py"), str(tiny_bundle)],
+    proc = subprocess.run([sys.executable, "-I", str(Path(dr.__file__).parent / "coreml_runner.py"), str(onnx_bundle)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3 and proc.stdout == ""
     assert proc.stderr.strip().startswith("edgepack-runner: error: CoreML prediction needs macOS")

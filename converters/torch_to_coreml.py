@@ -36,9 +36,10 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
             if source.kind == "torchscript":
                 model = source.handle
             else:
-                module = source.handle.module() if source.kind == "torch-export" else source.handle
+                # an ExportedProgram's module() is already in inference form (and refuses .eval())
+                module = source.handle.module() if source.kind == "torch-export" else source.handle.eval()
                 with torch.no_grad():
-                    model = torch.jit.trace(module.eval(), args, strict=False)
+                    model = torch.jit.trace(module, args, strict=False)
             inputs = [ct.TensorType(name=s.name, shape=tuple(int(a) for a in t.shape), dtype=np.dtype(s.dtype).type)
                       for s, t in zip(source.inputs, args)]
             mlmodel = ct.convert(model, inputs=inputs, **coreml_tools.convert_kwargs(

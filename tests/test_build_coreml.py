@@ -309,3 +309,33 @@ def test_golden_holds_source_outputs(sources, bundles):
     with torch.no_grad():
         want = ns["build_model"]()(torch.from_numpy(g["input/image"])).numpy()
     np.testing.assert_allclose(g[f"output/{res.manifest.outputs[0].name}"], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["pt2", "ts", "savedmodel", "keras-file"])
+def test_other_source_kinds(kind, tmp_path):
+    """.pt2 (ExportedProgram), TorchScript, SavedModel and .keras files convert too, with the source's I/O names."""
+    if kind in ("pt2", "ts"):
+        if not have_torch():
+            pytest.skip("needs the torch extra")
+        import torch
+
+        ns: dict = {}
+        exec(compile(open(torch_model_py(tmp_path)).read(), "m", "exec"), ns)
+        model, x = ns["build_model"](), torch.zeros(1, 1, 8, 8)
+        if kind == "pt2":
+            torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "m.pt2"))
+            src, inputs, name = str(tmp_path / "m.pt2"), [], "input"
+        else:
+            torch.jit.trace(model, x).save(str(tmp_path / "m.pt"))
+            src, inputs, name = str(tmp_path / "m.pt"), ["x:1x1x8x8"], "x"
+    else:
+        if not have_tensorflow():
+            pytest.skip("needs the tensorflow extra")
+        files = keras_files(tmp_path)
+        src, inputs = files["savedmodel" if kind == "savedmodel" else "keras"], []
+        name = "image"
+    res = edgepack.build(src, to="coreml", quantize="fp16", inputs=inputs, output=tmp_path / "m.edgepack")
+    c = res.manifest.validation.checks
+    assert res.manifest.inputs[0].name == name and c["inputs"][0]["name"] == name
+    assert c["outputs"][0]["name"] == res.manifest.outputs[0].name and c["unsupported_ops"] == []
+    assert c["compute_precision"] == "fp16" and edgepack.verify(res.path)[1] == []

@@ -104,7 +104,7 @@ def compress(mlmodel, mode: str, calibration: dict | None, inputs: list[TensorSp
         return model, method
     if mode in PALETTE_BITS:
         nbits = PALETTE_BITS[mode]
-        require("sklearn", "test")  # coremltools' k-means runs scikit-learn
+        require("sklearn", "coreml")  # coremltools' k-means runs scikit-learn
         cfg = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(
             mode="kmeans", nbits=nbits, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD))
         return (cto.palettize_weights(mlmodel, cfg),

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-EXTRAS ?= torch,tensorflow,tflite,npu,report,test
+EXTRAS ?= torch,tensorflow,tflite,coreml,npu,report,test
 
 .PHONY: setup demo test test-fast bench clean
 

@@ -27,6 +27,7 @@ class Target:
     precisions: tuple[str, ...]
     extra: str  # pip extra that installs the runtime on the host
     device_packages: tuple[str, ...] = ()  # what `bench --install-runtime` pip-installs on a device
+    calibrated: tuple[str, ...] = ("int8", "int16x8")  # precisions that need --calibration
 
 
 TARGETS: dict[str, Target] = {
@@ -34,6 +35,10 @@ TARGETS: dict[str, Target] = {
                    ("numpy", "onnxruntime")),
     "tflite": Target("tflite", "litert", "tflite_runner.py", ("none", "fp16", "dynamic", "int8", "int16x8"),
                      "tensorflow", ("numpy", "ai-edge-litert")),
+    # CoreML predicts only on macOS: built and checked statically anywhere, run by the runner on a Mac.
+    # int8 = int8 weights (no calibration needed; --calibration adds int8 activations, macOS only).
+    "coreml": Target("coreml", "coreml", "coreml_runner.py", ("none", "fp16", "int8", "palettize4", "palettize6"),
+                     "coreml", ("numpy", "coremltools"), calibrated=()),
 }
 
 # source kind -> (framework, loader module). Kinds are recognised from the path only.
@@ -56,6 +61,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("tflite", "tflite"): "tflite_to_tflite",
     ("torch", "tflite"): "torch_to_tflite",
     ("onnx", "tflite"): "onnx_to_tflite",
+    ("torch", "coreml"): "torch_to_coreml",
+    ("keras", "coreml"): "keras_to_coreml",
+    ("tensorflow", "coreml"): "keras_to_coreml",
 }
 
 # --npu NAME: the first entry whose prefix NAME starts with compiles the converted model.

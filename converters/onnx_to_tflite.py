@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,9 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     np.save(scratch / _CALIB_PLACEHOLDER, np.zeros((20, 128, 128, 3), np.float32))
     saved = workdir / "saved_model"
     cwd = os.getcwd()
-    model_path = str(source.path.resolve())
+    # onnx2tf rewrites the ONNX file it is given (shape inference, renames): give it a copy, never the user's file
+    model_path = str(scratch / "source.onnx")
+    shutil.copyfile(source.path, model_path)
     log = io.StringIO()
     try:
         os.chdir(scratch)

@@ -26,7 +26,7 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
           min_cosine: Optional[float] = None, allow_mismatch: bool = False, opset: int = 18,
           io_dtype: Optional[str] = None, layout: Optional[str] = None, npu: Optional[str] = None,
           npu_config: Optional[PathLike] = None, npu_system_config: Optional[str] = None,
-          npu_memory_mode: Optional[str] = None, npu_strict: bool = False):
+          npu_memory_mode: Optional[str] = None, npu_strict: bool = False, coreml_target: Optional[str] = None):
     """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
 
     ``inputs`` are ``NAME:1x3x224x224[:dtype]`` strings (needed for file.py:callable sources).
@@ -35,6 +35,7 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
     (``npu_config``: a vela .ini or a built-in one like ``Arm/vela.ini``; ``npu_system_config``, ``npu_memory_mode``:
     sections of it) and bundles the NPU model and vela's findings (``manifest.npu``); ``npu_strict`` makes any
     CPU fallback an error. ``io_dtype`` defaults to int8 for an int8 NPU build, else float32.
+    ``coreml_target`` (``to="coreml"``): minimum deployment target, e.g. iOS17, macOS14 (default iOS18).
     Raises EdgepackError (with ``.message`` and ``.hint``) on bad input or failed validation.
     """
     from edgepack.builder import build as _build
@@ -47,7 +48,8 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
         output=Path(output) if output else None, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
         opset=opset, io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
         layout=layout.lower() if layout else None, npu=npu, npu_system_config=npu_system_config,
-        npu_memory_mode=npu_memory_mode, npu_config=str(npu_config) if npu_config else None, npu_strict=npu_strict)
+        npu_memory_mode=npu_memory_mode, npu_config=str(npu_config) if npu_config else None, npu_strict=npu_strict,
+        coreml_target=coreml_target)
     return _build(str(source), options)
 
 

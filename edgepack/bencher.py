@@ -55,17 +55,20 @@ def deploy(bundle: Path, device: str = "local", **ssh) -> str:
 
 
 def runner_options(target, manifest, ep=(), profile=False, delegate=None, delegate_options=(),
-                   no_xnnpack=False, npu_model=False) -> list[str]:
-    """Accelerator flags for the format's runner; a flag the runner does not have is a usage error here."""
-    argv: list[str] = []
-    onnx_only = {"--ep": bool(ep), "--profile": profile}
-    tflite_only = {"--delegate": bool(delegate), "--delegate-option": bool(delegate_options),
-                   "--no-xnnpack": no_xnnpack, "--npu-model": npu_model}
-    wrong = [k for k, v in (tflite_only if target.format == "onnx" else onnx_only).items() if v]
+                   no_xnnpack=False, npu_model=False, compute_units=None) -> list[str]:
+    """Accelerator flags for the format's runner; a flag that runner does not have is a usage error here."""
+    given = {"--ep": bool(ep), "--profile": profile, "--delegate": bool(delegate),
+             "--delegate-option": bool(delegate_options), "--no-xnnpack": no_xnnpack, "--npu-model": npu_model,
+             "--compute-units": bool(compute_units)}
+    accepted = {"onnx": {"--ep", "--profile"},
+                "tflite": {"--delegate", "--delegate-option", "--no-xnnpack", "--npu-model"},
+                "coreml": {"--compute-units"}}.get(target.format, set())
+    wrong = [k for k, v in given.items() if v and k not in accepted]
     if wrong:
         raise UsageError(f"{', '.join(wrong)} do(es) not apply to a {target.format} bundle",
                          "--ep/--profile are for ONNX bundles; --delegate/--delegate-option/--no-xnnpack/--npu-model "
-                         "for TFLite bundles")
+                         "for TFLite bundles; --compute-units for CoreML bundles")
+    argv: list[str] = []
     for e in ep:
         argv += ["--ep", e]
     if profile:
@@ -81,13 +84,16 @@ def runner_options(target, manifest, ep=(), profile=False, delegate=None, delega
             raise UsageError("--npu-model: this bundle has no NPU model",
                              "build it with --npu ethos-u55-128 (or your board's accelerator)")
         argv.append("--npu-model")
+    if compute_units:
+        argv += ["--compute-units", compute_units]
     return argv
 
 
 def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, min_seconds: float = 1.0,
           threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, repeat: int = 1,
           cooldown: float = 1.0, ep=(), profile: bool = False, delegate=None, delegate_options=(),
-          no_xnnpack: bool = False, npu_model: bool = False, **ssh) -> BenchResult:
+          no_xnnpack: bool = False, npu_model: bool = False, compute_units: str | None = None,
+          **ssh) -> BenchResult:
     """``install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
     edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv.
     ``repeat``: independent timing windows (``cooldown`` idle seconds between), so a report can tell
@@ -95,14 +101,15 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
 
     Accelerators: ``ep`` (ONNX: execution providers, e.g. ["xnnpack"]), ``profile`` (ONNX: per-op timing from a
     separate profiled session); ``delegate``/``delegate_options``/``no_xnnpack`` (TFLite) and ``npu_model``
-    (TFLite: run the bundle's NPU model, e.g. vela's, with the board's delegate). The result's ``placement`` says
-    which ops the accelerator took."""
+    (TFLite: run the bundle's NPU model, e.g. vela's, with the board's delegate); ``compute_units`` (CoreML:
+    cpu | gpu | ane | all). The result's ``placement`` says which ops the accelerator took."""
     if repeat < 1 or runs < 1 or cooldown < 0:
         raise UsageError(f"--repeat {repeat} / --runs {runs} / --cooldown {cooldown:g} out of range",
                          "use --repeat >= 1, --runs >= 1, --cooldown >= 0")
     manifest = _checked(bundle)
     target = converters.target(manifest.format)
-    extra = runner_options(target, manifest, ep, profile, delegate, delegate_options, no_xnnpack, npu_model)
+    extra = runner_options(target, manifest, ep, profile, delegate, delegate_options, no_xnnpack, npu_model,
+                           compute_units)
     sha = sha256_file(bundle)
     options = _ssh_options(ssh)
     if install_runtime and parse_device(device).local:

@@ -6,16 +6,18 @@ import tempfile
 from pathlib import Path
 
 from edgepack import __version__, converters
-from edgepack.bundle import member_digests, sha256_file, write_bundle
+from edgepack.bundle import expand_members, member_digests, sha256_file, write_bundle
 from edgepack.data import (eval_arrays, golden_arrays, load_dataset, map_tensors, npz_bytes, random_dataset,
                            take)
 from edgepack.errors import UsageError
-from edgepack.types import BuildOptions, BuildResult, DataMember, Manifest, ModelMember, SourceInfo
 from edgepack.placement_view import npu_summary
+from edgepack.types import (BuildOptions, BuildResult, DataMember, Manifest, ModelMember, SourceInfo,
+                            ValidationInfo)
 from edgepack.ui import note, step
-from edgepack.validate import reference_outputs, validate
+from edgepack.validate import MIN_COSINE, reference_outputs, validate
 
-QUANT_SUFFIX = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8"}
+QUANT_SUFFIX = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8",
+                "palettize4": "pal4", "palettize6": "pal6"}
 
 
 def default_output(source: str, options: BuildOptions) -> Path:
@@ -52,10 +54,10 @@ def build(source: str, options: BuildOptions) -> BuildResult:
     if options.calibration:
         calibration = load_dataset(options.calibration, src.inputs, "calibration")
         n = len(next(iter(calibration.values())))
-        if options.quantize in ("int8", "int16x8") and n < 100:
+        if options.quantize in target.calibrated and n < 100:
             note(f"[yellow]warning:[/yellow] calibration has {n} samples; 100+ representative samples "
                  "usually give better int8 ranges")
-    elif options.quantize in ("int8", "int16x8"):
+    elif options.quantize in target.calibrated:
         raise UsageError(f"--quantize {options.quantize} needs calibration data",
                          "pass --calibration DATA.npz (one array per input, ~100+ representative samples)")
     evaluation = load_dataset(options.eval, src.inputs, "eval", need_labels=True) if options.eval else None
@@ -71,13 +73,25 @@ def build(source: str, options: BuildOptions) -> BuildResult:
             val_data, inputs_from = take(calibration, options.validation_samples), "calibration"
         else:
             val_data, inputs_from = random_dataset(src.inputs, options.validation_samples, options.seed), "random"
-        with step(f"validate against {src.framework} on {len(next(iter(val_data.values())))} samples"):
+        what = "validate against" if converted.predict else "reference outputs (for the device) from"
+        with step(f"{what} {src.framework} on {len(next(iter(val_data.values())))} samples"):
             # from here on, tensors carry the converted model's names and layouts
             reference = map_tensors(reference_outputs(src, val_data), src.outputs, converted.outputs)
             val_data = map_tensors(val_data, src.inputs, converted.inputs)
-            validation = validate(src, converted, val_data, reference, options.quantize, inputs_from,
-                                  options.min_cosine, options.allow_mismatch)
-        if validation.status != "passed":
+            if converted.predict is None:
+                validation = ValidationInfo(
+                    status="pending-device", samples=0, inputs_from="none",
+                    reference=f"{src.framework} {src.framework_version or ''}".strip(),
+                    thresholds={"min_cosine": MIN_COSINE[options.quantize] if options.min_cosine is None
+                                else options.min_cosine},
+                    outputs={}, pending_reason=converted.pending_reason, checks=converted.checks)
+            else:
+                validation = validate(src, converted, val_data, reference, options.quantize, inputs_from,
+                                      options.min_cosine, options.allow_mismatch)
+                validation.checks = converted.checks
+        if validation.status == "pending-device":
+            note(f"[yellow]validation pending-device:[/yellow] {converted.pending_reason}")
+        elif validation.status != "passed":
             note("[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
 
         npu_info = None
@@ -88,7 +102,7 @@ def build(source: str, options: BuildOptions) -> BuildResult:
 
         golden_n = min(options.golden_samples, len(next(iter(val_data.values()))))
         golden = golden_arrays(take(val_data, golden_n), take(reference, golden_n))
-        members = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}
+        members = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}  # a dir: one per file
         if npu_info is not None:
             members[npu_info.model.member] = npu_path
         if evaluation is not None:
@@ -99,8 +113,8 @@ def build(source: str, options: BuildOptions) -> BuildResult:
         manifest = Manifest(
             format=target.format,
             runtime=target.runtime,
-            model=ModelMember(member=converted.member, bytes=converted.path.stat().st_size),
-            members=member_digests(members),
+            model=ModelMember(member=converted.member, bytes=_size(converted.path)),
+            members=member_digests(expand_members(members)),
             inputs=converted.inputs,
             outputs=converted.outputs,
             quantization=converted.quantization,
@@ -114,5 +128,12 @@ def build(source: str, options: BuildOptions) -> BuildResult:
             npu=npu_info,
         )
         with step(f"write {out}"):
-            size = write_bundle(out, manifest, members)
+            size = write_bundle(out, manifest, expand_members(members))
     return BuildResult(path=out, manifest=manifest, bytes=size)
+
+
+def _size(path: Path) -> int:
+    """A model file's size, or the total of a model directory's files (an .mlpackage)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

@@ -123,8 +123,9 @@ def verify_bundle(path: Path) -> tuple[Manifest, list[str]]:
     with _open_zip(path) as zf:
         raw, manifest = _manifest(zf, Path(path).name)
         problems = runner_common.verify_zip(zf, raw)
-        if manifest.model.member not in manifest.members:
-            problems.append(f"model member {manifest.model.member} is not listed in members")
+        model = manifest.model.member  # a file, or a directory prefix (model.mlpackage/...)
+        if model not in manifest.members and not any(m.startswith(model + "/") for m in manifest.members):
+            problems.append(f"model member {model} is not listed in members")
         for ref in (manifest.golden, manifest.eval):
             if ref is not None and ref.member not in manifest.members:
                 problems.append(f"data member {ref.member} is not listed in members")

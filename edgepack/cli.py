@@ -55,8 +55,13 @@ def _write_atomic(path: Path, text: str) -> None:
 @app.command()
 def build(
     source: str = typer.Argument(..., help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable"),
-    to: str = typer.Option("onnx", "--to", help="target format"),
-    quantize: str = typer.Option("none", "--quantize", help="none | fp16 | dynamic | int8 | int16x8 (tflite)"),
+    to: str = typer.Option("onnx", "--to", help="target format: onnx | tflite | coreml"),
+    quantize: str = typer.Option("none", "--quantize",
+                                 help="none | fp16 | dynamic | int8 | int16x8 (tflite) | palettize4 | palettize6 "
+                                      "(coreml)"),
+    coreml_target: Optional[str] = typer.Option(None, "--coreml-target",
+                                                help="CoreML minimum deployment target: iOS15..iOS26, macOS12..macOS26 "
+                                                     "(default iOS18)"),
     io_dtype: Optional[str] = typer.Option(None, "--io-dtype",
                                            help="int8 TFLite I/O: float32 | int8 | uint8 (default float32; int8 with --npu)"),
     layout: Optional[str] = typer.Option(None, "--layout", help="nhwc | nchw I/O (default: the source's)"),
@@ -82,7 +87,7 @@ def build(
                          inputs=inputs, output=output, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
                          opset=opset, io_dtype=io_dtype, layout=layout, npu=npu, npu_config=npu_config,
                          npu_system_config=npu_system_config, npu_memory_mode=npu_memory_mode,
-                         npu_strict=npu_strict)
+                         npu_strict=npu_strict, coreml_target=coreml_target)
     if as_json:
         typer.echo(res.manifest.to_json(), nl=False)
         return
@@ -162,6 +167,8 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
           cooldown: float = typer.Option(1.0, "--cooldown", help="idle seconds between timing windows"),
           install_runtime: bool = typer.Option(False, "--install-runtime",
                                                help="pip-install a missing runtime into a venv in the device's cache"),
+          compute_units: Optional[str] = typer.Option(None, "--compute-units",
+                                                      help="CoreML bundles on a Mac: cpu | gpu | ane | all (default all)"),
           json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
           md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
           ep: List[str] = typer.Option([], "--ep", help="ONNX: execution provider(s) to request (xnnpack, nnapi, "
@@ -187,6 +194,7 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
                                       max_runs=max_runs, threads=threads, install_runtime=install_runtime,
                                       repeat=repeat, cooldown=cooldown, ep=ep, profile=profile, delegate=delegate,
                                       delegate_options=delegate_option, no_xnnpack=no_xnnpack, npu_model=npu_model,
+                                      compute_units=compute_units,
                                       **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
                                              connect_timeout, remote_python, remote_dir)).record())
     rep = report.make_report(records)

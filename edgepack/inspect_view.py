@@ -45,6 +45,17 @@ def summary(m: Manifest, path: Path, size: int, console: Console | None = None) 
         tensors.add_row(*_tensor_row("out", t))
     console.print(tensors)
 
+    if v.pending_reason:
+        console.print(f"[yellow]validation pending-device:[/yellow] {v.pending_reason}")
+    if v.checks:
+        c = v.checks
+        weights = ", ".join(f"{k} {n}" for k, n in sorted((c.get("weights") or {}).items())) or "–"
+        console.print(f"static checks passed: {c.get('model_type')} (spec v{c.get('specification_version')}, "
+                      f"target {c.get('deployment_target')}), compute {c.get('compute_precision')}, "
+                      f"{sum((c.get('ops') or {}).values())} ops, unsupported ops: "
+                      f"{', '.join(c.get('unsupported_ops') or []) or 'none'}; weight tensors: {weights}")
+    if not v.outputs:
+        return
     metrics = Table(title="build-time agreement with the source", title_justify="left")
     for c in ("output", "max abs err", "mean abs err", "cosine", "SQNR dB", "top-1 agree"):
         metrics.add_column(c, justify="right" if c != "output" else "left")

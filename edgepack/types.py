@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MANIFEST_SCHEMA = "edgepack.manifest/1"
 RESULT_SCHEMA = "edgepack.result/1"
 
-Precision = Literal["none", "fp16", "dynamic", "int8", "int16x8"]
+Precision = Literal["none", "fp16", "dynamic", "int8", "int16x8", "palettize4", "palettize6"]
 Dim = Union[int, str, None]
 
 
@@ -82,6 +82,10 @@ class ValidationInfo(_Model):
     reference: str = Field(description="what produced the reference outputs")
     thresholds: dict[str, float]
     outputs: dict[str, OutputMetrics]
+    pending_reason: Optional[str] = Field(None, description="why the converted model was not run at build time "
+                                                            "(status pending-device)")
+    checks: Optional[dict[str, Any]] = Field(None, description="static checks of the converted model (format "
+                                                               "specific: I/O, ops, weight precision counts, size)")
 
 
 class DataMember(_Model):
@@ -317,6 +321,7 @@ class BuildOptions:
     min_cosine: Optional[float] = None
     allow_mismatch: bool = False
     opset: int = 18
+    coreml_target: Optional[str] = None
     golden_samples: int = 4
     validation_samples: int = 16
     seed: int = 0
@@ -344,6 +349,7 @@ class BuildOptions:
                 "npu_memory_mode": self.npu_memory_mode,
                 "npu_config": Path(self.npu_config).name if self.npu_config else None,
                 "npu_strict": self.npu_strict} if self.npu else {}),
+            **({"coreml_target": self.coreml_target} if self.target == "coreml" else {}),
         }
 
 
@@ -358,7 +364,8 @@ class ConvertedModel:
     tools: dict[str, str]
     predict: Optional[Predict]
     quantization: QuantizationInfo
-    pending_reason: Optional[str] = None
+    pending_reason: Optional[str] = None  # set when ``predict`` is None: why the model cannot run here
+    checks: Optional[dict] = None  # the route's static checks of the converted model
 
 
 @dataclass

@@ -22,6 +22,9 @@ MIN_COSINE = {
     "dynamic": 0.99,
     "int8": 0.98,
     "int16x8": 0.995,
+    # CoreML weight palettization (k-means lookup tables); checked on macOS only (not measured here yet)
+    "palettize6": 0.99,
+    "palettize4": 0.95,
 }
 
 

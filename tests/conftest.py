@@ -62,6 +62,15 @@ def have_tensorflow() -> bool:
         return False
 
 
+def have_coremltools() -> bool:
+    try:
+        import coremltools  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
 needs_tensorflow = pytest.mark.skipif(not have_tensorflow(),
                                       reason="needs the tensorflow extra (pip install 'edgepack[tensorflow]')")
 needs_torch = pytest.mark.skipif(not have_torch(), reason="needs the torch extra (pip install 'edgepack[torch]')")

@@ -127,8 +127,12 @@ def test_missing_delegate_is_an_error_not_a_fallback(kfiles, tmp_path):
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_onnx_to_tflite_layouts(layout, tiny_model, calib, tmp_path):
+    from edgepack.bundle import sha256_file
+
+    before = sha256_file(tiny_model)
     res = edgepack.build(tiny_model, to="tflite", quantize="int8", calibration=calib, layout=layout,
                          output=tmp_path / "m.edgepack")
+    assert sha256_file(tiny_model) == before, "the user's source file is never modified"
     spec = res.manifest.inputs[0]
     assert spec.layout == layout.upper()
     assert spec.shape == ([1, 1, 8, 8] if layout == "nchw" else [1, 8, 8, 1])

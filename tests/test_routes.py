@@ -1,15 +1,20 @@
 """Conformance: every registered route builds → bundles → runs → agrees, for each precision its target offers.
 
 A new route in converters.ROUTES without a source factory here fails this file, so no route lands untested.
+CoreML predicts only on macOS: elsewhere its routes must bundle with validation ``pending-device`` and the
+runner must refuse with the clear macOS error (never a number).
 """
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
 import edgepack
 from edgepack import converters
-from conftest import have_tensorflow, have_torch
+from edgepack.errors import DeviceError
+from conftest import have_coremltools, have_tensorflow, have_torch
 from helpers import dataset, keras_files, tiny_onnx, torch_model_py
 
 
@@ -56,16 +61,25 @@ def test_every_route_has_a_source_factory():
 
 @pytest.mark.parametrize("framework,target,quantize", CASES, ids=[f"{a}-{b}-{c}" for a, b, c in CASES])
 def test_route(framework, target, quantize, tmp_path):
+    if target == "coreml" and not have_coremltools():
+        pytest.skip("needs the coreml extra")
     source, inputs, name = SOURCE_FACTORIES[framework](tmp_path)
     shape = (1, 8, 8) if framework in ("onnx", "torch") else (8, 8, 1)
-    calib = dataset(tmp_path / "calib.npz", name=name, shape=shape) if quantize in ("int8", "int16x8") else None
+    needs_calibration = quantize in converters.TARGETS[target].calibrated
+    calib = dataset(tmp_path / "calib.npz", name=name, shape=shape) if needs_calibration else None
     evalset = dataset(tmp_path / "eval.npz", n=20, name=name, shape=shape, labels=True)
     built = edgepack.build(source, to=target, quantize=quantize, calibration=calib, eval=evalset, inputs=inputs,
                            output=tmp_path / "m.edgepack")
     m = built.manifest
-    assert m.format == target and m.source.framework == framework and m.validation.status == "passed"
     manifest, problems = edgepack.verify(built.path)
     assert problems == []
+    if target == "coreml" and sys.platform != "darwin":
+        assert m.format == target and m.source.framework == framework and m.validation.status == "pending-device"
+        assert m.validation.checks["unsupported_ops"] == [] and m.validation.pending_reason
+        with pytest.raises(DeviceError, match="CoreML prediction needs macOS"):
+            edgepack.bench(built.path, "local", runs=3, min_seconds=0)
+        return
+    assert m.format == target and m.source.framework == framework and m.validation.status == "passed"
     res = edgepack.bench(built.path, "local", runs=3, min_seconds=0).result
     assert res.device.runtime == converters.TARGETS[target].runtime
     for out, metrics in res.validation.items():

@@ -121,7 +121,8 @@ def test_runner_imports_only_stdlib_numpy_and_runtime():
     from pathlib import Path
 
     runtimes = {"onnx_runner.py": {"onnxruntime"},
-                "tflite_runner.py": {"ai_edge_litert", "tflite_runtime", "tensorflow"}}
+                "tflite_runner.py": {"ai_edge_litert", "tflite_runtime", "tensorflow"},
+                "coreml_runner.py": {"coremltools"}}
     folder = Path(rc.__file__).parent
     for py in folder.glob("*.py"):
         allowed = set(sys.stdlib_module_names) | {"numpy", "runner_common"} | runtimes.get(py.name, set())

@@ -1,0 +1,73 @@
+"""Route keras/tensorflow -> coreml with coremltools' TensorFlow 2 frontend (ML Program ``.mlpackage``).
+
+coremltools 9 reads Keras 3 models (tested with keras 3.15 / tensorflow 2.21) but converts a SavedModel only as
+one concrete function. Both are wrapped the same way: a ``tf.function`` with the source's input names and static
+shapes that calls the Keras model (or the SavedModel's ``serving_default`` signature) and returns the outputs in
+the source's order; its concrete function is what coremltools converts. I/O keep the Keras layout (NHWC).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.errors import EdgepackError, UsageError
+from edgepack.types import BuildOptions, ConvertedModel, ModelSource
+
+from . import coreml_tools, import_tensorflow
+
+
+def concrete_function(source: ModelSource):
+    """(concrete function, the object owning its variables: keep it alive while converting)."""
+    tf = import_tensorflow()
+    signature = [tf.TensorSpec([d if isinstance(d, int) else 1 for d in s.shape], tf.as_dtype(s.dtype), name=s.name)
+                 for s in source.inputs]
+    names = [s.name for s in source.inputs]
+    if source.kind == "savedmodel":
+        owner = tf.saved_model.load(str(source.handle))
+        fn = owner.signatures["serving_default"]
+
+        def call(*args):
+            res = fn(**dict(zip(names, args)))
+            return [res[s.name] for s in source.outputs]
+    else:
+        model = owner = source.handle
+
+        def call(*args):
+            out = model(list(args) if len(args) > 1 else args[0], training=False)
+            if isinstance(out, dict):
+                return [out[s.name] for s in source.outputs]
+            return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    return tf.function(call, input_signature=signature).get_concrete_function(), owner
+
+
+def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    tf = import_tensorflow()
+    ct = coreml_tools.ct()
+    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
+                              if len(s.shape) == 4):
+        raise UsageError(f"--layout {options.layout} differs from the Keras model's own layout",
+                         "Keras/TF models keep their layout; drop --layout")
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            cf, owner = concrete_function(source)
+            out_names = [t.name.split(":")[0] for t in cf.outputs]
+            inputs = [ct.TensorType(name=s.name, shape=tuple(d if isinstance(d, int) else 1 for d in s.shape),
+                                    dtype=np.dtype(s.dtype).type) for s in source.inputs]
+            mlmodel = ct.convert([cf], source="tensorflow", inputs=inputs,
+                                 **coreml_tools.convert_kwargs(options, source.outputs, out_names))
+            del owner
+    except UsageError:
+        raise
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(("in user code", "File "))]
+        first = lines[-1] if lines else type(e).__name__
+        raise EdgepackError(f"coremltools could not convert the TensorFlow/Keras model: {first[:300]}",
+                            "the model uses an op coremltools' TensorFlow frontend cannot lower; try --to tflite")
+    return coreml_tools.finish(mlmodel, source, options, calibration, workdir, {"tensorflow": tf.__version__})

@@ -1,0 +1,54 @@
+"""Route torch -> coreml with coremltools (ML Program ``.mlpackage``).
+
+The model goes through coremltools' TorchScript frontend, its most complete one: an ``nn.Module`` (from
+``file.py:callable``) and a ``.pt2`` ExportedProgram (``ep.module()``) are traced with ``torch.jit.trace`` on
+zero inputs of the ``--input`` / saved shapes; a TorchScript file is converted as it is. I/O keep the source's
+names, shapes and layout (NCHW stays NCHW) and float32 dtype; precisions are in coreml_tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.errors import EdgepackError, UsageError, require
+from edgepack.types import BuildOptions, ConvertedModel, ModelSource
+
+from . import coreml_tools
+
+
+def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    torch = require("torch", "torch")
+    ct = coreml_tools.ct()
+    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
+                              if len(s.shape) == 4):
+        raise UsageError("--layout is not supported for --to coreml", "drop --layout (CoreML keeps the source's)")
+    args = tuple(torch.from_numpy(np.zeros([d if isinstance(d, int) else 1 for d in s.shape], np.dtype(s.dtype)))
+                 for s in source.inputs)
+    for name in ("torch.export", "torch._dynamo", "coremltools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            if source.kind == "torchscript":
+                model = source.handle
+            else:
+                # an ExportedProgram's module() is already in inference form (and refuses .eval())
+                module = source.handle.module() if source.kind == "torch-export" else source.handle.eval()
+                with torch.no_grad():
+                    model = torch.jit.trace(module, args, strict=False)
+            inputs = [ct.TensorType(name=s.name, shape=tuple(int(a) for a in t.shape), dtype=np.dtype(s.dtype).type)
+                      for s, t in zip(source.inputs, args)]
+            mlmodel = ct.convert(model, inputs=inputs, **coreml_tools.convert_kwargs(
+                options, source.outputs, [f"edgepack_output_{i}" for i in range(len(source.outputs))]))
+    except UsageError:
+        raise
+    except Exception as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise EdgepackError(f"coremltools could not convert the PyTorch model: {first[:300]}",
+                            "the model uses an op coremltools cannot lower; try --to onnx or --to tflite")
+    return coreml_tools.finish(mlmodel, source, options, calibration, workdir,
+                               {"torch": torch.__version__.split("+")[0]})

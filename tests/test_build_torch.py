@@ -111,6 +111,7 @@ def test_torchscript_to_tflite_goes_through_onnx(torch_files, tmp_path):
     assert r.validation[m.outputs[0].name].cosine > 0.9999
 
 
+@pytest.mark.slow
 def test_callable_builds_are_byte_identical_across_processes(torch_files, tmp_path):
     """Same inputs, two processes (each with its own str-hash salt) -> the same bundle bytes."""
     outs = []

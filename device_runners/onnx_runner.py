@@ -233,7 +233,8 @@ class OnnxRuntimeBackend(object):
         requested, providers = self.providers(args)
         so = self.session_options(args)
         so.enable_profiling = True
-        tmp = tempfile.mkdtemp(prefix="edgepack-profile-", dir=args.workdir or None)
+        # named like the extraction dirs, so the next run sweeps it if this one is killed (SIGKILL, power loss)
+        tmp = tempfile.mkdtemp(prefix="edgepack-run-%d-profile-" % os.getpid(), dir=args.workdir or None)
         try:
             so.profile_file_prefix = tmp + "/ort"
             prof = ort.InferenceSession(model_path, sess_options=so, providers=providers)

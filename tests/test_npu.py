@@ -242,7 +242,7 @@ def test_onnx_profiling_gives_placement_and_op_times(tiny_bundle, tmp_path, monk
     assert t.profiled_runs == 10 and t.node_total_ms > 0 and t.profiled_run_ms > 0
     assert all(o.provider == "CPUExecutionProvider" and o.ms > 0 for o in t.top)
     assert abs(sum(o.share for o in t.top) - 1.0) < 1e-6 and set(t.by_type) == {o.op_type for o in p.ops}
-    assert not list(tmp_path.glob("edgepack-profile-*")) and not list(tmp_path.rglob("*.json"))
+    assert not list(tmp_path.glob("edgepack-run-*")) and not list(tmp_path.rglob("*.json"))
     from edgepack.placement_view import op_timing_markdown
 
     md = op_timing_markdown(res.model_dump(mode="json", by_alias=True), 2)  # plain dicts work too

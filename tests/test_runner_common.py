@@ -160,3 +160,19 @@ def test_timing_windows_and_their_summary():
     assert "windows" not in rc.summarize(samples)
     t = rc.cpu_temperature()
     assert t is None or -40 < t < 150
+
+
+def test_stale_profile_dirs_are_swept_like_extraction_dirs(tmp_path):
+    """A runner killed during profiling leaves edgepack-run-<pid>-profile-*; the next run removes it."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f"edgepack-run-{dead}-profile-abc"
+    stale.mkdir()
+    (stale / "ort.json").write_text("[]")
+    live = tmp_path / f"edgepack-run-{__import__('os').getpid()}-profile-def"
+    live.mkdir()
+    rc.remove_stale_workdirs(str(tmp_path))
+    assert not stale.exists() and live.exists()

@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/onnx_quant.py
 	$(BIN)/python benchmarks/tflite_quant.py
 	$(BIN)/python benchmarks/layout.py
+	$(BIN)/python benchmarks/gate_power.py
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info

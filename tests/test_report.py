@@ -78,9 +78,27 @@ def test_parse_fraction():
 # --------------------------------------------------------------------------- checks on real records
 
 @pytest.fixture(scope="module")
-def record(tiny_bundle) -> BenchRecord:
-    res = edgepack.bench(tiny_bundle, "local", runs=60, warmup=2, min_seconds=0, repeat=3, cooldown=0)
-    return res.record()
+def measured(tiny_bundle) -> BenchRecord:
+    """A real bench record of a real bundle, with 3 timing windows."""
+    return edgepack.bench(tiny_bundle, "local", runs=60, warmup=2, min_seconds=0, repeat=3, cooldown=0).record()
+
+
+@pytest.fixture(scope="module")
+def record(measured) -> BenchRecord:
+    """The real record with steady synthetic latencies (3 windows x 200, 5% spread around 1 ms): a microsecond
+    model's real windows on a shared VM differ by up to 2x, too noisy for checks with known answers."""
+    rng = np.random.default_rng(7)
+    samples = [float(x) for x in rng.lognormal(0.0, 0.05, 600)]
+    data = measured.model_dump(mode="json", by_alias=True)
+    lat = data["result"]["latency_ms"]
+    lat["samples"] = samples
+    lat["windows"] = [{"n": 200, "p50": float(np.median(samples[i:i + 200])), "p90": 0.0, "mean": 0.0}
+                      for i in (0, 200, 400)]
+    for k, v in (("min", min(samples)), ("p50", float(np.median(samples))),
+                 ("p90", float(np.percentile(samples, 90))), ("p99", float(np.percentile(samples, 99))),
+                 ("mean", float(np.mean(samples))), ("std", float(np.std(samples)))):
+        lat[k] = v
+    return BenchRecord.model_validate(data)
 
 
 def _scaled(rec: BenchRecord, factor: float, **changes) -> BenchRecord:
@@ -102,11 +120,13 @@ def _scaled(rec: BenchRecord, factor: float, **changes) -> BenchRecord:
     return BenchRecord.model_validate(data)
 
 
-def test_repeat_gives_windows(record):
-    lat = record.result.latency_ms
-    assert record.result.settings["repeat"] == 3
+def test_repeat_gives_windows(measured):
+    lat = measured.result.latency_ms
+    assert measured.result.settings["repeat"] == 3
     assert [w.n for w in lat.windows] and sum(w.n for w in lat.windows) == len(lat.samples)
-    assert len(record.result.latency_ms.window_samples()) == 3
+    assert len(measured.result.latency_ms.window_samples()) == 3
+    # the real record goes through the gate against itself
+    assert all(c.status == "pass" for c in evaluate([measured], [measured], GateSettings()))
 
 
 def _by_name(checks):
@@ -314,7 +334,7 @@ def test_bench_markdown_and_json_roundtrip(tiny_bundle, tmp_path):
 
 @pytest.mark.slow
 def test_ci_recipe_records_then_gates(tmp_path):
-    """samples/ci/gate.sh as CI runs it: no baseline -> records one; a baseline 2.5x faster -> exit 1 with a
+    """samples/ci/gate.sh as CI runs it: no baseline -> records one; a baseline 4x faster -> exit 1 with a
     JUnit failure and the Markdown appended to $GITHUB_STEP_SUMMARY."""
     import os
     import subprocess
@@ -335,8 +355,8 @@ def test_ci_recipe_records_then_gates(tmp_path):
     data = json.loads(baseline.read_text())
     for r in data["records"]:
         lat = r["result"]["latency_ms"]
-        lat["samples"] = [x * 0.4 for x in lat["samples"]]
-        lat["p50"] *= 0.4
+        lat["samples"] = [x * 0.25 for x in lat["samples"]]  # 4x: beyond the window-to-window noise of a VM
+        lat["p50"] *= 0.25
     baseline.write_text(json.dumps(data))
     second = gate()
     assert second.returncode == 1, second.stdout + second.stderr

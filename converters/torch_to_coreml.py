@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.errors import EdgepackError, UsageError, require
+from edgepack.errors import EdgepackError, UsageError, first_line, require
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
 from . import coreml_tools
@@ -47,7 +47,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     except UsageError:
         raise
     except Exception as e:
-        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        first = first_line(e)
         raise EdgepackError(f"coremltools could not convert the PyTorch model: {first[:300]}",
                             "the model uses an op coremltools cannot lower; try --to onnx or --to tflite")
     return coreml_tools.finish(mlmodel, source, options, calibration, workdir,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.errors import EdgepackError, require
+from edgepack.errors import EdgepackError, first_line, require
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
 from . import onnx_tools
@@ -34,7 +34,7 @@ def export(source: ModelSource, path: Path, opset: int) -> None:
                               opset_version=opset, dynamo=dynamo, external_data=False,
                               **({"optimize": True} if dynamo else {}))
     except Exception as e:
-        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        first = first_line(e)
         summary = [ln for ln in str(e).splitlines() if "Exception summary" in ln]
         detail = str(e).split("## Exception summary")[-1].strip().splitlines()[0] if summary else first
         raise EdgepackError(f"torch.onnx.export failed: {detail[:300]}",

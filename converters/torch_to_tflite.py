@@ -19,7 +19,7 @@ import numpy as np
 
 from edgepack.data import relayout
 from edgepack.device_runners.runner_common import iter_batches
-from edgepack.errors import EdgepackError, UsageError, require
+from edgepack.errors import EdgepackError, UsageError, first_line, require
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo, TensorSpec
 
 from . import tflite_tools
@@ -114,7 +114,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     except UsageError:
         raise
     except Exception as e:
-        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        first = first_line(e)
         raise EdgepackError(f"litert-torch could not convert the model: {first[:300]}",
                             "the model uses an op litert-torch cannot lower; try --to onnx, or rewrite that op")
     from importlib import metadata

@@ -49,6 +49,11 @@ class DeviceError(EdgepackError):
     exit_code = 5
 
 
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's text (frameworks raise multi-page messages)."""
+    return next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+
+
 def require(module: str, extra: str):
     """Import a framework lazily; when missing, say which extra installs it."""
     import importlib

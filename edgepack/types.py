@@ -413,9 +413,6 @@ class BenchResult:
                            min_cosine=self.manifest.validation.thresholds.get("min_cosine"),
                            uploaded=self.uploaded, result=self.result)
 
-    def to_dict(self) -> dict:
-        return self.record().model_dump(mode="json", by_alias=True)
-
 
 # --------------------------------------------------------------------------- reports and the CI gate
 

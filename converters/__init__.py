@@ -62,6 +62,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("torch", "tflite"): "torch_to_tflite",
     ("onnx", "tflite"): "onnx_to_tflite",
     ("torch", "coreml"): "torch_to_coreml",
+    ("onnx", "coreml"): "onnx_to_coreml",
     ("keras", "coreml"): "keras_to_coreml",
     ("tensorflow", "coreml"): "keras_to_coreml",
 }

@@ -2,7 +2,7 @@
 
 - the precision settings: compute precision (``none`` = fp32, ``fp16``), weight compression with
   ``coremltools.optimize.coreml`` (``int8`` linear per-channel, ``palettize4``/``palettize6`` k-means),
-- ``finish``: rename the model's features to the source's names, make the saved ``.mlpackage`` deterministic,
+- ``finish``: rename the model's features to the source's names (made valid CoreML names: ``feature_names``), make the saved ``.mlpackage`` deterministic,
   check it and return the ConvertedModel,
 - the checks that need no macOS (``inspect_package`` + ``check``): the spec loads, it is an ML Program, input
   and output names/shapes/dtypes match the source, every MIL op is a core op available at the deployment target,
@@ -47,8 +47,10 @@ def ct():
     import warnings
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # coremltools warns about every untested framework version and missing macOS-only proxies on import.
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    # coremltools warns about every untested framework version and missing macOS-only proxies on import, and
+    # imports torch + torchao when installed, which warn about their optional GPU kernels.
+    for name in ("coremltools", "torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="coremltools")
     return require("coremltools", "coreml")
 
@@ -76,6 +78,20 @@ def compute_precision(mode: str):
     return c.precision.FLOAT32 if mode == "none" else c.precision.FLOAT16
 
 
+def feature_names(specs: list[TensorSpec]) -> list[str]:
+    """CoreML feature names for tensors: ML Program names must match [a-zA-Z_][a-zA-Z0-9_]*, so others (ONNX's
+    ``input.1``) get '_' for each other character, and a leading '_' before a digit; kept unique."""
+    out: list[str] = []
+    for s in specs:
+        name = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in s.name) or "_"
+        name = "_" + name if name[0].isdigit() else name
+        base, i = name, 1
+        while name in out:
+            name, i = f"{base}_{i}", i + 1
+        out.append(name)
+    return out
+
+
 def convert_kwargs(options: BuildOptions, outputs: list[TensorSpec], names: list[str]) -> dict:
     """ct.convert settings shared by the routes: ML Program, deployment target, compute precision, and outputs
     ``names`` (the frontend's names for them) kept float32 like the source even when computing in fp16."""
@@ -85,6 +101,36 @@ def convert_kwargs(options: BuildOptions, outputs: list[TensorSpec], names: list
             "compute_precision": compute_precision(options.quantize),
             "outputs": [c.TensorType(name=n, dtype=np.float32) if np.dtype(s.dtype) == np.float32
                         else c.TensorType(name=n) for n, s in zip(names, outputs)]}
+
+
+def convert_tensorflow(make_function, source: ModelSource, options: BuildOptions, what: str):
+    """ct.convert through the TensorFlow 2 frontend. ``make_function() -> (concrete function, owner)`` takes the
+    source's inputs by position and returns its outputs in order; ``owner`` holds its variables while converting."""
+    import contextlib
+    import io
+    import logging
+
+    c = ct()
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            cf, owner = make_function()
+            out_names = [t.name.split(":")[0] for t in cf.outputs]
+            inputs = [c.TensorType(name=n, shape=tuple(d if isinstance(d, int) else 1 for d in s.shape),
+                                   dtype=np.dtype(s.dtype).type) for n, s in zip(feature_names(source.inputs),
+                                                                                 source.inputs)]
+            mlmodel = c.convert([cf], source="tensorflow", inputs=inputs,
+                                **convert_kwargs(options, source.outputs, out_names))
+            del owner
+    except UsageError:
+        raise
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).splitlines()
+                 if ln.strip() and not ln.strip().startswith(("in user code", "File "))]
+        first = lines[-1] if lines else type(e).__name__
+        raise EdgepackError(f"coremltools could not convert the {what} model: {first[:300]}",
+                            "the model uses an op coremltools' TensorFlow frontend cannot lower; try --to tflite")
+    return mlmodel
 
 
 def compress(mlmodel, mode: str, calibration: dict | None, inputs: list[TensorSpec]):
@@ -144,16 +190,17 @@ def _normalize_package(path: Path) -> None:
 
 
 def save(mlmodel, source: ModelSource, path: Path) -> None:
-    """Rename features to the source's names (by position), drop the conversion date, save, normalise."""
+    """Rename features to the source's names (by position, ``feature_names``), drop the conversion date, save,
+    normalise."""
     c = ct()
     spec = mlmodel.get_spec()
     for feats, wanted in ((spec.description.input, source.inputs), (spec.description.output, source.outputs)):
         if len(feats) != len(wanted):
             raise EdgepackError(f"the CoreML model has {len(feats)} features where the source has {len(wanted)}",
                                 "report this model to the edgepack issue tracker")
-        for feat, want in zip(list(feats), wanted):
-            if feat.name != want.name:
-                c.utils.rename_feature(spec, feat.name, want.name)
+        for feat, want in zip(list(feats), feature_names(wanted)):
+            if feat.name != want:
+                c.utils.rename_feature(spec, feat.name, want)
     meta = spec.description.metadata.userDefined
     if "com.github.apple.coremltools.conversion_date" in meta:  # the only part that changes from day to day
         del meta["com.github.apple.coremltools.conversion_date"]
@@ -304,9 +351,11 @@ def finish(mlmodel, source: ModelSource, options: BuildOptions, calibration: dic
     with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
         mlmodel, method = compress(mlmodel, options.quantize, calibration, source.inputs)
         save(mlmodel, source, out)
-    inputs = [TensorSpec(name=s.name, shape=[d if isinstance(d, int) else 1 for d in s.shape], dtype=s.dtype,
-                         layout=s.layout) for s in source.inputs]
-    outputs = [TensorSpec(name=s.name, shape=list(s.shape), dtype=s.dtype, layout=s.layout) for s in source.outputs]
+    inputs = [TensorSpec(name=n, shape=[d if isinstance(d, int) else 1 for d in s.shape], dtype=s.dtype,
+                         layout=s.layout) for n, s in zip(feature_names(source.inputs), source.inputs)]
+    outputs = [TensorSpec(name=n, shape=[d if isinstance(d, int) else 1 for d in s.shape], dtype=s.dtype,
+                          layout=s.layout)
+               for n, s in zip(feature_names(source.outputs), source.outputs)]
     facts = inspect_package(out)
     problems = check(facts, inputs, outputs, options.quantize)
     if problems:

@@ -8,14 +8,9 @@ the source's order; its concrete function is what coremltools converts. I/O keep
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from pathlib import Path
 
-import numpy as np
-
-from edgepack.errors import EdgepackError, UsageError
+from edgepack.errors import UsageError
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
 from . import coreml_tools, import_tensorflow
@@ -24,8 +19,8 @@ from . import coreml_tools, import_tensorflow
 def concrete_function(source: ModelSource):
     """(concrete function, the object owning its variables: keep it alive while converting)."""
     tf = import_tensorflow()
-    signature = [tf.TensorSpec([d if isinstance(d, int) else 1 for d in s.shape], tf.as_dtype(s.dtype), name=s.name)
-                 for s in source.inputs]
+    signature = [tf.TensorSpec([d if isinstance(d, int) else 1 for d in s.shape], tf.as_dtype(s.dtype), name=n)
+                 for n, s in zip(coreml_tools.feature_names(source.inputs), source.inputs)]
     names = [s.name for s in source.inputs]
     if source.kind == "savedmodel":
         owner = tf.saved_model.load(str(source.handle))
@@ -48,26 +43,9 @@ def concrete_function(source: ModelSource):
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
-    ct = coreml_tools.ct()
     if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
                               if len(s.shape) == 4):
         raise UsageError(f"--layout {options.layout} differs from the Keras model's own layout",
                          "Keras/TF models keep their layout; drop --layout")
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            cf, owner = concrete_function(source)
-            out_names = [t.name.split(":")[0] for t in cf.outputs]
-            inputs = [ct.TensorType(name=s.name, shape=tuple(d if isinstance(d, int) else 1 for d in s.shape),
-                                    dtype=np.dtype(s.dtype).type) for s in source.inputs]
-            mlmodel = ct.convert([cf], source="tensorflow", inputs=inputs,
-                                 **coreml_tools.convert_kwargs(options, source.outputs, out_names))
-            del owner
-    except UsageError:
-        raise
-    except Exception as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(("in user code", "File "))]
-        first = lines[-1] if lines else type(e).__name__
-        raise EdgepackError(f"coremltools could not convert the TensorFlow/Keras model: {first[:300]}",
-                            "the model uses an op coremltools' TensorFlow frontend cannot lower; try --to tflite")
+    mlmodel = coreml_tools.convert_tensorflow(lambda: concrete_function(source), source, options, "TensorFlow/Keras")
     return coreml_tools.finish(mlmodel, source, options, calibration, workdir, {"tensorflow": tf.__version__})

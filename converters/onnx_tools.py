@@ -3,11 +3,21 @@
 - tensor specs read from a model file,
 - an onnxruntime session wrapped as ``predict(feeds) -> {name: array}``,
 - the ONNX precision step (fp16, dynamic int8, static int8 QDQ) through
-  onnxruntime.quantization and onnxruntime's own float16 converter.
+  onnxruntime.quantization and onnxruntime's own float16 converter,
+- ``to_saved_model``: onnx2tf's rewrite of an ONNX graph as a TensorFlow SavedModel, the first half of the
+  routes ONNX -> TFLite and ONNX -> CoreML.
+
+onnx2tf, offline: it downloads a calibration sample for 3-channel 4-D inputs unless the file is already in its
+working directory, so it runs in a scratch directory holding a placeholder (edgepack quantizes with its own
+--calibration). onnx2tf pins old TensorFlow/numpy versions; install it with ``ONNX2TF_INSTALL`` (see README).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +25,7 @@ import numpy as np
 
 from edgepack.data import guess_layout
 from edgepack.device_runners.runner_common import iter_batches
-from edgepack.errors import EdgepackError, UsageError
+from edgepack.errors import EdgepackError, MissingExtraError, UsageError
 from edgepack.types import QuantizationInfo, TensorSpec
 
 
@@ -199,3 +209,59 @@ def _inputs_of(path: Path, layouts: dict) -> list[TensorSpec]:
     import onnx
 
     return read_specs(onnx.load(str(path), load_external_data=False), layouts)[0]
+
+
+# --------------------------------------------------------------------------- onnx2tf
+
+ONNX2TF_INSTALL = "pip install --no-deps onnx2tf==1.29.24 onnx-graphsurgeon sng4onnx psutil tf-keras"
+_CALIB_PLACEHOLDER = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def nhwc(spec: TensorSpec) -> TensorSpec:
+    """The channels-last twin of a 4-D NCHW spec (what onnx2tf makes of it); anything else as it is."""
+    if len(spec.shape) == 4 and spec.layout == "NCHW":
+        n, c, h, w = spec.shape
+        return spec.model_copy(update={"shape": [n, h, w, c], "layout": "NHWC"})
+    return spec
+
+
+def onnx2tf_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("onnx2tf")
+
+
+def to_saved_model(source, workdir: Path, keep_nchw: list[str], target: str) -> Path:
+    """onnx2tf: the ONNX source as a SavedModel in ``workdir/saved_model``; inputs named in ``keep_nchw`` stay
+    channels-first (one Transpose each), other 4-D inputs and outputs become channels-last."""
+    from . import import_tensorflow
+
+    import_tensorflow()
+    try:
+        import onnx2tf
+    except ImportError as e:
+        raise MissingExtraError(f"ONNX -> {target} needs onnx2tf, which is not installed ({e})", ONNX2TF_INSTALL)
+    scratch = workdir / "onnx2tf"
+    scratch.mkdir()
+    np.save(scratch / _CALIB_PLACEHOLDER, np.zeros((20, 128, 128, 3), np.float32))
+    saved = workdir / "saved_model"
+    cwd = os.getcwd()
+    # onnx2tf rewrites the ONNX file it is given (shape inference, renames): give it a copy, never the user's file
+    model_path = str(scratch / "source.onnx")
+    shutil.copyfile(source.path, model_path)
+    log = io.StringIO()
+    fix = "try --to onnx, or simplify the model (onnxsim) and retry"
+    try:
+        os.chdir(scratch)
+        with contextlib.redirect_stdout(log):
+            onnx2tf.convert(input_onnx_file_path=model_path, output_folder_path=str(saved),
+                            non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
+                            keep_ncw_or_nchw_or_ncdhw_input_names=keep_nchw or None, not_use_onnxsim=True)
+    except SystemExit as e:  # onnx2tf exits on some failures
+        last = re.sub(r"\x1b\[[0-9;]*m", "", (log.getvalue().strip().splitlines() or [""])[-1])
+        raise EdgepackError(f"onnx2tf could not convert {source.path.name} (exit {e.code}): {last[:300]}", fix)
+    except Exception as e:
+        raise EdgepackError(f"onnx2tf could not convert {source.path.name}: {str(e).splitlines()[0][:300]}", fix)
+    finally:
+        os.chdir(cwd)
+    return saved

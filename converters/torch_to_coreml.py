@@ -40,8 +40,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                 module = source.handle.module() if source.kind == "torch-export" else source.handle.eval()
                 with torch.no_grad():
                     model = torch.jit.trace(module, args, strict=False)
-            inputs = [ct.TensorType(name=s.name, shape=tuple(int(a) for a in t.shape), dtype=np.dtype(s.dtype).type)
-                      for s, t in zip(source.inputs, args)]
+            inputs = [ct.TensorType(name=n, shape=tuple(int(a) for a in t.shape), dtype=np.dtype(s.dtype).type)
+                      for n, s, t in zip(coreml_tools.feature_names(source.inputs), source.inputs, args)]
             mlmodel = ct.convert(model, inputs=inputs, **coreml_tools.convert_kwargs(
                 options, source.outputs, [f"edgepack_output_{i}" for i in range(len(source.outputs))]))
     except UsageError:

@@ -29,8 +29,8 @@ def summary(m: Manifest, path: Path, size: int, console: Console | None = None) 
     head.add_row("source", f"{s.file} ({s.kind}, {s.framework} {s.framework_version or ''}) sha256 {s.sha256[:16]}…")
     head.add_row("tools", ", ".join(f"{k} {v}" for k, v in sorted(m.tools.items())))
     v = m.validation
-    head.add_row("validation", f"{v.status} on {v.samples} {v.inputs_from} samples vs {v.reference} "
-                 f"(min cosine {v.thresholds.get('min_cosine')})")
+    where = "on the device" if v.status == "pending-device" else f"on {v.samples} {v.inputs_from} samples"
+    head.add_row("validation", f"{v.status}: {where} vs {v.reference} (min cosine {v.thresholds.get('min_cosine')})")
     extras = [f"golden {m.golden.samples} samples" if m.golden else None,
               f"eval {m.eval.samples} labelled samples" if m.eval else None]
     head.add_row("data", ", ".join(e for e in extras if e) or "–")
@@ -54,6 +54,11 @@ def summary(m: Manifest, path: Path, size: int, console: Console | None = None) 
                       f"target {c.get('deployment_target')}), compute {c.get('compute_precision')}, "
                       f"{sum((c.get('ops') or {}).values())} ops, unsupported ops: "
                       f"{', '.join(c.get('unsupported_ops') or []) or 'none'}; weight tensors: {weights}")
+        stage = c.get("tensorflow_stage")
+        if stage:
+            worst = min(o["cosine"] for o in stage["outputs"].values())
+            console.print(f"intermediate stage run here, {stage['status']}: {stage['stage']}, {stage['samples']} "
+                          f"{stage['inputs_from']} samples, lowest cosine {worst:.6f} (min {stage['min_cosine']})")
     if not v.outputs:
         return
     metrics = Table(title="build-time agreement with the source", title_justify="left")

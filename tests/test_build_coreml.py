@@ -1,4 +1,4 @@
-"""PyTorch and Keras sources → CoreML bundles in every precision, checked with what runs on Linux; the runner.
+"""PyTorch, Keras and ONNX sources → CoreML bundles in every precision, checked with what runs on Linux; the runner.
 
 Conversions are real (coremltools 9). CoreML prediction exists only on macOS: here the bundle's validation is
 ``pending-device`` and the Linux-side checks (spec, I/O, ops, weight precision) are asserted, including that they
@@ -8,6 +8,7 @@ macOS (skipped elsewhere with that reason), never faked.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 import zipfile
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import edgepack
-from edgepack.errors import DeviceError, UsageError
+from edgepack.errors import DeviceError, EdgepackError, UsageError
 from conftest import have_coremltools, have_tensorflow, have_torch
 from helpers import cli, dataset, keras_files, one_line_error, tiny_onnx, torch_model_py
 
@@ -35,6 +36,7 @@ def sources(tmp_path_factory):
         out["torch"] = (f"{torch_model_py(d)}:build_model", ["image:1x1x8x8"], (1, 8, 8))
     if have_tensorflow():
         out["keras"] = (keras_files(d)["callable"], [], (8, 8, 1))
+        out["onnx"] = (str(tiny_onnx(d / "m.onnx")), [], (1, 8, 8))  # through onnx2tf, part of that extra
     return out
 
 
@@ -71,7 +73,7 @@ def _need(sources, fw):
         pytest.skip(f"needs the {'torch' if fw == 'torch' else 'tensorflow'} extra")
 
 
-CASES = [(fw, q) for fw in ("torch", "keras") for q in PRECISIONS]
+CASES = [(fw, q) for fw in ("torch", "keras", "onnx") for q in PRECISIONS]
 
 
 @pytest.mark.parametrize("fw,quantize", CASES, ids=[f"{a}-{b}" for a, b in CASES])
@@ -87,7 +89,8 @@ def test_build_checks_on_linux(fw, quantize, sources, bundles):
     c = v.checks
     assert c["model_type"] == "mlProgram" and c["deployment_target"] == "iOS18" and c["specification_version"] == 9
     # I/O exactly the source's (names, shapes, float32), in its layout
-    src_in = {"torch": ("image", [1, 1, 8, 8], "NCHW"), "keras": ("image", [1, 8, 8, 1], "NHWC")}[fw]
+    src_in = {"torch": ("image", [1, 1, 8, 8], "NCHW"), "keras": ("image", [1, 8, 8, 1], "NHWC"),
+              "onnx": ("image", [1, 1, 8, 8], "NCHW")}[fw]
     assert [(t["name"], t["shape"], t["dtype"]) for t in c["inputs"]] == [(src_in[0], src_in[1], "float32")]
     assert (m.inputs[0].name, m.inputs[0].shape, m.inputs[0].layout) == src_in
     assert [(t["shape"], t["dtype"]) for t in c["outputs"]] == [([1, 10], "float32")]
@@ -339,3 +342,89 @@ def test_other_source_kinds(kind, tmp_path):
     assert res.manifest.inputs[0].name == name and c["inputs"][0]["name"] == name
     assert c["outputs"][0]["name"] == res.manifest.outputs[0].name and c["unsupported_ops"] == []
     assert c["compute_precision"] == "fp16" and edgepack.verify(res.path)[1] == []
+
+
+# --------------------------------------------------------------------------- ONNX -> CoreML (onnx2tf stage)
+
+
+def _two_io_onnx(path):
+    """Inputs ``input.1`` [N,3,8,8] (dynamic batch, a name CoreML refuses) and ``bias`` [N,8]; outputs ``mask``
+    [N,8,8,8] (channels-first, and square: its shape reads the same channels-last) and ``vec`` [N,8]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (8, 8, 1, 1)), ("b2", (8,)))]
+    inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    nodes = [helper.make_node("Conv", ["input.1", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["a"]),
+             helper.make_node("Conv", ["a", "w2", "b2"], ["mask"]),
+             helper.make_node("ReduceMean", ["a", "axes"], ["m"], keepdims=0),
+             helper.make_node("Add", ["m", "bias"], ["vec"])]
+    graph = helper.make_graph(
+        nodes, "two-io",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 8, 8]),
+         helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 8, 8, 8]),
+         helper.make_tensor_value_info("vec", TensorProto.FLOAT, ["N", 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.skipif(not have_tensorflow(), reason="ONNX -> CoreML runs onnx2tf: needs the tensorflow extra")
+def test_onnx_source_keeps_its_io_and_checks_the_tensorflow_stage(tmp_path):
+    """Names made valid for CoreML (``input.1`` -> ``input_1``), channels-first I/O exactly as the source's, the
+    onnx2tf SavedModel checked numerically against onnxruntime, and the user's file left untouched."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    src = _two_io_onnx(tmp_path / "two.onnx")
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    res = edgepack.build(str(src), to="coreml", quantize="fp16", output=tmp_path / "two.edgepack")
+    m = res.manifest
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == before
+    assert [(t.name, t.shape, t.layout) for t in m.inputs] == [("input_1", [1, 3, 8, 8], "NCHW"),
+                                                                ("bias", [1, 8], "NC")]
+    assert [(t.name, t.shape) for t in m.outputs] == [("mask", [1, 8, 8, 8]), ("vec", [1, 8])]
+    c = m.validation.checks
+    assert [t["name"] for t in c["inputs"]] == ["input_1", "bias"] and c["unsupported_ops"] == []
+    assert "onnx2tf" in m.tools and "transpose" in c["ops"]  # mask back to channels-first inside the program
+    stage = c["tensorflow_stage"]
+    assert stage["status"] == "passed" and stage["samples"] == 8 and stage["inputs_from"] == "random"
+    assert set(stage["outputs"]) == {"mask", "vec"}
+    assert all(o["cosine"] > 0.9999 for o in stage["outputs"].values())
+    # golden.npz: the source's own outputs on the device's inputs, under the CoreML names, source layout
+    g = _golden(res.path)
+    sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"input.1": g["input/input_1"], "bias": g["input/bias"]})
+    np.testing.assert_allclose(g["output/mask"], want[0], rtol=1e-5, atol=1e-5)
+    out = cli("inspect", str(res.path), check=True).stdout
+    assert "intermediate stage run here, passed" in out and "onnx2tf SavedModel" in out
+
+
+def test_onnx_stage_orientation_and_failure():
+    """The orientation is chosen by agreement, not shape (a [1,8,8,8] output reads the same both ways); a
+    SavedModel that disagrees fails the build unless --allow-mismatch, which records it."""
+    from edgepack.converters import onnx_to_coreml
+    from edgepack.errors import ValidationFailed
+    from edgepack.types import BuildOptions
+
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
+    perm, metrics = onnx_to_coreml._best_orientation(want.transpose(0, 2, 3, 1), want)
+    assert perm == [0, 3, 1, 2] and metrics["cosine"] > 0.99999
+    perm, _ = onnx_to_coreml._best_orientation(want, want)
+    assert perm is None
+    with pytest.raises(EdgepackError, match="changed an output's shape"):
+        onnx_to_coreml._best_orientation(np.zeros((2, 5)), np.zeros((2, 8)))
+    bad = {"logits": onnx_to_coreml._best_orientation(want + rng.standard_normal(want.shape), want)[1]}
+    opts = BuildOptions(target="coreml")
+    with pytest.raises(ValidationFailed, match="disagrees with the ONNX source on output 'logits'"):
+        onnx_to_coreml._stage_check(bad, opts, False, 2)
+    stage = onnx_to_coreml._stage_check(bad, dataclasses.replace(opts, allow_mismatch=True), False, 2)
+    assert stage["status"] == "failed-overridden" and stage["outputs"]["logits"]["cosine"] < 0.9

@@ -10,7 +10,7 @@ EXTRAS ?= torch,tensorflow,tflite,coreml,npu,report,test
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
-	# onnx2tf (ONNX -> TFLite) hard-pins old TensorFlow/numpy: installed without its declared dependencies
+	# onnx2tf (ONNX -> TFLite, ONNX -> CoreML) hard-pins old TensorFlow/numpy: installed without its declared dependencies
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt \
 	    onnx2tf onnx-graphsurgeon sng4onnx psutil tf-keras
 	touch $@

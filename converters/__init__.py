@@ -144,6 +144,13 @@ def import_tensorflow():
     return require("tensorflow", "tensorflow")
 
 
+def keep_layout(source, options, problem: str, fix: str) -> None:
+    """Routes that keep the source's layout: refuse a ``--layout`` that differs from its 4-D inputs'."""
+    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
+                              if len(s.shape) == 4):
+        raise UsageError(problem, fix)
+
+
 def _module(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 

@@ -72,6 +72,16 @@ def deployment_target(name: str | None):
     return canonical, target
 
 
+def check_options(options: BuildOptions, calibration: dict | None) -> None:
+    """What every CoreML route refuses before converting: an unknown deployment target, and activation int8
+    off macOS (it calibrates by *running* the model, which coremltools can do only on macOS)."""
+    deployment_target(options.coreml_target)
+    if options.quantize == "int8" and calibration is not None and not can_predict():
+        raise UsageError("CoreML activation int8 (--calibration with --quantize int8) runs the model to calibrate, "
+                         "which coremltools can do only on macOS",
+                         "drop --calibration for int8 weights with fp16 activations, or build on a Mac")
+
+
 def compute_precision(mode: str):
     """``none`` computes in fp32; everything else in fp16 (CoreML's default)."""
     c = ct()
@@ -160,11 +170,7 @@ def compress(mlmodel, mode: str, calibration: dict | None, inputs: list[TensorSp
 
 
 def _quantize_activations(mlmodel, calibration: dict, inputs: list[TensorSpec]):
-    """Activation int8 calibrates by *running* the model: coremltools can do that only on macOS."""
-    if not can_predict():
-        raise UsageError("CoreML activation int8 (--calibration with --quantize int8) runs the model to calibrate, "
-                         "which coremltools can do only on macOS",
-                         "drop --calibration for int8 weights with fp16 activations, or build on a Mac")
+    """Activation int8 calibrates by *running* the model (macOS only: ``check_options`` refused it elsewhere)."""
     cto = require("coremltools.optimize.coreml", "coreml")
     from edgepack.device_runners.runner_common import iter_batches
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgepack.errors import UsageError
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import coreml_tools, import_tensorflow
+from . import coreml_tools, import_tensorflow, keep_layout
 
 
 def concrete_function(source: ModelSource):
@@ -43,9 +42,8 @@ def concrete_function(source: ModelSource):
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
-    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
-                              if len(s.shape) == 4):
-        raise UsageError(f"--layout {options.layout} differs from the Keras model's own layout",
-                         "Keras/TF models keep their layout; drop --layout")
+    coreml_tools.check_options(options, calibration)
+    keep_layout(source, options, f"--layout {options.layout} differs from the Keras model's own layout",
+                "Keras/TF models keep their layout; drop --layout")
     mlmodel = coreml_tools.convert_tensorflow(lambda: concrete_function(source), source, options, "TensorFlow/Keras")
     return coreml_tools.finish(mlmodel, source, options, calibration, workdir, {"tensorflow": tf.__version__})

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgepack.errors import UsageError
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import import_tensorflow, tflite_tools
+from . import import_tensorflow, keep_layout, tflite_tools
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
-    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
-                              if len(s.shape) == 4):
-        raise UsageError(f"--layout {options.layout} differs from the Keras model's own layout",
-                         "Keras/TF models keep their layout; drop --layout (or build the model in that layout)")
+    keep_layout(source, options, f"--layout {options.layout} differs from the Keras model's own layout",
+                "Keras/TF models keep their layout; drop --layout (or build the model in that layout)")
     if source.kind == "savedmodel":
         converter = tf.lite.TFLiteConverter.from_saved_model(str(source.handle))
     else:

@@ -26,11 +26,11 @@ import numpy as np
 
 from edgepack.data import random_dataset, take
 from edgepack.device_runners.runner_common import compare
-from edgepack.errors import EdgepackError, UsageError, ValidationFailed
+from edgepack.errors import EdgepackError, ValidationFailed
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, TensorSpec
 from edgepack.validate import MIN_COSINE, reference_outputs, run_batches
 
-from . import coreml_tools, import_tensorflow, onnx_tools
+from . import coreml_tools, import_tensorflow, keep_layout, onnx_tools
 
 STAGE_SAMPLES = 8
 
@@ -68,9 +68,9 @@ def _match_names(specs: list[TensorSpec], names: list[str], what: str) -> dict[s
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
-    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
-                              if len(s.shape) == 4):
-        raise UsageError("--layout is not supported for --to coreml", "drop --layout (CoreML keeps the source's)")
+    coreml_tools.check_options(options, calibration)
+    keep_layout(source, options, "--layout is not supported for --to coreml",
+                "drop --layout (CoreML keeps the source's)")
     keep = [s.name for s in source.inputs if 3 <= len(s.shape) <= 5]
     saved = onnx_tools.to_saved_model(source, workdir, keep, "CoreML")
     owner = tf.saved_model.load(str(saved))

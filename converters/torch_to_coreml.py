@@ -18,15 +18,15 @@ import numpy as np
 from edgepack.errors import EdgepackError, UsageError, first_line, require
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import coreml_tools
+from . import coreml_tools, keep_layout
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     torch = require("torch", "torch")
     ct = coreml_tools.ct()
-    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
-                              if len(s.shape) == 4):
-        raise UsageError("--layout is not supported for --to coreml", "drop --layout (CoreML keeps the source's)")
+    coreml_tools.check_options(options, calibration)
+    keep_layout(source, options, "--layout is not supported for --to coreml",
+                "drop --layout (CoreML keeps the source's)")
     args = tuple(torch.from_numpy(np.zeros([d if isinstance(d, int) else 1 for d in s.shape], np.dtype(s.dtype)))
                  for s in source.inputs)
     for name in ("torch.export", "torch._dynamo", "coremltools"):

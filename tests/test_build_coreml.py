@@ -199,18 +199,21 @@ def test_bench_on_linux_says_macos_is_needed(sources, bundles):
         edgepack.bench(path, "local", runs=3, min_seconds=0)
 
 
-def test_int8_activation_calibration_needs_macos(sources, tmp_path):
+def test_int8_activation_calibration_needs_macos(sources, tmp_path, monkeypatch):
+    """Refused before converting (for ONNX: before onnx2tf's minutes on a real model), nothing written."""
     if ON_MAC:
         pytest.skip("on macOS activation calibration runs")
-    fw = next(iter(sources), None)
-    if fw is None:
+    if not sources:
         pytest.skip("needs the torch or tensorflow extra")
-    src, inputs, shape = sources[fw]
-    calib = dataset(tmp_path / "calib.npz", n=8, shape=shape)
-    with pytest.raises(UsageError, match="only on macOS"):
-        edgepack.build(src, to="coreml", quantize="int8", calibration=calib, inputs=inputs,
-                       output=tmp_path / "m.edgepack")
-    assert not (tmp_path / "m.edgepack").exists()
+    from edgepack.converters import onnx_tools
+
+    monkeypatch.setattr(onnx_tools, "to_saved_model", lambda *a: pytest.fail("onnx2tf ran before the refusal"))
+    for src, inputs, shape in sources.values():
+        calib = dataset(tmp_path / "calib.npz", n=8, shape=shape)
+        with pytest.raises(UsageError, match="only on macOS"):
+            edgepack.build(src, to="coreml", quantize="int8", calibration=calib, inputs=inputs,
+                           output=tmp_path / "m.edgepack")
+        assert not (tmp_path / "m.edgepack").exists()
 
 
 def test_bad_options(onnx_bundle, sources, tmp_path):
@@ -218,6 +221,10 @@ def test_bad_options(onnx_bundle, sources, tmp_path):
         edgepack.bench(onnx_bundle, "local", compute_units="ane")
     with pytest.raises(UsageError, match="palettize4 is not available for onnx"):
         edgepack.build(tiny_onnx(tmp_path / "m.onnx"), to="onnx", quantize="palettize4")
+    if have_tensorflow():  # refused before onnx2tf runs, nothing written
+        with pytest.raises(UsageError, match="--layout is not supported for --to coreml"):
+            edgepack.build(tiny_onnx(tmp_path / "m.onnx"), to="coreml", layout="nhwc", output=tmp_path / "l.edgepack")
+        assert not (tmp_path / "l.edgepack").exists()
     fw = next(iter(sources), None)
     if fw is not None:
         src, inputs, _ = sources[fw]

@@ -2,8 +2,8 @@
 
 - the precision settings: compute precision (``none`` = fp32, ``fp16``), weight compression with
   ``coremltools.optimize.coreml`` (``int8`` linear per-channel, ``palettize4``/``palettize6`` k-means),
-- ``finish``: rename the model's features to the source's names (made valid CoreML names: ``feature_names``), make the saved ``.mlpackage`` deterministic,
-  check it and return the ConvertedModel,
+- ``finish``: rename the model's features to the source's names (made valid CoreML names: ``feature_names``),
+  make the saved ``.mlpackage`` deterministic, check it and return the ConvertedModel,
 - the checks that need no macOS (``inspect_package`` + ``check``): the spec loads, it is an ML Program, input
   and output names/shapes/dtypes match the source, every MIL op is a core op available at the deployment target,
   weights are in the requested precision (counts of fp16/fp32/int8-quantized/palettized weight tensors), size.
@@ -118,10 +118,8 @@ def convert_tensorflow(make_function, source: ModelSource, options: BuildOptions
     source's inputs by position and returns its outputs in order; ``owner`` holds its variables while converting."""
     import contextlib
     import io
-    import logging
 
     c = ct()
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             cf, owner = make_function()

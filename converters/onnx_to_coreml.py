@@ -127,7 +127,7 @@ def _best_orientation(got: np.ndarray, want: np.ndarray) -> tuple[list[int] | No
 
 
 def _stage_check(metrics: dict, options: BuildOptions, calibrated: bool, n: int) -> dict:
-    threshold = MIN_COSINE["none"] if options.min_cosine is None else min(options.min_cosine, MIN_COSINE["none"])
+    threshold = MIN_COSINE["none"] if options.min_cosine is None else options.min_cosine  # this stage is fp32
     stage = {"stage": "onnx2tf SavedModel (fp32) against onnxruntime on the source", "samples": n,
              "inputs_from": "calibration" if calibrated else "random", "min_cosine": threshold,
              "outputs": {k: {"cosine": m["cosine"], "max_abs_err": m["max_abs_err"]} for k, m in metrics.items()}}

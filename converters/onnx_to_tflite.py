@@ -15,6 +15,8 @@ from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
 from . import import_tensorflow, onnx_tools, tflite_tools
 
+STAGE_SAMPLES = 4
+
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
@@ -22,18 +24,16 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     keep = [s.name for s in source.inputs if len(s.shape) == 4 and not nhwc]
     saved = onnx_tools.to_saved_model(source, workdir, keep, "TFLite")
     in_specs = [s if s.name in keep else onnx_tools.nhwc(s) for s in source.inputs]
+    # outputs: onnx2tf turns some channels-first outputs channels-last; which ones is read from a run of the
+    # SavedModel against the source (shapes cannot tell for a [1,8,8,8] output)
+    run = onnx_tools.run_saved_model(saved, source, calibration, options.seed, STAGE_SAMPLES, in_specs)
+    out_layouts = [s.layout if perm is None else onnx_tools.nhwc(s).layout
+                   for s, perm in zip(source.outputs, run.perms)]
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     cal = map_tensors(calibration, source.inputs, in_specs) if calibration is not None else None
-    quant = tflite_tools.configure(converter, options.quantize, options.io_dtype, cal, in_specs)
+    quant = tflite_tools.configure(converter, options.quantize, options.io_dtype, cal, in_specs,
+                                   [[s.name, run.in_names[s.name]] for s in source.inputs])
     out = workdir / "model.tflite"
     out.write_bytes(tflite_tools.convert(converter))
-    # outputs: onnx2tf turns 4-D outputs channels-last; anything whose shape still matches keeps its layout
-    interp = tflite_tools.open_interpreter(out)
-    out_layouts = []
-    details = interp.get_output_details()
-    order = tflite_tools.match_order([s.name for s in source.outputs], [d["name"] for d in details])
-    for s, j in zip(source.outputs, order):
-        shape = [int(x) for x in details[j]["shape"]]
-        out_layouts.append(s.layout if shape == list(s.shape) else onnx_tools.nhwc(s).layout)
     tools = {"onnx2tf": onnx_tools.onnx2tf_version(), "tensorflow": tf.__version__}
     return tflite_tools.finish(out, source, options, quant, [s.layout for s in in_specs], out_layouts, tools)

@@ -5,7 +5,9 @@
 - the ONNX precision step (fp16, dynamic int8, static int8 QDQ) through
   onnxruntime.quantization and onnxruntime's own float16 converter,
 - ``to_saved_model``: onnx2tf's rewrite of an ONNX graph as a TensorFlow SavedModel, the first half of the
-  routes ONNX -> TFLite and ONNX -> CoreML.
+  routes ONNX -> TFLite and ONNX -> CoreML, and ``run_saved_model``: that SavedModel run against the source,
+  which tells which outputs onnx2tf made channels-last (by agreement: a [1,8,8,8] output reads the same either
+  way) and how closely the SavedModel agrees.
 
 onnx2tf, offline: it downloads a calibration sample for 3-channel 4-D inputs unless the file is already in its
 working directory, so it runs in a scratch directory holding a placeholder (edgepack quantizes with its own
@@ -19,12 +21,14 @@ import io
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from edgepack.data import guess_layout
-from edgepack.device_runners.runner_common import iter_batches
+from edgepack.device_runners.runner_common import compare, iter_batches
 from edgepack.errors import EdgepackError, MissingExtraError, UsageError
 from edgepack.types import QuantizationInfo, TensorSpec
 
@@ -265,3 +269,92 @@ def to_saved_model(source, workdir: Path, keep_nchw: list[str], target: str) -> 
     finally:
         os.chdir(cwd)
     return saved
+
+
+@dataclass
+class SavedModelRun:
+    """onnx2tf's SavedModel, loaded and run against the source (``run_saved_model``)."""
+
+    fn: object  # the serving_default signature
+    owner: object  # the loaded SavedModel: keep it alive while ``fn`` is used
+    in_names: dict[str, str]  # source tensor name -> signature name
+    out_names: dict[str, str]
+    perms: list[Optional[list[int]]]  # per source output: transpose back to the source layout, or None
+    metrics: dict[str, dict]  # per source output: agreement with the source (runner_common.compare)
+    samples: int
+    inputs_from: str  # calibration | random
+
+
+def to_channels_first(rank: int) -> list[int]:
+    """The permutation that undoes onnx2tf's channels-last output: [0, r-1, 1, ..., r-2]."""
+    return [0, rank - 1, *range(1, rank - 1)]
+
+
+def match_names(specs: list[TensorSpec], names: list[str], what: str) -> dict[str, str]:
+    """Source tensor name -> the SavedModel signature's name: equal, or equal after onnx2tf's sanitising
+    (non-alphanumerics -> '_'); by position when that leaves one of each."""
+    def canon(n: str) -> str:
+        return "".join(ch if ch.isalnum() else "_" for ch in n).strip("_").lower()
+
+    out, free = {}, list(names)
+    for s in specs:
+        hit = next((n for n in free if n == s.name), None) or next((n for n in free if canon(n) == canon(s.name)),
+                                                                    None)
+        if hit is not None:
+            out[s.name] = hit
+            free.remove(hit)
+    rest = [s for s in specs if s.name not in out]
+    if len(rest) == 1 and len(free) == 1:
+        out[rest[0].name] = free[0]
+    elif rest:
+        raise EdgepackError(f"onnx2tf renamed the {what}s {[s.name for s in rest]} to {free}: cannot pair them",
+                            "give the ONNX model's tensors alphanumeric names and retry")
+    return out
+
+
+def best_orientation(got: np.ndarray, want: np.ndarray) -> tuple[Optional[list[int]], dict]:
+    """(transpose back to the source layout or None, agreement): the orientation that agrees best with the
+    source among those giving its shape."""
+    candidates: list = [None] if got.shape == want.shape else []
+    if got.ndim >= 3:
+        perm = to_channels_first(got.ndim)
+        if got.transpose(perm).shape == want.shape:
+            candidates.append(perm)
+    if not candidates:
+        raise EdgepackError(f"onnx2tf changed an output's shape to {list(got.shape)} (the source's is "
+                            f"{list(want.shape)})", "try --to onnx for this model")
+    scored = [(p, compare(want, got if p is None else got.transpose(p))) for p in candidates]
+    return max(scored, key=lambda pm: pm[1]["cosine"])
+
+
+def run_saved_model(saved: Path, source, calibration: Optional[dict], seed: int, samples: int,
+                    saved_inputs: Optional[list[TensorSpec]] = None) -> SavedModelRun:
+    """Load onnx2tf's SavedModel and run it next to the source on ``samples`` inputs: the calibration data's
+    first ones, else seeded random. ``saved_inputs``: its input specs where they differ from the source's
+    (``--layout nhwc``)."""
+    from edgepack.data import map_tensors, random_dataset, take
+    from edgepack.validate import reference_outputs, run_batches
+
+    from . import import_tensorflow
+
+    tf = import_tensorflow()
+    owner = tf.saved_model.load(str(saved))
+    fn = owner.signatures["serving_default"]
+    in_names = match_names(source.inputs, list(fn.structured_input_signature[1]), "input")
+    out_names = match_names(source.outputs, list(fn.structured_outputs), "output")
+    saved_inputs = saved_inputs or source.inputs
+
+    def predict(feeds: dict) -> dict:
+        res = fn(**{in_names[s.name]: tf.constant(feeds[d.name]) for s, d in zip(source.inputs, saved_inputs)})
+        return {s.name: res[out_names[s.name]].numpy() for s in source.outputs}
+
+    data = take(calibration, samples) if calibration is not None else random_dataset(source.inputs, samples, seed)
+    reference = reference_outputs(source, data)
+    got = run_batches(predict, map_tensors(data, source.inputs, saved_inputs), saved_inputs,
+                      [s.name for s in source.outputs])
+    perms, metrics = [], {}
+    for s in source.outputs:
+        perm, metrics[s.name] = best_orientation(got[s.name], reference[s.name])
+        perms.append(perm)
+    return SavedModelRun(fn, owner, in_names, out_names, perms, metrics, len(next(iter(data.values()))),
+                         "calibration" if calibration is not None else "random")

@@ -82,14 +82,32 @@ def match_order(wanted: list[str], names: list[str]) -> list[int]:
     return order
 
 
+def ordered_details(interp, source_inputs: list[TensorSpec], source_outputs: list[TensorSpec]):
+    """The interpreter's input and output details in the source's order. Converters from a SavedModel name
+    tensors ``PartitionedCall:0``..., so the model's signature names come first when its one signature names
+    every source tensor; else ``match_order`` on the tensor names."""
+    sig_in: dict = {}
+    sig_out: dict = {}
+    sigs = interp.get_signature_list()
+    if len(sigs) == 1:
+        runner = interp.get_signature_runner(next(iter(sigs)))
+        sig_in = {d["index"]: n for n, d in runner.get_input_details().items()}
+        sig_out = {d["index"]: n for n, d in runner.get_output_details().items()}
+
+    def order(wanted: list[str], details: list[dict], sig: dict) -> list[dict]:
+        names = [sig.get(d["index"]) for d in details]
+        if all(w in names for w in wanted):
+            return [details[names.index(w)] for w in wanted]
+        return [details[j] for j in match_order(wanted, [d["name"] for d in details])]
+
+    return (order([s.name for s in source_inputs], interp.get_input_details(), sig_in),
+            order([s.name for s in source_outputs], interp.get_output_details(), sig_out))
+
+
 def read_specs(path: Path, source_inputs: list[TensorSpec], source_outputs: list[TensorSpec],
                in_layouts: list[Optional[str]], out_layouts: list[Optional[str]]):
     """Specs of the .tflite's I/O, ordered like the source's (so tensors map by position)."""
-    interp = open_interpreter(path)
-    ins = interp.get_input_details()
-    outs = interp.get_output_details()
-    ins = [ins[j] for j in match_order([s.name for s in source_inputs], [d["name"] for d in ins])]
-    outs = [outs[j] for j in match_order([s.name for s in source_outputs], [d["name"] for d in outs])]
+    ins, outs = ordered_details(open_interpreter(path), source_inputs, source_outputs)
     return ([spec_from_detail(d, lay) for d, lay in zip(ins, in_layouts)],
             [spec_from_detail(d, lay) for d, lay in zip(outs, out_layouts)])
 
@@ -113,19 +131,29 @@ def session_predict(path: Path, inputs: list[TensorSpec], outputs: list[TensorSp
 # --------------------------------------------------------------------------- the TF converter
 
 
-def representative(calibration: dict, inputs: list[TensorSpec]) -> Callable:
-    """tf.lite representative_dataset over the calibration set, one model batch per step."""
+def representative(calibration: dict, inputs: list[TensorSpec],
+                   signature_names: Optional[list[list[str]]] = None) -> Callable:
+    """tf.lite representative_dataset over the calibration set, one model batch per step: a list in input order,
+    or with ``signature_names`` a dict. A SavedModel's converter orders its inputs by signature name, not as the
+    source does, and its names may be sanitised (``input.1`` / ``input_1``): each input is keyed by every name
+    in its list (the calibrator reads only the ones it knows)."""
     specs = [s.model_dump() for s in inputs]
 
     def gen():
         for feeds in iter_batches(calibration, specs):
-            yield [feeds[s["name"]].astype(np.float32) for s in specs]
+            arrays = [feeds[s["name"]].astype(np.float32) for s in specs]
+            if signature_names:
+                yield {name: a for names, a in zip(signature_names, arrays) for name in names}
+            else:
+                yield arrays
 
     return gen
 
 
-def configure(converter, mode: str, io_dtype: str, calibration: Optional[dict], inputs: list[TensorSpec]) -> QuantizationInfo:
-    """Set the TFLite converter's post-training quantization for ``mode``."""
+def configure(converter, mode: str, io_dtype: str, calibration: Optional[dict], inputs: list[TensorSpec],
+              signature_names: Optional[list[list[str]]] = None) -> QuantizationInfo:
+    """Set the TFLite converter's post-training quantization for ``mode`` (``signature_names``: see
+    ``representative``)."""
     from . import import_tensorflow
 
     tf = import_tensorflow()
@@ -141,7 +169,7 @@ def configure(converter, mode: str, io_dtype: str, calibration: Optional[dict], 
         raise UsageError(f"--quantize {mode} needs calibration data",
                          "pass --calibration DATA.npz with ~100+ representative samples per input")
     n = len(next(iter(calibration.values())))
-    converter.representative_dataset = representative(calibration, inputs)
+    converter.representative_dataset = representative(calibration, inputs, signature_names)
     if mode == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io_dtype in ("int8", "uint8"):

@@ -38,6 +38,34 @@ def tiny_onnx(path: Path, seed: int = 0, classes: int = 10) -> Path:
     return path
 
 
+def two_io_onnx(path: Path) -> Path:
+    """Inputs ``input.1`` [N,3,8,8] (dynamic batch, a name CoreML refuses) and ``bias`` [N,8]; outputs ``mask``
+    [N,8,8,8] (channels-first, and square: its shape reads the same channels-last) and ``vec`` [N,8]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (8, 8, 1, 1)), ("b2", (8,)))]
+    inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    nodes = [helper.make_node("Conv", ["input.1", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["a"]),
+             helper.make_node("Conv", ["a", "w2", "b2"], ["mask"]),
+             helper.make_node("ReduceMean", ["a", "axes"], ["m"], keepdims=0),
+             helper.make_node("Add", ["m", "bias"], ["vec"])]
+    graph = helper.make_graph(
+        nodes, "two-io",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 8, 8]),
+         helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 8, 8, 8]),
+         helper.make_tensor_value_info("vec", TensorProto.FLOAT, ["N", 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def dataset(path: Path, n: int = 120, seed: int = 1, labels: bool = False, name: str = "image",
             shape=(1, 8, 8)) -> Path:
     rng = np.random.default_rng(seed)

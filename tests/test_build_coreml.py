@@ -19,7 +19,7 @@ import pytest
 import edgepack
 from edgepack.errors import DeviceError, EdgepackError, UsageError
 from conftest import have_coremltools, have_tensorflow, have_torch
-from helpers import cli, dataset, keras_files, one_line_error, tiny_onnx, torch_model_py
+from helpers import cli, dataset, keras_files, one_line_error, tiny_onnx, torch_model_py, two_io_onnx
 
 pytestmark = [pytest.mark.coreml,
               pytest.mark.skipif(not have_coremltools(), reason="needs the coreml extra (pip install 'edgepack[coreml]')")]
@@ -354,34 +354,6 @@ def test_other_source_kinds(kind, tmp_path):
 # --------------------------------------------------------------------------- ONNX -> CoreML (onnx2tf stage)
 
 
-def _two_io_onnx(path):
-    """Inputs ``input.1`` [N,3,8,8] (dynamic batch, a name CoreML refuses) and ``bias`` [N,8]; outputs ``mask``
-    [N,8,8,8] (channels-first, and square: its shape reads the same channels-last) and ``vec`` [N,8]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
-             for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (8, 8, 1, 1)), ("b2", (8,)))]
-    inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
-    nodes = [helper.make_node("Conv", ["input.1", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["a"]),
-             helper.make_node("Conv", ["a", "w2", "b2"], ["mask"]),
-             helper.make_node("ReduceMean", ["a", "axes"], ["m"], keepdims=0),
-             helper.make_node("Add", ["m", "bias"], ["vec"])]
-    graph = helper.make_graph(
-        nodes, "two-io",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 8, 8]),
-         helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 8, 8, 8]),
-         helper.make_tensor_value_info("vec", TensorProto.FLOAT, ["N", 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.mark.skipif(not have_tensorflow(), reason="ONNX -> CoreML runs onnx2tf: needs the tensorflow extra")
 def test_onnx_source_keeps_its_io_and_checks_the_tensorflow_stage(tmp_path):
     """Names made valid for CoreML (``input.1`` -> ``input_1``), channels-first I/O exactly as the source's, the
@@ -390,7 +362,7 @@ def test_onnx_source_keeps_its_io_and_checks_the_tensorflow_stage(tmp_path):
 
     import onnxruntime as ort
 
-    src = _two_io_onnx(tmp_path / "two.onnx")
+    src = two_io_onnx(tmp_path / "two.onnx")
     before = hashlib.sha256(src.read_bytes()).hexdigest()
     res = edgepack.build(str(src), to="coreml", quantize="fp16", output=tmp_path / "two.edgepack")
     m = res.manifest
@@ -417,21 +389,22 @@ def test_onnx_source_keeps_its_io_and_checks_the_tensorflow_stage(tmp_path):
 def test_onnx_stage_orientation_and_failure():
     """The orientation is chosen by agreement, not shape (a [1,8,8,8] output reads the same both ways); a
     SavedModel that disagrees fails the build unless --allow-mismatch, which records it."""
-    from edgepack.converters import onnx_to_coreml
+    from edgepack.converters import onnx_to_coreml, onnx_tools
     from edgepack.errors import ValidationFailed
     from edgepack.types import BuildOptions
 
     rng = np.random.default_rng(0)
     want = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
-    perm, metrics = onnx_to_coreml._best_orientation(want.transpose(0, 2, 3, 1), want)
+    perm, metrics = onnx_tools.best_orientation(want.transpose(0, 2, 3, 1), want)
     assert perm == [0, 3, 1, 2] and metrics["cosine"] > 0.99999
-    perm, _ = onnx_to_coreml._best_orientation(want, want)
+    perm, _ = onnx_tools.best_orientation(want, want)
     assert perm is None
     with pytest.raises(EdgepackError, match="changed an output's shape"):
-        onnx_to_coreml._best_orientation(np.zeros((2, 5)), np.zeros((2, 8)))
-    bad = {"logits": onnx_to_coreml._best_orientation(want + rng.standard_normal(want.shape), want)[1]}
+        onnx_tools.best_orientation(np.zeros((2, 5)), np.zeros((2, 8)))
+    noisy = onnx_tools.best_orientation(want + rng.standard_normal(want.shape), want)[1]
+    run = onnx_tools.SavedModelRun(None, None, {}, {}, [None], {"logits": noisy}, 2, "random")
     opts = BuildOptions(target="coreml")
     with pytest.raises(ValidationFailed, match="disagrees with the ONNX source on output 'logits'"):
-        onnx_to_coreml._stage_check(bad, opts, False, 2)
-    stage = onnx_to_coreml._stage_check(bad, dataclasses.replace(opts, allow_mismatch=True), False, 2)
+        onnx_to_coreml.stage_check(run, opts)
+    stage = onnx_to_coreml.stage_check(run, dataclasses.replace(opts, allow_mismatch=True))
     assert stage["status"] == "failed-overridden" and stage["outputs"]["logits"]["cosine"] < 0.9

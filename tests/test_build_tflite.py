@@ -10,7 +10,7 @@ import pytest
 import edgepack
 from edgepack.errors import UsageError
 from conftest import needs_tensorflow
-from helpers import cli, dataset, keras_files, one_line_error
+from helpers import cli, dataset, keras_files, one_line_error, two_io_onnx
 
 pytestmark = [pytest.mark.tensorflow, needs_tensorflow]
 
@@ -141,3 +141,27 @@ def test_onnx_to_tflite_layouts(layout, tiny_model, calib, tmp_path):
     assert r.validation[res.manifest.outputs[0].name].cosine > 0.98
     if layout == "nhwc":
         assert r.runtime_details["ops"].get("TRANSPOSE", 0) == 0
+
+
+@pytest.mark.parametrize("quantize,layout", [("none", "nchw"), ("int8", "nchw"), ("int16x8", "nhwc")])
+def test_onnx_to_tflite_two_inputs_two_outputs(quantize, layout, tmp_path):
+    """Two inputs and two outputs: the TFLite model names its tensors ``PartitionedCall:0``..., orders its inputs
+    by name (``bias`` before ``input.1``) and makes the [1,8,8,8] output channels-last although its shape looks
+    the same. Outputs pair with the source's by signature name, calibration feeds each input by name, and the
+    output layout comes from running onnx2tf's SavedModel, so validation and the device agree."""
+    src = two_io_onnx(tmp_path / "two.onnx")
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **{"input.1": rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
+                       "bias": rng.standard_normal((40, 8)).astype(np.float32)})
+    res = edgepack.build(str(src), to="tflite", quantize=quantize, layout=layout, output=tmp_path / "m.edgepack",
+                         calibration=calib if quantize != "none" else None)
+    m = res.manifest
+    assert [(t.shape, t.layout) for t in m.inputs] == [
+        ([1, 3, 8, 8] if layout == "nchw" else [1, 8, 8, 3], layout.upper()), ([1, 8], "NC")]
+    assert [(t.shape, t.layout) for t in m.outputs] == [([1, 8, 8, 8], "NHWC"), ([1, 8], "NC")]
+    assert m.validation.status == "passed"
+    assert all(o.cosine >= m.validation.thresholds["min_cosine"] for o in m.validation.outputs.values())
+    r = edgepack.bench(res.path, "local", runs=2, min_seconds=0).result
+    assert set(r.validation) == {t.name for t in m.outputs}
+    assert all(v.cosine >= m.validation.thresholds["min_cosine"] for v in r.validation.values())

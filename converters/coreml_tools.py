@@ -124,7 +124,7 @@ def convert_tensorflow(make_function, source: ModelSource, options: BuildOptions
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             cf, owner = make_function()
             out_names = [t.name.split(":")[0] for t in cf.outputs]
-            inputs = [c.TensorType(name=n, shape=tuple(d if isinstance(d, int) else 1 for d in s.shape),
+            inputs = [c.TensorType(name=n, shape=tuple(s.static_shape()),
                                    dtype=np.dtype(s.dtype).type) for n, s in zip(feature_names(source.inputs),
                                                                                  source.inputs)]
             mlmodel = c.convert([cf], source="tensorflow", inputs=inputs,
@@ -299,7 +299,7 @@ def check(facts: dict, inputs: list[TensorSpec], outputs: list[TensorSpec], mode
         for g, w in zip(got, want):
             if g["name"] != w.name:
                 problems.append(f"{kind} {g['name']!r} should be named {w.name!r}")
-            if g["shape"] != [d if isinstance(d, int) else 1 for d in w.shape]:
+            if g["shape"] != w.static_shape():
                 problems.append(f"{kind} {w.name!r} has shape {g['shape']}, the source {list(w.shape)}")
             if g["dtype"] != w.dtype:
                 problems.append(f"{kind} {w.name!r} has dtype {g['dtype']}, the source {w.dtype}")
@@ -355,11 +355,11 @@ def finish(mlmodel, source: ModelSource, options: BuildOptions, calibration: dic
     with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
         mlmodel, method = compress(mlmodel, options.quantize, calibration, source.inputs)
         save(mlmodel, source, out)
-    inputs = [TensorSpec(name=n, shape=[d if isinstance(d, int) else 1 for d in s.shape], dtype=s.dtype,
-                         layout=s.layout) for n, s in zip(feature_names(source.inputs), source.inputs)]
-    outputs = [TensorSpec(name=n, shape=[d if isinstance(d, int) else 1 for d in s.shape], dtype=s.dtype,
-                          layout=s.layout)
-               for n, s in zip(feature_names(source.outputs), source.outputs)]
+    def as_featured(specs: list[TensorSpec]) -> list[TensorSpec]:  # CoreML's names, static shapes
+        return [TensorSpec(name=n, shape=s.static_shape(), dtype=s.dtype, layout=s.layout)
+                for n, s in zip(feature_names(specs), specs)]
+
+    inputs, outputs = as_featured(source.inputs), as_featured(source.outputs)
     facts = inspect_package(out)
     problems = check(facts, inputs, outputs, options.quantize)
     if problems:

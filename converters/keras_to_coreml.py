@@ -18,7 +18,7 @@ from . import coreml_tools, import_tensorflow, keep_layout
 def concrete_function(source: ModelSource):
     """(concrete function, the object owning its variables: keep it alive while converting)."""
     tf = import_tensorflow()
-    signature = [tf.TensorSpec([d if isinstance(d, int) else 1 for d in s.shape], tf.as_dtype(s.dtype), name=n)
+    signature = [tf.TensorSpec(s.static_shape(), tf.as_dtype(s.dtype), name=n)
                  for n, s in zip(coreml_tools.feature_names(source.inputs), source.inputs)]
     names = [s.name for s in source.inputs]
     if source.kind == "savedmodel":

@@ -42,7 +42,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     run = onnx_tools.run_saved_model(saved, source, calibration, options.seed, STAGE_SAMPLES)
     stage = stage_check(run, options)
 
-    signature = [tf.TensorSpec([d if isinstance(d, int) else 1 for d in s.shape], tf.as_dtype(s.dtype), name=n)
+    signature = [tf.TensorSpec(s.static_shape(), tf.as_dtype(s.dtype), name=n)
                  for n, s in zip(coreml_tools.feature_names(source.inputs), source.inputs)]
 
     def call(*args):

@@ -96,7 +96,7 @@ def _finish(path: Path, kind: str, module, ins: list[TensorSpec], handle) -> Mod
             out = module(*args)
         return {n: t.detach().cpu().numpy() for n, t in _flatten(out)}
 
-    zeros = {s.name: np.zeros([d if isinstance(d, int) else 1 for d in s.shape], np.dtype(s.dtype)) for s in ins}
+    zeros = {s.name: np.zeros(s.static_shape(), np.dtype(s.dtype)) for s in ins}
     try:
         sample = predict(zeros)
     except Exception as e:

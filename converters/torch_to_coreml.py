@@ -27,9 +27,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     coreml_tools.check_options(options, calibration)
     keep_layout(source, options, "--layout is not supported for --to coreml",
                 "drop --layout (CoreML keeps the source's)")
-    args = tuple(torch.from_numpy(np.zeros([d if isinstance(d, int) else 1 for d in s.shape], np.dtype(s.dtype)))
-                 for s in source.inputs)
-    for name in ("torch.export", "torch._dynamo", "coremltools"):
+    args = tuple(torch.from_numpy(np.zeros(s.static_shape(), np.dtype(s.dtype))) for s in source.inputs)
+    for name in ("torch.export", "torch._dynamo"):  # coremltools' own: coreml_tools.ct()
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

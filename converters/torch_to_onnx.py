@@ -20,8 +20,7 @@ from . import onnx_tools
 def export(source: ModelSource, path: Path, opset: int) -> None:
     torch = require("torch", "torch")
     require("onnxscript", "torch")
-    args = tuple(torch.from_numpy(np.zeros([d if isinstance(d, int) else 1 for d in s.shape], np.dtype(s.dtype)))
-                 for s in source.inputs)
+    args = tuple(torch.from_numpy(np.zeros(s.static_shape(), np.dtype(s.dtype))) for s in source.inputs)
     names_in = [s.name for s in source.inputs]
     names_out = [s.name for s in source.outputs]
     dynamo = source.kind != "torchscript"

@@ -42,6 +42,10 @@ class TensorSpec(_Model):
     def shape_text(self) -> str:
         return "x".join("?" if not isinstance(d, int) else str(d) for d in self.shape)
 
+    def static_shape(self) -> list[int]:
+        """The shape with dynamic dimensions as 1 (what a converter traces or fixes them to)."""
+        return [d if isinstance(d, int) else 1 for d in self.shape]
+
 
 # --------------------------------------------------------------------------- manifest
 

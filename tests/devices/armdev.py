@@ -1,7 +1,7 @@
 """The emulated 64-bit ARM device (Debian bookworm arm64 under qemu-user, its own aarch64 sshd, Python, numpy,
 onnxruntime and ai-edge-litert), driven by the scripts beside this file:
 
-    sudo tests/devices/armdev/build.sh    # once, ~6 min on 2 cores, into .cache/armdev (idempotent)
+    sudo tests/devices/armdev/build.sh    # once, ~6 min on 2 cores, into /var/cache/edgepack/armdev-<recipe hash> (idempotent)
     sudo tests/devices/armdev/start.sh    # aarch64 sshd on 127.0.0.1:$ARMDEV_PORT   (the fixture does this)
     sudo tests/devices/armdev/stop.sh
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent / "armdev"
 REPO = HERE.parents[2]
-DIR = Path(os.environ.get("ARMDEV_DIR", REPO / ".cache" / "armdev"))
+# $ARMDEV_DIR, else a machine-wide cache keyed by the recipe's hash (where.sh), shared by every clone
+DIR = Path(subprocess.run(["bash", str(HERE / "where.sh")], capture_output=True, text=True, check=True).stdout.strip())
 
 
 def why_unavailable() -> str | None:

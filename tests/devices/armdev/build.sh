@@ -5,7 +5,7 @@
 # Usage: sudo tests/devices/armdev/build.sh   (then start.sh / stop.sh; tests/devices/armdev.py drives them)
 set -euo pipefail
 
-D=${ARMDEV_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)/.cache/armdev}
+D=$(bash "$(dirname "$0")/where.sh")
 R=$D/rootfs
 # default: the first Debian mirror this host's apt already uses
 HOST_URIS=$(grep -hE "^(URIs:|deb )" /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -oE "https?://[^ ]+" || true)

@@ -3,7 +3,7 @@
 # $ARMDEV_DIR/rootfs, listening on 127.0.0.1:$ARMDEV_PORT. Mounts live in a private mount namespace
 # (they vanish when the device stops). Needs root. Idempotent.
 set -euo pipefail
-D=${ARMDEV_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)/.cache/armdev}
+D=$(bash "$(dirname "$0")/where.sh")
 R=$D/rootfs
 PORT=${ARMDEV_PORT:-2222}
 PIDFILE=$D/sshd.pid

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Stop the emulated device: per-connection sshd children first, then the listening sshd, by PID.
 set -uo pipefail
-D=${ARMDEV_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)/.cache/armdev}
+D=$(bash "$(dirname "$0")/where.sh")
 PIDFILE=$D/sshd.pid
 [ -f "$PIDFILE" ] || { echo "not running (no $PIDFILE)"; exit 0; }
 PID=$(cat "$PIDFILE")

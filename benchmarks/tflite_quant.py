@@ -22,7 +22,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import edgepack
-    from edgepack import converters
+    from edgepack import registry
     from edgepack.errors import ValidationFailed
 
     rows = {"torch": [], "keras": []}
@@ -37,8 +37,8 @@ def main() -> int:
         twin = keras_twin(mn.build_model())
         twin.save(tmp / "twin.keras")
         np.savez(tmp / "calib_nhwc.npz", image=np.load(calib)["image"].transpose(0, 2, 3, 1))
-        for route, modes in (("torch", converters.precisions("torch", "tflite")),
-                             ("keras", converters.precisions("keras", "tflite"))):
+        for route, modes in (("torch", registry.route("torch-litert").precisions),
+                             ("keras", registry.route("keras-tflite").precisions)):
             for mode in modes:
                 note = ""
                 cal = (calib if route == "torch" else tmp / "calib_nhwc.npz") if mode in ("int8", "int16x8") else None

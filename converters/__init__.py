@@ -1,45 +1,44 @@
-"""Conversion routes, registered once here by name; nothing heavy is imported until a route runs.
+"""Conversion routes and source loaders. Nothing heavy is imported until a route runs.
 
+- ``ROUTE_MODULES``: one module per route, each declaring ``ROUTE = Route(...)`` (edgepack.registry) next to its
+  ``convert(source, options, calibration, workdir) -> ConvertedModel``. For one source framework and target, the
+  routes are tried in this order (automatic fallback); ``edgepack routes`` lists them.
 - ``SOURCES``: how to recognise a source file (by its name alone) and which module loads it.
-- ``ROUTES``: one module per (source framework, target format) pair; each exposes
-  ``convert(source, options, calibration, workdir) -> ConvertedModel``.
-- ``TARGETS``: what each target format runs on and which device runner measures it.
 - ``NPU_COMPILERS``: accelerator family (``--npu`` prefix) -> module compiling a built TFLite model for it,
   exposing ``compile_model(model, options, workdir) -> (path, NpuCompile)``.
 
-A new format is one converter module, one runner module and rows here.
+A new route = one module + its name here; a new runtime = one module in edgepack/runtimes (CONTRIBUTING.md).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from edgepack.errors import UsageError
+from edgepack.registry import Option
 
+ROUTE_MODULES = (
+    "onnx_to_onnx",
+    "torch_to_onnx",
+    "keras_to_tflite",
+    "tflite_to_tflite",
+    "torch_to_tflite",          # litert-torch; then, on failure:
+    "torch_onnx_to_tflite",     # torch -> ONNX -> onnx2tf
+    "onnx_to_tflite",
+    "torch_to_coreml",          # coremltools' TorchScript frontend; then, on failure:
+    "torch_onnx_to_coreml",     # torch -> ONNX -> onnx2tf -> coremltools
+    "keras_to_coreml",
+    "onnx_to_coreml",
+)
 
-@dataclass(frozen=True)
-class Target:
-    format: str
-    runtime: str
-    runner: str  # file in device_runners/
-    precisions: tuple[str, ...]
-    extra: str  # pip extra that installs the runtime on the host
-    device_packages: tuple[str, ...] = ()  # what `bench --install-runtime` pip-installs on a device
-    calibrated: tuple[str, ...] = ("int8", "int16x8")  # precisions that need --calibration
-
-
-TARGETS: dict[str, Target] = {
-    "onnx": Target("onnx", "onnxruntime", "onnx_runner.py", ("none", "fp16", "dynamic", "int8"), "",
-                   ("numpy", "onnxruntime")),
-    "tflite": Target("tflite", "litert", "tflite_runner.py", ("none", "fp16", "dynamic", "int8", "int16x8"),
-                     "tensorflow", ("numpy", "ai-edge-litert")),
-    # CoreML predicts only on macOS: built and checked statically anywhere, run by the runner on a Mac.
-    # int8 = int8 weights (no calibration needed; --calibration adds int8 activations, macOS only).
-    "coreml": Target("coreml", "coreml", "coreml_runner.py", ("none", "fp16", "int8", "palettize4", "palettize6"),
-                     "coreml", ("numpy", "coremltools"), calibrated=()),
-}
+# Options several routes read (a route declares the ones it reads; the build command shows each once).
+LAYOUT = Option("layout", "nhwc | nchw I/O of 4-D tensors (default: the source's)", choices=("nhwc", "nchw"))
+IO_DTYPE = Option("io_dtype", "int8 TFLite I/O: float32 | int8 | uint8 (default float32; int8 with --npu)",
+                  choices=("float32", "int8", "uint8"), default="float32")
+OPSET = Option("opset", "ONNX opset of torch -> ONNX exports", type=int, default=18)
+COREML_TARGET = Option("coreml_target", "CoreML minimum deployment target: iOS15..iOS26, macOS12..macOS26 "
+                                        "(default iOS18)")
 
 # source kind -> (framework, loader module). Kinds are recognised from the path only.
 SOURCES: dict[str, tuple[str, str]] = {
@@ -53,40 +52,12 @@ SOURCES: dict[str, tuple[str, str]] = {
     "tflite": ("tflite", "tflite_source"),
 }
 
-ROUTES: dict[tuple[str, str], str] = {
-    ("onnx", "onnx"): "onnx_to_onnx",
-    ("torch", "onnx"): "torch_to_onnx",
-    ("keras", "tflite"): "keras_to_tflite",
-    ("tensorflow", "tflite"): "keras_to_tflite",
-    ("tflite", "tflite"): "tflite_to_tflite",
-    ("torch", "tflite"): "torch_to_tflite",
-    ("onnx", "tflite"): "onnx_to_tflite",
-    ("torch", "coreml"): "torch_to_coreml",
-    ("onnx", "coreml"): "onnx_to_coreml",
-    ("keras", "coreml"): "keras_to_coreml",
-    ("tensorflow", "coreml"): "keras_to_coreml",
-}
-
 # --npu NAME: the first entry whose prefix NAME starts with compiles the converted model.
 # Any precision is accepted: what the NPU cannot run (float ops) is reported as CPU fallback with the fix.
 NPU_COMPILERS: dict[str, tuple[str, tuple[str, ...]]] = {
     # prefix: (module, target formats)
     "ethos-u": ("vela_compile", ("tflite",)),
 }
-
-# Routes that bundle a model as it is offer only "none".
-AS_IS_ROUTES = {("tflite", "tflite")}
-
-
-# Routes that offer fewer precisions than their target (the converter has no such mode).
-ROUTE_PRECISIONS = {("torch", "tflite"): ("none", "dynamic", "int8")}
-
-
-def precisions(framework: str, target_format: str) -> tuple[str, ...]:
-    if (framework, target_format) in AS_IS_ROUTES:
-        return ("none",)
-    return ROUTE_PRECISIONS.get((framework, target_format), TARGETS[target_format].precisions)
-
 
 _SUFFIX_KIND = {
     ".onnx": "onnx",
@@ -96,6 +67,7 @@ _SUFFIX_KIND = {
     ".torchscript": "torchscript",
     ".keras": "keras",
     ".h5": "keras-h5",
+    ".hdf5": "keras-h5",  # the same HDF5 format as .h5
     ".tflite": "tflite",
 }
 _PICKLES = {".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
@@ -129,7 +101,7 @@ def source_kind(source: str) -> str:
         raise UsageError(f"{source}: name the callable that returns the model",
                          f"pass {source}:build_model (any function returning an nn.Module)")
     raise UsageError(f"{source}: unknown model type {suffix or '(no suffix)'}",
-                     "pass .onnx, .pt2, TorchScript .pt/.jit, .keras, .h5, .tflite, a SavedModel directory, "
+                     "pass .onnx, .pt2, TorchScript .pt/.jit, .keras, .h5/.hdf5, .tflite, a SavedModel directory, "
                      "or path/to/file.py:callable")
 
 
@@ -155,26 +127,10 @@ def _module(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
-def target(name: str) -> Target:
-    try:
-        return TARGETS[name]
-    except KeyError:
-        raise UsageError(f"unknown target format {name!r}", f"use --to with one of {sorted(TARGETS)}")
-
-
 def load_source(source: str, input_specs: list):
     kind = source_kind(source)
     framework, module = SOURCES[kind]
     return _module(module).load(source, kind, input_specs)
-
-
-def route(framework: str, target_format: str):
-    try:
-        name = ROUTES[(framework, target_format)]
-    except KeyError:
-        raise UsageError(f"no route from {framework} to {target_format}",
-                         f"routes available: {', '.join(f'{a}->{b}' for a, b in sorted(ROUTES))}")
-    return _module(name)
 
 
 def npu_compiler(name: str, target_format: str):

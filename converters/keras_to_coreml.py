@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import coreml_tools, import_tensorflow, keep_layout
+from . import COREML_TARGET, coreml_tools, import_tensorflow, keep_layout
 
 
 def concrete_function(source: ModelSource):
@@ -47,3 +48,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                 "Keras/TF models keep their layout; drop --layout")
     mlmodel = coreml_tools.convert_tensorflow(lambda: concrete_function(source), source, options, "TensorFlow/Keras")
     return coreml_tools.finish(mlmodel, source, options, calibration, workdir, {"tensorflow": tf.__version__})
+
+
+ROUTE = Route(name="keras-coreml", sources=("keras", "tensorflow"), target="coreml", precisions=("none", "fp16", "int8", "palettize4", "palettize6"), convert=convert,
+              extra="coreml", requires=("tensorflow", "coremltools"), calibrated=(), options=(COREML_TARGET,),
+              summary="coremltools' TensorFlow 2 frontend on one concrete function -> ML Program")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import import_tensorflow, keep_layout, tflite_tools
+from . import IO_DTYPE, LAYOUT, import_tensorflow, keep_layout, tflite_tools
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
@@ -23,3 +24,9 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     out.write_bytes(tflite_tools.convert(converter))
     return tflite_tools.finish(out, source, options, quant, [s.layout for s in source.inputs],
                                [s.layout for s in source.outputs], {"tensorflow": tf.__version__})
+
+
+ROUTE = Route(name="keras-tflite", sources=("keras", "tensorflow"), target="tflite",
+              precisions=("none", "fp16", "dynamic", "int8", "int16x8"), convert=convert, extra="tensorflow",
+              requires=("tensorflow",), options=(LAYOUT, IO_DTYPE),
+              summary="tf.lite.TFLiteConverter from the Keras model or SavedModel, its post-training quantization")

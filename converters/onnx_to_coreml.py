@@ -23,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepack.errors import ValidationFailed
+from edgepack.registry import Route, min_cosine
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
-from edgepack.validate import MIN_COSINE
 
-from . import coreml_tools, import_tensorflow, keep_layout, onnx_tools
+from . import COREML_TARGET, coreml_tools, import_tensorflow, keep_layout, onnx_tools
 
 STAGE_SAMPLES = 8
 
@@ -62,7 +62,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
 def stage_check(run: onnx_tools.SavedModelRun, options: BuildOptions) -> dict:
     """The SavedModel's agreement with the source as a manifest record; below the fp32 threshold (or
     ``--min-cosine``) the build fails unless ``--allow-mismatch``."""
-    threshold = MIN_COSINE["none"] if options.min_cosine is None else options.min_cosine  # this stage is fp32
+    threshold = min_cosine("none") if options.min_cosine is None else options.min_cosine  # this stage is fp32
     stage = {"stage": "onnx2tf SavedModel (fp32) against onnxruntime on the source", "samples": run.samples,
              "inputs_from": run.inputs_from, "min_cosine": threshold,
              "outputs": {k: {"cosine": m["cosine"], "max_abs_err": m["max_abs_err"]} for k, m in run.metrics.items()}}
@@ -75,3 +75,9 @@ def stage_check(run: onnx_tools.SavedModelRun, options: BuildOptions) -> dict:
             "try --to onnx or --to tflite for this model, or pass --allow-mismatch to bundle anyway")
     stage["status"] = "failed-overridden" if bad else "passed"
     return stage
+
+
+ROUTE = Route(name="onnx-coreml", sources=("onnx",), target="coreml", precisions=("none", "fp16", "int8", "palettize4", "palettize6"), convert=convert,
+              extra="coreml", requires=("tensorflow", "onnx2tf", "coremltools"), calibrated=(),
+              options=(COREML_TARGET,), install=onnx_tools.ONNX2TF_INSTALL,
+              summary="onnx2tf -> SavedModel (checked against onnxruntime) -> coremltools' TensorFlow 2 frontend")

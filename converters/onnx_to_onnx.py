@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
 from . import onnx_tools
@@ -12,3 +13,8 @@ from . import onnx_tools
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     layouts = {s.name: s.layout for s in source.inputs + source.outputs}
     return onnx_tools.finish(source.path, workdir, options, calibration, layouts)
+
+
+ROUTE = Route(name="onnx-onnx", sources=("onnx",), target="onnx", precisions=("none", "fp16", "dynamic", "int8"),
+              convert=convert, extra="", requires=("onnx", "onnxruntime"),
+              summary="the ONNX model as it is; precisions from onnxruntime.quantization / float16")

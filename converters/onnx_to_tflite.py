@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepack.data import map_tensors
+from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import import_tensorflow, onnx_tools, tflite_tools
+from . import IO_DTYPE, LAYOUT, import_tensorflow, onnx_tools, tflite_tools
 
 STAGE_SAMPLES = 4
 
@@ -37,3 +38,11 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     out.write_bytes(tflite_tools.convert(converter))
     tools = {"onnx2tf": onnx_tools.onnx2tf_version(), "tensorflow": tf.__version__}
     return tflite_tools.finish(out, source, options, quant, [s.layout for s in in_specs], out_layouts, tools)
+
+
+ONNX2TF_REQUIRES = ("tensorflow", "onnx2tf")
+
+ROUTE = Route(name="onnx-onnx2tf", sources=("onnx",), target="tflite",
+              precisions=("none", "fp16", "dynamic", "int8", "int16x8"), convert=convert, extra="tensorflow",
+              requires=ONNX2TF_REQUIRES, options=(LAYOUT, IO_DTYPE), install=onnx_tools.ONNX2TF_INSTALL,
+              summary="onnx2tf -> SavedModel -> the TFLite converter (its post-training quantization)")

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from edgepack.errors import UsageError
+from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo
 
 from . import tflite_tools
@@ -21,3 +22,10 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     quant = QuantizationInfo(mode="none", method="as supplied" + (" (integer I/O)" if integer else ""))
     return tflite_tools.finish(out, source, options, quant, [s.layout for s in source.inputs],
                                [s.layout for s in source.outputs], {})
+
+
+ROUTE = Route(name="tflite-tflite", sources=("tflite",), target="tflite", precisions=("none",), convert=convert,
+              extra="tensorflow", requires=("ai_edge_litert",),
+              precision_hint="the file is already a TFLite model and is bundled as it is: drop --quantize, or "
+                             "quantize from the original Keras/PyTorch/ONNX model",
+              summary="an existing .tflite bundled as it is (its own precision)")

@@ -87,13 +87,26 @@ def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
     return _finish(path, kind, module, ins, handle)
 
 
+def _reference_copy(module):
+    """The module the reference outputs come from: a copy, so that running it never changes the module a route
+    then converts (detection heads cache anchor grids on their first forward; a cache made under
+    inference_mode() breaks torch.export later). Modules that cannot be copied run as they are, under no_grad."""
+    import copy
+
+    try:
+        return copy.deepcopy(module)
+    except Exception:
+        return module
+
+
 def _finish(path: Path, kind: str, module, ins: list[TensorSpec], handle) -> ModelSource:
     torch = _torch()
+    reference = _reference_copy(module)
 
     def predict(feeds: dict) -> dict:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in ins]
-        with torch.inference_mode():
-            out = module(*args)
+        with torch.no_grad():  # not inference_mode(): its tensors cannot be used by a later export
+            out = reference(*args)
         return {n: t.detach().cpu().numpy() for n, t in _flatten(out)}
 
     zeros = {s.name: np.zeros(s.static_shape(), np.dtype(s.dtype)) for s in ins}

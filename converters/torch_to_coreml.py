@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.errors import EdgepackError, UsageError, first_line, require
+from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import coreml_tools, keep_layout
+from . import COREML_TARGET, coreml_tools, keep_layout
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
@@ -51,3 +52,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                             "the model uses an op coremltools cannot lower; try --to onnx or --to tflite")
     return coreml_tools.finish(mlmodel, source, options, calibration, workdir,
                                {"torch": torch.__version__.split("+")[0]})
+
+
+ROUTE = Route(name="torch-coreml", sources=("torch",), target="coreml", precisions=("none", "fp16", "int8", "palettize4", "palettize6"), convert=convert,
+              extra="coreml", requires=("torch", "coremltools"), calibrated=(), options=(COREML_TARGET,),
+              summary="coremltools' TorchScript frontend (nn.Module and .pt2 traced with torch.jit.trace) -> ML Program")

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.errors import EdgepackError, first_line, require
+from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import onnx_tools
+from . import OPSET, onnx_tools
 
 
 def export(source: ModelSource, path: Path, opset: int) -> None:
@@ -41,13 +42,8 @@ def export(source: ModelSource, path: Path, opset: int) -> None:
                             "rewrite that part or export it to ONNX yourself and pass the .onnx")
 
 
-def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
-    fp32 = workdir / "export.fp32.onnx"
-    export(source, fp32, options.opset)
-    layouts = {s.name: s.layout for s in source.inputs + source.outputs}
-    converted = onnx_tools.finish(fp32, workdir, options, calibration, layouts)
-    torch = require("torch", "torch")
-    converted.tools["torch"] = torch.__version__.split("+")[0]
+def _tools(converted: ConvertedModel) -> ConvertedModel:
+    converted.tools["torch"] = require("torch", "torch").__version__.split("+")[0]
     try:
         import onnxscript
 
@@ -55,3 +51,29 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     except ImportError:
         pass
     return converted
+
+
+def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    fp32 = workdir / "export.fp32.onnx"
+    export(source, fp32, options.opset)
+    layouts = {s.name: s.layout for s in source.inputs + source.outputs}
+    return _tools(onnx_tools.finish(fp32, workdir, options, calibration, layouts))
+
+
+def via_onnx(onnx_convert, source: ModelSource, options: BuildOptions, calibration: dict | None,
+             workdir: Path) -> ConvertedModel:
+    """A torch source through an ONNX route: export it (names and shapes kept), then hand the ONNX file to
+    ``onnx_convert`` as the model to convert; the reference outputs stay PyTorch's (the build validates the
+    result against torch, not against the intermediate ONNX)."""
+    import dataclasses
+
+    onnx_path = workdir / "torch_export.onnx"
+    export(source, onnx_path, options.opset)
+    converted = onnx_convert(dataclasses.replace(source, path=onnx_path), options, calibration, workdir)
+    converted.quantization.method = (converted.quantization.method or "fp32") + " (from torch via ONNX)"
+    return _tools(converted)
+
+
+ROUTE = Route(name="torch-onnx", sources=("torch",), target="onnx", precisions=("none", "fp16", "dynamic", "int8"),
+              convert=convert, extra="torch", requires=("torch", "onnxscript"), options=(OPSET,),
+              summary="torch.onnx.export (dynamo exporter; TorchScript exporter for TorchScript files)")

@@ -4,8 +4,8 @@ Layout: ``--layout nhwc`` wraps the module with ``litert_torch.to_channel_last_i
 channels-last without Transpose ops in the graph (TFLite kernels are NHWC); the default keeps the source's NCHW.
 Precisions: none (fp32), dynamic (PT2E dynamic int8) and int8 (PT2E static, per-channel weights, calibrated on
 --calibration); the PT2E int8 model takes and returns int8 tensors (scale/zero point in the manifest).
-fp16 and int16x8 are not offered by this route: build them from ONNX/Keras, or use --to onnx.
-TorchScript (which torch.export cannot read) goes through ONNX and onnx2tf instead.
+fp16 and int16x8 are not offered by this route; TorchScript (which torch.export cannot read) is not taken.
+Both, and models litert-torch cannot lower, fall back to torch -> ONNX -> onnx2tf (torch_onnx_to_tflite).
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ import numpy as np
 from edgepack.data import relayout
 from edgepack.device_runners.runner_common import iter_batches
 from edgepack.errors import EdgepackError, UsageError, first_line, require
+from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo, TensorSpec
 
-from . import tflite_tools
-
-PRECISIONS = ("none", "dynamic", "int8")
-
+from . import LAYOUT, tflite_tools
 
 def _layouts(specs: list[TensorSpec], want: str | None) -> list:
     out = []
@@ -37,30 +35,9 @@ def _layouts(specs: list[TensorSpec], want: str | None) -> list:
     return out
 
 
-def _via_onnx(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
-    """TorchScript cannot go through torch.export (litert-torch's input): export it to ONNX with the TorchScript
-    exporter and take the ONNX -> TFLite route; the reference outputs stay PyTorch's."""
-    import dataclasses
-
-    from . import onnx_to_tflite, torch_to_onnx
-
-    onnx_path = workdir / "torchscript.onnx"
-    torch_to_onnx.export(source, onnx_path, options.opset)
-    via = dataclasses.replace(source, path=onnx_path)
-    converted = onnx_to_tflite.convert(via, options, calibration, workdir)
-    converted.tools["torch"] = require("torch", "torch").__version__.split("+")[0]
-    converted.quantization.method = (converted.quantization.method or "fp32") + " (TorchScript via ONNX + onnx2tf)"
-    return converted
-
-
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     torch = require("torch", "torch")
     litert_torch = require("litert_torch", "tflite")
-    if options.quantize not in PRECISIONS:
-        raise UsageError(f"--quantize {options.quantize} is not available for torch -> tflite",
-                         f"use one of {', '.join(PRECISIONS)}, or --to onnx")
-    if source.kind == "torchscript":
-        return _via_onnx(source, options, calibration, workdir)
     module = source.handle.module() if source.kind == "torch-export" else source.handle
     in_layouts = _layouts(source.inputs, options.layout)
     out_layouts = _layouts(source.outputs, options.layout)
@@ -121,3 +98,9 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
 
     tools = {"torch": torch.__version__.split("+")[0], "litert-torch": metadata.version("litert-torch")}
     return tflite_tools.finish(out, source, options, quant, in_layouts, out_layouts, tools)
+
+
+ROUTE = Route(name="torch-litert", sources=("torch",), kinds=("torch-export", "python-callable"), target="tflite",
+              precisions=("none", "dynamic", "int8"), convert=convert, extra="tflite",
+              requires=("torch", "litert_torch"), options=(LAYOUT,),
+              summary="litert-torch: torch.export -> TFLite directly (no TensorFlow); PT2E int8")

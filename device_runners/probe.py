@@ -16,6 +16,7 @@ except ImportError:  # run as a script on the device
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import runner_common as common
 
+# the distributions to look up come as arguments (edgepack passes each runtime's declared ones); these without
 PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "coremltools")
 NPU_NODES = ("/dev/apex_*", "/dev/ethosu*", "/dev/galcore", "/dev/rknpu*", "/dev/dri/renderD*", "/dev/accel/*",
              "/dev/vipcore", "/dev/neuron*")
@@ -48,7 +49,7 @@ def _mem_available_mb():
     return None
 
 
-def probe():
+def probe(packages=PACKAGES):
     home = os.path.expanduser("~")
     disk = shutil.disk_usage(home)
     libs = []
@@ -64,7 +65,7 @@ def probe():
         "libc": "-".join(platform.libc_ver()) or None,
         "externally_managed": bool(glob.glob(os.path.join(sys.prefix, "lib", "python3*", "EXTERNALLY-MANAGED"))
                                    or glob.glob("/usr/lib/python3*/EXTERNALLY-MANAGED")) and sys.prefix == sys.base_prefix,
-        "packages": dict((p, _version(p)) for p in PACKAGES),
+        "packages": dict((p, _version(p)) for p in packages),
         "cpu_count": os.cpu_count(),
         "cpu": common.cpu_fingerprint(),
         "mem_available_mb": _mem_available_mb(),
@@ -75,4 +76,4 @@ def probe():
 
 
 if __name__ == "__main__":
-    sys.stdout.write(json.dumps(probe(), sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(probe(tuple(sys.argv[1:]) or PACKAGES), sort_keys=True) + "\n")

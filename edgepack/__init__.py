@@ -26,7 +26,8 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
           min_cosine: Optional[float] = None, allow_mismatch: bool = False, opset: int = 18,
           io_dtype: Optional[str] = None, layout: Optional[str] = None, npu: Optional[str] = None,
           npu_config: Optional[PathLike] = None, npu_system_config: Optional[str] = None,
-          npu_memory_mode: Optional[str] = None, npu_strict: bool = False, coreml_target: Optional[str] = None):
+          npu_memory_mode: Optional[str] = None, npu_strict: bool = False, coreml_target: Optional[str] = None,
+          route: Optional[str] = None, verbose: bool = False):
     """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
 
     ``inputs`` are ``NAME:1x3x224x224[:dtype]`` strings (needed for file.py:callable sources).
@@ -36,6 +37,9 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
     sections of it) and bundles the NPU model and vela's findings (``manifest.npu``); ``npu_strict`` makes any
     CPU fallback an error. ``io_dtype`` defaults to int8 for an int8 NPU build, else float32.
     ``coreml_target`` (``to="coreml"``): minimum deployment target, e.g. iOS17, macOS14 (default iOS18).
+    ``route`` pins one conversion route (``edgepack routes``); by default the routes to ``to`` are tried in order
+    until one converts and validates (``manifest.route`` records which, and why the others were not used).
+    ``verbose`` keeps the frameworks' log beside the bundle (``OUT.edgepack.log``).
     Raises EdgepackError (with ``.message`` and ``.hint``) on bad input or failed validation.
     """
     from edgepack.builder import build as _build
@@ -49,19 +53,23 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
         opset=opset, io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
         layout=layout.lower() if layout else None, npu=npu, npu_system_config=npu_system_config,
         npu_memory_mode=npu_memory_mode, npu_config=str(npu_config) if npu_config else None, npu_strict=npu_strict,
-        coreml_target=coreml_target)
+        coreml_target=coreml_target, route=route, verbose=verbose)
     return _build(str(source), options)
 
 
 def bench(bundle: PathLike, device: str = "local", **kwargs):
     """Upload (if needed) and run ``bundle`` on ``device``; returns a BenchResult.
 
-    kwargs: runs, warmup, min_seconds, threads, and the SSH options of
+    kwargs: the fields of :class:`edgepack.types.BenchOptions` (runs, warmup, min_seconds, max_runs, threads,
+    repeat, cooldown, install_runtime), the runtime flags by name (ep, profile, delegate, delegate_option,
+    no_xnnpack, npu_model, compute_units: see ``edgepack.registry.bench_flags()``), and the SSH options of
     :class:`edgepack.devices.SSHOptions` (accept_new_host_key, identity, known_hosts, ...).
     """
     from edgepack.bencher import bench as _bench
+    from edgepack.bencher import split_kwargs
 
-    return _bench(Path(bundle), device, **kwargs)
+    options, ssh = split_kwargs(dict(kwargs))
+    return _bench(Path(bundle), device, options, ssh)
 
 
 def deploy(bundle: PathLike, device: str = "local", **kwargs):
@@ -85,4 +93,11 @@ def verify(bundle: PathLike):
     return verify_bundle(Path(bundle))
 
 
-__all__ = ["__version__", "build", "bench", "deploy", "inspect", "verify"]
+def routes():
+    """The declared conversion routes, in fallback order (``edgepack.registry.Route``)."""
+    from edgepack.registry import routes as _routes
+
+    return _routes()
+
+
+__all__ = ["__version__", "build", "bench", "deploy", "inspect", "verify", "routes"]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edgepack import converters
+from edgepack import registry
 from edgepack.bundle import sha256_file, verify_bundle
 from edgepack.device_runners import runner_common
 from edgepack.devices import SSHOptions, open_device, parse_device
 from edgepack.errors import DeviceError, EdgepackError, UsageError
-from edgepack.types import BenchResult, RunResult
+from edgepack.types import BenchOptions, BenchResult, RunResult
 from edgepack.ui import step
 
 _EXIT_MEANING = {
@@ -54,89 +54,57 @@ def deploy(bundle: Path, device: str = "local", **ssh) -> str:
         dev.close()
 
 
-def runner_options(target, manifest, ep=(), profile=False, delegate=None, delegate_options=(),
-                   no_xnnpack=False, npu_model=False, compute_units=None) -> list[str]:
-    """Accelerator flags for the format's runner; a flag that runner does not have is a usage error here."""
-    given = {"--ep": bool(ep), "--profile": profile, "--delegate": bool(delegate),
-             "--delegate-option": bool(delegate_options), "--no-xnnpack": no_xnnpack, "--npu-model": npu_model,
-             "--compute-units": bool(compute_units)}
-    accepted = {"onnx": {"--ep", "--profile"},
-                "tflite": {"--delegate", "--delegate-option", "--no-xnnpack", "--npu-model"},
-                "coreml": {"--compute-units"}}.get(target.format, set())
-    wrong = [k for k, v in given.items() if v and k not in accepted]
-    if wrong:
-        raise UsageError(f"{', '.join(wrong)} do(es) not apply to a {target.format} bundle",
-                         "--ep/--profile are for ONNX bundles; --delegate/--delegate-option/--no-xnnpack/--npu-model "
-                         "for TFLite bundles; --compute-units for CoreML bundles")
-    argv: list[str] = []
-    for e in ep:
-        argv += ["--ep", e]
-    if profile:
-        argv.append("--profile")
-    if delegate:
-        argv += ["--delegate", str(delegate)]
-    for o in delegate_options:
-        argv += ["--delegate-option", o]
-    if no_xnnpack:
-        argv.append("--no-xnnpack")
-    if npu_model:
-        if manifest.npu is None:
-            raise UsageError("--npu-model: this bundle has no NPU model",
-                             "build it with --npu ethos-u55-128 (or your board's accelerator)")
-        argv.append("--npu-model")
-    if compute_units:
-        argv += ["--compute-units", compute_units]
-    return argv
+def split_kwargs(kwargs: dict) -> tuple[BenchOptions, SSHOptions]:
+    """``edgepack.bench(**kwargs)``: timing settings, runtime flags (by their declared names) and SSH options."""
+    timing = {k: kwargs.pop(k) for k in list(kwargs) if k in BenchOptions.__dataclass_fields__ and k != "flags"}
+    if "delegate_options" in kwargs:  # the API's older spelling of the flag
+        kwargs["delegate_option"] = kwargs.pop("delegate_options")
+    names = {f.name for f in registry.bench_flags()}
+    flags = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+    return BenchOptions(**timing, flags=flags), _ssh_options(kwargs)
 
 
-def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, min_seconds: float = 1.0,
-          threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, repeat: int = 1,
-          cooldown: float = 1.0, ep=(), profile: bool = False, delegate=None, delegate_options=(),
-          no_xnnpack: bool = False, npu_model: bool = False, compute_units: str | None = None,
-          **ssh) -> BenchResult:
-    """``install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
+def bench(bundle: Path, device: str = "local", options: BenchOptions | None = None,
+          ssh: SSHOptions | None = None) -> BenchResult:
+    """Upload (if needed) and run ``bundle`` on ``device`` with its format's runner.
+
+    ``options.install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
     edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv.
-    ``repeat``: independent timing windows (``cooldown`` idle seconds between), so a report can tell
-    run-to-run drift from a real change.
-
-    Accelerators: ``ep`` (ONNX: execution providers, e.g. ["xnnpack"]), ``profile`` (ONNX: per-op timing from a
-    separate profiled session); ``delegate``/``delegate_options``/``no_xnnpack`` (TFLite) and ``npu_model``
-    (TFLite: run the bundle's NPU model, e.g. vela's, with the board's delegate); ``compute_units`` (CoreML:
-    cpu | gpu | ane | all). The result's ``placement`` says which ops the accelerator took."""
-    if repeat < 1 or runs < 1 or cooldown < 0:
-        raise UsageError(f"--repeat {repeat} / --runs {runs} / --cooldown {cooldown:g} out of range",
-                         "use --repeat >= 1, --runs >= 1, --cooldown >= 0")
+    ``options.repeat``: independent timing windows (``cooldown`` idle seconds between), so a report can tell
+    run-to-run drift from a real change. ``options.flags``: the runtime's accelerator flags (edgepack/runtimes:
+    ONNX ``ep``/``profile``, TFLite ``delegate``/``delegate_option``/``no_xnnpack``/``npu_model``, CoreML
+    ``compute_units``); the result's ``placement`` says which ops the accelerator took."""
+    options = options or BenchOptions()
+    if options.repeat < 1 or options.runs < 1 or options.cooldown < 0:
+        raise UsageError(f"--repeat {options.repeat} / --runs {options.runs} / --cooldown {options.cooldown:g} "
+                         "out of range", "use --repeat >= 1, --runs >= 1, --cooldown >= 0")
     manifest = _checked(bundle)
-    target = converters.target(manifest.format)
-    extra = runner_options(target, manifest, ep, profile, delegate, delegate_options, no_xnnpack, npu_model,
-                           compute_units)
+    runtime = registry.runtime(manifest.format)
+    extra = runtime.runner_args(manifest, options.flags)
     sha = sha256_file(bundle)
-    options = _ssh_options(ssh)
-    if install_runtime and parse_device(device).local:
+    ssh = ssh or SSHOptions()
+    if options.install_runtime and parse_device(device).local:
         raise UsageError("--install-runtime is for SSH devices",
-                         f"install the runtime here with: pip install {' '.join(target.device_packages)}")
+                         f"install the runtime here with: pip install {' '.join(runtime.device_packages)}")
     with step(f"connect to {device}"):
-        dev = open_device(device, options)
+        dev = open_device(device, ssh)
     try:
         with step(f"upload runner and {bundle.name} to {dev.name}"):
             runners = dev.put_runners()
             remote, uploaded = dev.put_bundle(bundle, sha)
             workdir = dev.workdir()
-        argv = [f"{runners}/{target.runner}", remote, "--runs", str(runs), "--warmup", str(warmup),
-                "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs),
-                "--repeat", str(repeat), "--cooldown", str(cooldown)]
-        argv += extra
+        argv = [f"{runners}/{runtime.runner}", remote, *options.runner_argv(), *extra]
         if workdir:
             argv += ["--workdir", workdir]
-        if install_runtime and dev.venv_python():
+        if options.install_runtime and dev.venv_python():
             dev.python = dev.venv_python()
-        what = f"run {target.runtime} on {dev.name} (≥{runs} runs, ≥{min_seconds:g}s" + (
-            f", ×{repeat} windows)" if repeat > 1 else ")")
+        what = f"run {runtime.name} on {dev.name} (≥{options.runs} runs, ≥{options.min_seconds:g}s" + (
+            f", ×{options.repeat} windows)" if options.repeat > 1 else ")")
         with step(what):
             res = dev.run(argv)
-        if install_runtime and res.code == runner_common.EXIT_RUNTIME_MISSING:
-            with step(f"install {' '.join(target.device_packages)} into a venv on {dev.name}"):
-                dev.install_runtime(target.device_packages)
+        if options.install_runtime and res.code == runner_common.EXIT_RUNTIME_MISSING:
+            with step(f"install {' '.join(runtime.device_packages)} into a venv on {dev.name}"):
+                dev.install_runtime(runtime.device_packages)
             with step(what):
                 res = dev.run(argv)
     finally:

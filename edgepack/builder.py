@@ -1,135 +1,277 @@
-"""``edgepack build``: load → convert → validate → bundle. Each stage is one module; this wires them."""
+"""``edgepack build``: load → convert (route fallback) → validate → bundle. Each stage is a function that takes
+what the previous one returned; the conversion routes are declared in converters/ (edgepack.registry)."""
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from edgepack import __version__, converters
+from edgepack import __version__, converters, registry
 from edgepack.bundle import expand_members, member_digests, sha256_file, write_bundle
 from edgepack.data import (eval_arrays, golden_arrays, load_dataset, map_tensors, npz_bytes, random_dataset,
                            take)
-from edgepack.errors import UsageError
+from edgepack.capture import framework_output
+from edgepack.errors import EdgepackError, MissingExtraError, UsageError, ValidationFailed, first_line
 from edgepack.placement_view import npu_summary
-from edgepack.types import (BuildOptions, BuildResult, DataMember, Manifest, ModelMember, SourceInfo,
-                            ValidationInfo)
+from edgepack.types import (BuildOptions, BuildResult, ConvertedModel, DataMember, Manifest, ModelMember,
+                            ModelSource, RouteAttempt, RouteInfo, SourceInfo, ValidationInfo)
 from edgepack.ui import note, step
-from edgepack.validate import MIN_COSINE, reference_outputs, validate
-
-QUANT_SUFFIX = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8",
-                "palettize4": "pal4", "palettize6": "pal6"}
+from edgepack.validate import reference_outputs, validate
 
 
 def default_output(source: str, options: BuildOptions) -> Path:
     split = converters.split_callable(source)
     stem = split[0].stem if split else Path(source).stem
     npu = f".{options.npu}" if options.npu else ""
-    return Path(f"{stem}.{options.target}.{QUANT_SUFFIX.get(options.quantize, options.quantize)}{npu}.edgepack")
+    return Path(f"{stem}.{options.target}.{registry.suffix(options.quantize)}{npu}.edgepack")
 
 
-def build(source: str, options: BuildOptions) -> BuildResult:
-    target = converters.target(options.target)
-    if options.quantize not in target.precisions:
-        raise UsageError(f"--quantize {options.quantize} is not available for {target.format}",
-                         f"use one of {', '.join(target.precisions)}")
-    if options.io_dtype not in ("float32", "int8", "uint8"):
-        raise UsageError(f"--io-dtype {options.io_dtype} is not supported", "use float32, int8 or uint8")
-    if options.io_dtype != "float32" and (options.quantize != "int8" or target.format != "tflite"):
+@dataclass
+class Data:
+    """The build's data sets, in the source's names and layouts."""
+
+    calibration: Optional[dict]
+    evaluation: Optional[dict]
+    validation: dict  # the inputs both models run on at build time
+    inputs_from: str  # calibration | random
+
+
+@dataclass
+class Built:
+    """A converted model that passed (or was allowed past) validation, and how it was reached."""
+
+    converted: ConvertedModel
+    validation: ValidationInfo
+    inputs: dict  # validation inputs, in the converted model's names and layouts
+    reference: dict  # the source's outputs on them, likewise
+    route_name: str
+    route: Optional[RouteInfo] = None
+
+
+def check_options(options: BuildOptions) -> None:
+    """What can be refused before anything is loaded."""
+    registry.runtime(options.target)
+    if options.quantize not in registry.target_precisions(options.target):
+        raise UsageError(f"--quantize {options.quantize} is not available for {options.target}",
+                         f"use one of {', '.join(registry.target_precisions(options.target))}")
+    for opt in registry.build_options():
+        value = getattr(options, opt.name)
+        if opt.choices and value is not None and value not in opt.choices:
+            raise UsageError(f"{opt.flag} {value} is not supported", f"use one of {', '.join(opt.choices)}")
+    if options.io_dtype != "float32" and (options.quantize != "int8" or options.target != "tflite"):
         raise UsageError(f"--io-dtype {options.io_dtype} applies to --to tflite --quantize int8 only",
                          "drop --io-dtype, or build a full-integer TFLite model")
-    if options.layout not in (None, "nhwc", "nchw"):
-        raise UsageError(f"--layout {options.layout} is not supported", "use nhwc or nchw")
     if not options.npu and (options.npu_config or options.npu_system_config or options.npu_memory_mode
                             or options.npu_strict):
         raise UsageError("--npu-config/--npu-system-config/--npu-memory-mode/--npu-strict need --npu",
                          "add --npu ethos-u55-128 (or your board's accelerator config)")
-    npu = converters.npu_compiler(options.npu, target.format) if options.npu else None
+
+
+def _check_route_options(options: BuildOptions, candidates: list[registry.Route]) -> None:
+    """A route option the user set must be read by at least one route this build may take."""
+    for opt in registry.build_options():
+        value = getattr(options, opt.name)
+        if value is None or value == opt.default:
+            continue
+        if not any(opt in r.options for r in candidates):
+            readers = [r.name for r in registry.routes() if opt in r.options]
+            raise UsageError(f"{opt.flag} is not supported for --to {options.target} from this source (routes "
+                             f"{', '.join(r.name for r in candidates)})",
+                             f"drop {opt.flag}; it is read by the routes {', '.join(readers)}")
+
+
+def build(source: str, options: BuildOptions) -> BuildResult:
+    check_options(options)
+    npu = converters.npu_compiler(options.npu, options.target) if options.npu else None
     out = Path(options.output) if options.output else default_output(source, options)
     if out.exists() and out.is_dir():
         raise UsageError(f"output {out} is a directory", "pass -o path/to/name.edgepack")
+    with tempfile.TemporaryDirectory(prefix="edgepack-build-") as tmp:
+        work = Path(tmp)
+        # the frameworks' own output goes to a log: kept beside the bundle with --verbose, else dropped
+        log = out.parent / f"{out.name}.log" if options.verbose else work / "frameworks.log"
+        if options.verbose:
+            log.unlink(missing_ok=True)
+        try:
+            return _build(source, options, npu, out, work, log)
+        except EdgepackError as e:
+            if options.verbose:
+                e.hint = f"{e.hint}; the converters' log is {log}" if e.hint else f"the converters' log is {log}"
+            elif type(e) is EdgepackError:  # a converter failed: its log has the details
+                e.hint = f"{e.hint}; --verbose keeps the converters' log" if e.hint else "--verbose keeps the converters' log"
+            raise
 
-    with step(f"load {source}"):
+
+def _build(source: str, options: BuildOptions, npu, out: Path, work: Path, log: Path) -> BuildResult:
+    with step(f"load {source}"), framework_output(log):
         src = converters.load_source(str(source), options.inputs)
+    plan = registry.plan(src.framework, src.kind, options.target, options.quantize, options.route)
+    _check_route_options(options, plan.candidates)
+    data = load_data(src, options, plan.candidates)
+    built = convert(src, plan, options, data, work, log)
+    npu_path, npu_info = None, None
+    if npu is not None:  # after validation: the NPU model's custom op cannot run on a CPU interpreter
+        with step(f"compile for {options.npu} (vela)"), framework_output(log):
+            npu_path, npu_info = npu.compile_model(built.converted.path, options, work)
+        npu_summary(npu_info)
+    manifest, members = bundle_contents(src, built, data, options, npu_path, npu_info)
+    with step(f"write {out}"):
+        size = write_bundle(out, manifest, expand_members(members))
+    return BuildResult(path=out, manifest=manifest, bytes=size)
+
+
+def load_data(src: ModelSource, options: BuildOptions, candidates: list[registry.Route]) -> Data:
+    # calibration is needed when every route this build may take needs it (CoreML int8 = weights only)
+    calibrated = all(options.quantize in r.calibrated for r in candidates)
     calibration = None
     if options.calibration:
         calibration = load_dataset(options.calibration, src.inputs, "calibration")
         n = len(next(iter(calibration.values())))
-        if options.quantize in target.calibrated and n < 100:
+        if calibrated and n < 100:
             note(f"[yellow]warning:[/yellow] calibration has {n} samples; 100+ representative samples "
                  "usually give better int8 ranges")
-    elif options.quantize in target.calibrated:
+    elif calibrated:
         raise UsageError(f"--quantize {options.quantize} needs calibration data",
                          "pass --calibration DATA.npz (one array per input, ~100+ representative samples)")
     evaluation = load_dataset(options.eval, src.inputs, "eval", need_labels=True) if options.eval else None
+    if calibration is not None:
+        return Data(calibration, evaluation, take(calibration, options.validation_samples), "calibration")
+    return Data(None, evaluation, random_dataset(src.inputs, options.validation_samples, options.seed), "random")
 
-    route = converters.route(src.framework, target.format)
-    with tempfile.TemporaryDirectory(prefix="edgepack-build-") as tmp:
-        work = Path(tmp)
-        label = f"convert {src.framework} → {target.format} ({options.quantize})"
-        with step(label + (" with calibration" if calibration is not None else "")):
-            converted = route.convert(src, options, calibration, work)
 
-        if calibration is not None:
-            val_data, inputs_from = take(calibration, options.validation_samples), "calibration"
-        else:
-            val_data, inputs_from = random_dataset(src.inputs, options.validation_samples, options.seed), "random"
-        what = "validate against" if converted.predict else "reference outputs (for the device) from"
-        with step(f"{what} {src.framework} on {len(next(iter(val_data.values())))} samples"):
-            # from here on, tensors carry the converted model's names and layouts
-            reference = map_tensors(reference_outputs(src, val_data), src.outputs, converted.outputs)
-            val_data = map_tensors(val_data, src.inputs, converted.inputs)
-            if converted.predict is None:
-                validation = ValidationInfo(
-                    status="pending-device", samples=0, inputs_from="none",
-                    reference=f"{src.framework} {src.framework_version or ''}".strip(),
-                    thresholds={"min_cosine": MIN_COSINE[options.quantize] if options.min_cosine is None
-                                else options.min_cosine},
-                    outputs={}, pending_reason=converted.pending_reason, checks=converted.checks)
-            else:
-                validation = validate(src, converted, val_data, reference, options.quantize, inputs_from,
-                                      options.min_cosine, options.allow_mismatch)
-                validation.checks = converted.checks
-        if validation.status == "pending-device":
-            note(f"[yellow]validation pending-device:[/yellow] {converted.pending_reason}")
-        elif validation.status != "passed":
-            note("[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
+def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: Data, work: Path,
+            log: Path) -> Built:
+    """Try the plan's routes in order; the first whose model converts and validates is used. A failed route
+    hands over to the next one; a build fails only when every route did, naming each with its reason."""
+    n = len(next(iter(data.validation.values())))
+    with step(f"reference outputs from {src.framework} on {n} samples"), framework_output(log):
+        reference = reference_outputs(src, data.validation)
+    attempts = [RouteAttempt(route=name, status="skipped", reason=why) for name, why in plan.skipped]
+    errors: list[EdgepackError] = []
+    overridable: Optional[Built] = None  # the first model that failed validation, for --allow-mismatch
+    candidates = plan.candidates
+    for i, route in enumerate(candidates):
+        missing = route.missing()
+        if missing:
+            reason = f"needs {', '.join(missing)} ({route.install_hint()})"
+            attempts.append(RouteAttempt(route=route.name, status="skipped", reason=reason))
+            errors.append(MissingExtraError(f"route {route.name} {reason.split(' (')[0]}, which is not installed",
+                                            route.install_hint()))
+            continue
+        label = f"convert {src.framework} → {route.target} ({options.quantize}) via {route.name}"
+        try:
+            with step(label + (" with calibration" if data.calibration is not None else "")), \
+                    framework_output(log):
+                workdir = work / route.name
+                workdir.mkdir()
+                converted = route.convert(src, options, data.calibration, workdir)
+            built, failure = _validate(src, converted, options, data, reference, route, log)
+        except EdgepackError as e:
+            failure, built = e, None
+        except Exception as e:  # a converter crashing in its own code is a failed route, not a traceback
+            failure, built = EdgepackError(f"{type(e).__name__}: {first_line(e)[:300]}",
+                                           "report this model to edgepack, or try another --to"), None
+        if failure is None:
+            attempts.append(RouteAttempt(route=route.name, status="used"))
+            built.route = RouteInfo(name=route.name, pinned=bool(options.route), attempts=attempts)
+            return built
+        attempts.append(RouteAttempt(route=route.name, status="failed", reason=failure.message))
+        errors.append(failure)
+        if built is not None and overridable is None:
+            overridable = built
+        if i + 1 < len(candidates):
+            note(f"[yellow]route {route.name} failed:[/yellow] {_escape(failure.message)}; "
+                 f"trying {candidates[i + 1].name}")
+    if overridable is not None and options.allow_mismatch:
+        note("[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
+        overridable.validation.status = "failed-overridden"
+        for a in attempts:
+            if a.route == overridable.route_name and a.status == "failed":
+                a.status = "used"
+        overridable.route = RouteInfo(name=overridable.route_name, pinned=bool(options.route), attempts=attempts)
+        return overridable
+    raise _all_failed(src, options, attempts, errors)
 
-        npu_info = None
-        if npu is not None:  # after validation: the NPU model's custom op cannot run on a CPU interpreter
-            with step(f"compile for {options.npu} (vela)"):
-                npu_path, npu_info = npu.compile_model(converted.path, options, work)
-            npu_summary(npu_info)
 
-        golden_n = min(options.golden_samples, len(next(iter(val_data.values()))))
-        golden = golden_arrays(take(val_data, golden_n), take(reference, golden_n))
-        members = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}  # a dir: one per file
-        if npu_info is not None:
-            members[npu_info.model.member] = npu_path
-        if evaluation is not None:
-            members["eval.npz"] = npz_bytes(eval_arrays(map_tensors(evaluation, src.inputs, converted.inputs)))
-        if calibration is not None and options.calibration:
-            converted.quantization.calibration_sha256 = sha256_file(options.calibration)
+def _validate(src: ModelSource, converted: ConvertedModel, options: BuildOptions, data: Data, reference: dict,
+              route: registry.Route, log: Path) -> tuple[Built, Optional[ValidationFailed]]:
+    # from here on, tensors carry the converted model's names and layouts
+    ref = map_tensors(reference, src.outputs, converted.outputs)
+    inputs = map_tensors(data.validation, src.inputs, converted.inputs)
+    if converted.predict is None:
+        note(f"[yellow]validation pending-device:[/yellow] {converted.pending_reason}")
+        threshold = registry.min_cosine(options.quantize) if options.min_cosine is None else options.min_cosine
+        validation = ValidationInfo(
+            status="pending-device", samples=0, inputs_from="none",
+            reference=f"{src.framework} {src.framework_version or ''}".strip(),
+            thresholds={"min_cosine": threshold}, outputs={}, pending_reason=converted.pending_reason,
+            checks=converted.checks)
+        return Built(converted, validation, inputs, ref, route.name), None
+    n = len(next(iter(inputs.values())))
+    with step(f"validate against {src.framework} on {n} samples"), framework_output(log):
+        validation, failure = validate(src, converted, inputs, ref, options.quantize, data.inputs_from,
+                                       options.min_cosine)
+    return Built(converted, validation, inputs, ref, route.name), failure
 
-        manifest = Manifest(
-            format=target.format,
-            runtime=target.runtime,
-            model=ModelMember(member=converted.member, bytes=_size(converted.path)),
-            members=member_digests(expand_members(members)),
-            inputs=converted.inputs,
-            outputs=converted.outputs,
-            quantization=converted.quantization,
-            source=SourceInfo(framework=src.framework, framework_version=src.framework_version, kind=src.kind,
-                              file=src.path.name, sha256=src.sha256),
-            tools={"edgepack": __version__, **converted.tools},
-            build_options=options.recorded(),
-            validation=validation,
-            golden=DataMember(member="golden.npz", samples=golden_n),
-            eval=DataMember(member="eval.npz", samples=len(evaluation["labels"])) if evaluation else None,
-            npu=npu_info,
-        )
-        with step(f"write {out}"):
-            size = write_bundle(out, manifest, expand_members(members))
-    return BuildResult(path=out, manifest=manifest, bytes=size)
+
+def _all_failed(src: ModelSource, options: BuildOptions, attempts: list[RouteAttempt],
+                errors: list[EdgepackError]) -> EdgepackError:
+    """One error for a build no route could make: a lone failure as it is; several, each route with its reason.
+    The exit code is the most telling one: validation (4) over a converter error (1) over a missing extra (3)
+    over a usage error (2)."""
+    if len(errors) == 1:
+        return errors[0]
+    tried = "; ".join(f"{a.route}: {a.reason}" for a in attempts if a.status != "skipped" or a.reason)
+    for kind in (ValidationFailed, EdgepackError, MissingExtraError, UsageError):
+        picked = [e for e in errors if type(e) is kind]
+        if picked:
+            first = picked[0]
+            return type(first)(f"no route could build {src.framework} -> {options.target} ({options.quantize}); "
+                               f"tried {tried}", first.hint)
+    return errors[0]
+
+
+def bundle_contents(src: ModelSource, built: Built, data: Data, options: BuildOptions, npu_path, npu_info):
+    """The manifest and the members (name -> path or bytes) of the bundle."""
+    converted = built.converted
+    golden_n = min(options.golden_samples, len(next(iter(built.inputs.values()))))
+    golden = golden_arrays(take(built.inputs, golden_n), take(built.reference, golden_n))
+    members = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}  # a dir: one per file
+    if npu_info is not None:
+        members[npu_info.model.member] = npu_path
+    if data.evaluation is not None:
+        members["eval.npz"] = npz_bytes(eval_arrays(map_tensors(data.evaluation, src.inputs, converted.inputs)))
+    quantization = converted.quantization
+    if data.calibration is not None and options.calibration:
+        quantization = quantization.model_copy(update={"calibration_sha256": sha256_file(options.calibration)})
+    runtime = registry.runtime(options.target)
+    manifest = Manifest(
+        format=runtime.format,
+        runtime=runtime.name,
+        model=ModelMember(member=converted.member, bytes=_size(converted.path)),
+        members=member_digests(expand_members(members)),
+        inputs=converted.inputs,
+        outputs=converted.outputs,
+        quantization=quantization,
+        source=SourceInfo(framework=src.framework, framework_version=src.framework_version, kind=src.kind,
+                          file=src.path.name, sha256=src.sha256),
+        tools={"edgepack": __version__, **converted.tools},
+        build_options=options.recorded(),
+        validation=built.validation,
+        golden=DataMember(member="golden.npz", samples=golden_n),
+        eval=DataMember(member="eval.npz", samples=len(data.evaluation["labels"])) if data.evaluation else None,
+        npu=npu_info,
+        route=built.route,
+    )
+    return manifest, members
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _size(path: Path) -> int:

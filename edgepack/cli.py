@@ -6,6 +6,7 @@ set EDGEPACK_DEBUG=1 to see the traceback.
 
 from __future__ import annotations
 
+import inspect as pyinspect
 import os
 import sys
 import tempfile
@@ -52,48 +53,115 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-@app.command()
+def _declared(func, params: list):
+    """Give a command the parameters read from the route/runtime declarations (typer reads ``__signature__``)."""
+    sig = pyinspect.signature(func)
+    fixed = [p for p in sig.parameters.values() if p.kind is not pyinspect.Parameter.VAR_KEYWORD]
+    func.__signature__ = sig.replace(parameters=fixed + params)
+    func.__annotations__ = {**func.__annotations__, **{p.name: p.annotation for p in params}}
+    return func
+
+
+def _route_option_params() -> list:
+    from edgepack import registry
+
+    out = []
+    for o in registry.build_options():
+        kind = Optional[int] if o.type is int else Optional[str]
+        out.append(pyinspect.Parameter(o.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                     default=typer.Option(None, o.flag, help=o.help + _readers(o))))
+    return out
+
+
+def _readers(o) -> str:
+    from edgepack import registry
+
+    return f" [routes: {', '.join(r.name for r in registry.routes() if o in r.options)}]"
+
+
+def _bench_flag_params() -> list:
+    from edgepack import registry
+
+    out = []
+    for f in registry.bench_flags():
+        if f.kind is bool:
+            annotation, default = bool, typer.Option(False, f.flag, *f.aliases, help=f.help)
+        elif f.kind is list:
+            annotation, default = List[str], typer.Option([], f.flag, *f.aliases, help=f.help)
+        else:
+            annotation, default = Optional[str], typer.Option(None, f.flag, *f.aliases, help=f.help)
+        out.append(pyinspect.Parameter(f.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+    return out
+
+
 def build(
-    source: str = typer.Argument(..., help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable"),
+    source: str = typer.Argument(..., help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable | "
+                                           ".keras | .h5 | SavedModel dir | .tflite"),
     to: str = typer.Option("onnx", "--to", help="target format: onnx | tflite | coreml"),
     quantize: str = typer.Option("none", "--quantize",
                                  help="none | fp16 | dynamic | int8 | int16x8 (tflite) | palettize4 | palettize6 "
                                       "(coreml)"),
-    coreml_target: Optional[str] = typer.Option(None, "--coreml-target",
-                                                help="CoreML minimum deployment target: iOS15..iOS26, macOS12..macOS26 "
-                                                     "(default iOS18)"),
-    io_dtype: Optional[str] = typer.Option(None, "--io-dtype",
-                                           help="int8 TFLite I/O: float32 | int8 | uint8 (default float32; int8 with --npu)"),
-    layout: Optional[str] = typer.Option(None, "--layout", help="nhwc | nchw I/O (default: the source's)"),
+    route: Optional[str] = typer.Option(None, "--route", help="use this route only (edgepack routes lists them); "
+                                                              "default: try the routes to --to in order"),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="DATA.npz, one array per input"),
     eval_data: Optional[Path] = typer.Option(None, "--eval", help="DATA.npz with inputs and 'labels'"),
     inputs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224[:float32]; repeat per input"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="bundle path (.edgepack)"),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="override the validation threshold"),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="bundle even if validation fails"),
-    opset: int = typer.Option(18, "--opset", help="ONNX opset for exports"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+    verbose: bool = typer.Option(False, "--verbose", help="keep the frameworks' log beside the bundle (OUT.log)"),
     npu: Optional[str] = typer.Option(None, "--npu", help="compile for an NPU with vela: ethos-u55-128, ethos-u65-256, "
                                       "ethos-u85-512, … (needs --to tflite --quantize int8)"),
     npu_config: Optional[str] = typer.Option(None, "--npu-config", help="vela .ini file (or Arm/vela.ini)"),
     npu_system_config: Optional[str] = typer.Option(None, "--npu-system-config", help="vela --system-config"),
     npu_memory_mode: Optional[str] = typer.Option(None, "--npu-memory-mode", help="vela --memory-mode"),
     npu_strict: bool = typer.Option(False, "--npu-strict", help="fail if any op falls back to the CPU"),
+    **route_options,
 ):
     """Convert SOURCE to a bundle, check it against the source model, and write OUT.edgepack."""
     import edgepack
 
+    given = {k: v for k, v in route_options.items() if v is not None}
     res = edgepack.build(source, to=to, quantize=quantize, calibration=calibration, eval=eval_data,
                          inputs=inputs, output=output, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-                         opset=opset, io_dtype=io_dtype, layout=layout, npu=npu, npu_config=npu_config,
-                         npu_system_config=npu_system_config, npu_memory_mode=npu_memory_mode,
-                         npu_strict=npu_strict, coreml_target=coreml_target)
+                         npu=npu, npu_config=npu_config, npu_system_config=npu_system_config,
+                         npu_memory_mode=npu_memory_mode, npu_strict=npu_strict, route=route, verbose=verbose,
+                         **given)
     if as_json:
         typer.echo(res.manifest.to_json(), nl=False)
         return
     from edgepack.inspect_view import summary
 
     summary(res.manifest, res.path, res.bytes)
+
+
+app.command()(_declared(build, _route_option_params()))
+
+
+@app.command()
+def routes(as_json: bool = typer.Option(False, "--json", help="print the routes as JSON")):
+    """List the conversion routes, in the order a build tries them, and whether each can run here."""
+    import json
+
+    from edgepack import registry
+
+    rows = [{"route": r.name, "from": list(r.sources) + ([f"({', '.join(r.kinds)})"] if r.kinds else []),
+             "to": r.target, "precisions": list(r.precisions), "options": [o.flag for o in r.options],
+             "installed": not r.missing(), "install": None if not r.missing() else r.install_hint(),
+             "summary": r.summary} for r in registry.routes()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="conversion routes (tried top to bottom for each source -> target)")
+    for col in ("route", "from", "to", "precisions", "options", "here", "what"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["route"], " ".join(r["from"]), r["to"], " ".join(r["precisions"]), " ".join(r["options"]),
+                      "yes" if r["installed"] else f"no: {r['install']}", r["summary"])
+    _console().print(table)
 
 
 @app.command()
@@ -155,7 +223,6 @@ def deploy(bundle: Path = typer.Argument(...), device: str = _DEVICE, accept_new
     typer.echo(f"{bundle.name} -> {device}:{remote}")
 
 
-@app.command()
 def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack files"),
           device: str = _DEVICE,
           runs: int = typer.Option(50, "--runs", help="minimum timed runs"),
@@ -167,36 +234,24 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
           cooldown: float = typer.Option(1.0, "--cooldown", help="idle seconds between timing windows"),
           install_runtime: bool = typer.Option(False, "--install-runtime",
                                                help="pip-install a missing runtime into a venv in the device's cache"),
-          compute_units: Optional[str] = typer.Option(None, "--compute-units",
-                                                      help="CoreML bundles on a Mac: cpu | gpu | ane | all (default all)"),
           json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
           md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
-          ep: List[str] = typer.Option([], "--ep", help="ONNX: execution provider(s) to request (xnnpack, nnapi, "
-                                       "qnn, acl, coreml, openvino, …); reports which node ran where"),
-          profile: bool = typer.Option(False, "--profile", "--op-timing",
-                                       help="ONNX: per-op timing from separate profiled runs"),
-          delegate: Optional[str] = typer.Option(None, "--delegate", help="TFLite: delegate library on the device"),
-          delegate_option: List[str] = typer.Option([], "--delegate-option", help="TFLite: KEY=VALUE; repeatable"),
-          no_xnnpack: bool = typer.Option(False, "--no-xnnpack", help="TFLite: without the default XNNPACK delegate"),
-          npu_model: bool = typer.Option(False, "--npu-model",
-                                         help="TFLite: run the bundle's NPU model (vela's; needs the board's delegate)"),
           top: int = typer.Option(10, "--top", help="rows of the per-op timing table"),
           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
           known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
-          connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR):
+          connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR,
+          **runtime_flags):
     """Run bundle(s) on the device: verify, time, check agreement and accuracy; print a report."""
-    import edgepack
     from edgepack import report
+    from edgepack.bencher import bench as run_bench
+    from edgepack.devices import SSHOptions
+    from edgepack.types import BenchOptions
 
-    records = []
-    for b in bundle:
-        records.append(edgepack.bench(b, device, runs=runs, warmup=warmup, min_seconds=min_seconds,
-                                      max_runs=max_runs, threads=threads, install_runtime=install_runtime,
-                                      repeat=repeat, cooldown=cooldown, ep=ep, profile=profile, delegate=delegate,
-                                      delegate_options=delegate_option, no_xnnpack=no_xnnpack, npu_model=npu_model,
-                                      compute_units=compute_units,
-                                      **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
-                                             connect_timeout, remote_python, remote_dir)).record())
+    options = BenchOptions(runs=runs, warmup=warmup, min_seconds=min_seconds, max_runs=max_runs, threads=threads,
+                           repeat=repeat, cooldown=cooldown, install_runtime=install_runtime, flags=runtime_flags)
+    ssh = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
+                            remote_python, remote_dir))
+    records = [run_bench(b, device, options, ssh).record() for b in bundle]
     rep = report.make_report(records)
     if not (str(json_out) == "-" or str(md_out) == "-"):
         console = _console()
@@ -214,6 +269,9 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
         typer.echo(text, nl=False) if str(md_out) == "-" else _write_atomic(md_out, text)
     for c in rep.failed:  # bench measures; gating is edgepack report's job
         typer.echo(f"edgepack: warning: {c.entry}: {c.message}", err=True)
+
+
+app.command()(_declared(bench, _bench_flag_params()))
 
 
 def _console(stderr: bool = False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from edgepack import converters
+from edgepack import registry
 from edgepack.devices import SSHOptions, open_device
 from edgepack.errors import DeviceError
 
@@ -14,7 +14,8 @@ def probe(device: str, options: Optional[SSHOptions] = None) -> dict:
     dev = open_device(device, options or SSHOptions())
     try:
         runners = dev.put_runners()
-        res = dev.run([f"{runners}/probe.py"])
+        packages = sorted({p for rt in registry.runtimes() for p in rt.probe_packages})
+        res = dev.run([f"{runners}/probe.py", *packages])
     finally:
         dev.close()
     if res.code != 0:
@@ -27,43 +28,17 @@ def probe(device: str, options: Optional[SSHOptions] = None) -> dict:
 
 
 def advice(facts: dict) -> dict[str, dict]:
-    """Per format: ready or not, and the exact command to get it ready on this device."""
-    pk = facts["packages"]
-    arch = facts["machine"]
+    """Per format (each declared Runtime): ready or not, and the exact command to get it ready on this device."""
     pip = f"{facts['python_executable']} -m pip install"
     if facts.get("externally_managed"):
         pip = ("python3 -m venv ~/.venv-edgepack && ~/.venv-edgepack/bin/pip install"
                "   # this Python is externally managed (PEP 668); then pass --remote-python ~/.venv-edgepack/bin/python,"
                " or use edgepack bench --install-runtime")
     out: dict[str, dict] = {}
-    numpy_major = int(pk["numpy"].split(".")[0]) if pk.get("numpy") else None
-    # ONNX Runtime publishes wheels for x86_64 and aarch64 (not 32-bit ARM).
-    if pk.get("onnxruntime") and pk.get("numpy"):
-        out["onnx"] = {"ready": True, "runtime": f"onnxruntime {pk['onnxruntime']}"}
-    elif arch in ("armv7l", "armv6l"):
-        out["onnx"] = {"ready": False, "install": None,
-                       "note": f"PyPI has no onnxruntime wheel for {arch}; use the TFLite format on this device"}
-    else:
-        out["onnx"] = {"ready": False, "install": f"{pip} numpy onnxruntime"}
-    if pk.get("ai-edge-litert") and pk.get("numpy"):
-        out["tflite"] = {"ready": True, "runtime": f"ai-edge-litert {pk['ai-edge-litert']}"}
-    elif pk.get("tflite-runtime") and numpy_major == 1:
-        out["tflite"] = {"ready": True, "runtime": f"tflite-runtime {pk['tflite-runtime']}"}
-    elif pk.get("tflite-runtime") and numpy_major and numpy_major >= 2:
-        out["tflite"] = {"ready": False, "install": f"{pip} 'numpy<2'",
-                         "note": "tflite-runtime is built for numpy 1.x and fails under numpy 2"}
-    elif pk.get("tensorflow") or pk.get("tensorflow-cpu"):
-        out["tflite"] = {"ready": True, "runtime": "tensorflow.lite"}
-    elif arch in ("armv7l", "armv6l"):
-        out["tflite"] = {"ready": False, "install": f"{pip} tflite-runtime 'numpy<2'",
-                         "note": "tflite-runtime is the only TFLite wheel for 32-bit ARM"}
-    else:
-        out["tflite"] = {"ready": False, "install": f"{pip} numpy ai-edge-litert"}
-    if facts["system"] == "Darwin":
-        out["coreml"] = ({"ready": True, "runtime": f"coremltools {pk['coremltools']}"} if pk.get("coremltools")
-                         else {"ready": False, "install": f"{pip} numpy coremltools"})
-    for fmt, a in out.items():
-        a["device_packages"] = list(converters.TARGETS[fmt].device_packages) if fmt in converters.TARGETS else []
+    for rt in registry.runtimes():
+        a = rt.advice(facts, pip)
+        if a is not None:
+            out[rt.format] = {**a, "device_packages": list(rt.device_packages)}
     return out
 
 

@@ -177,6 +177,22 @@ class NpuCompile(_Model):
     layers: list[NpuLayer] = Field(default_factory=list)
 
 
+class RouteAttempt(_Model):
+    """One route a build considered: used, failed (with its one-line reason) or skipped (and why)."""
+
+    route: str
+    status: Literal["used", "failed", "skipped"]
+    reason: Optional[str] = None
+
+
+class RouteInfo(_Model):
+    """Which route produced the bundle and what happened to the routes tried before it (fallback)."""
+
+    name: str = Field(description="the route that produced the model, e.g. torch-litert")
+    pinned: bool = Field(False, description="chosen with --route (no fallback)")
+    attempts: list[RouteAttempt]
+
+
 class Manifest(_Model):
     """manifest.json inside every .edgepack bundle (schema ``edgepack.manifest/1``)."""
 
@@ -195,6 +211,8 @@ class Manifest(_Model):
     golden: Optional[DataMember]
     eval: Optional[DataMember] = None
     npu: Optional[NpuCompile] = Field(None, description="Ethos-U build (vela): NPU model and findings")
+    route: Optional[RouteInfo] = Field(None, description="the conversion route used and the fallback history "
+                                                         "(absent in bundles from before routes were recorded)")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -334,6 +352,8 @@ class BuildOptions:
     npu_memory_mode: Optional[str] = None
     npu_config: Optional[str] = None  # a vela .ini file, or a built-in one such as Arm/vela.ini
     npu_strict: bool = False
+    route: Optional[str] = None  # --route NAME: this route only, no fallback
+    verbose: bool = False  # keep the frameworks' log beside the bundle (not recorded)
 
     def recorded(self) -> dict:
         """The options worth recording in the manifest (no absolute paths)."""
@@ -349,12 +369,34 @@ class BuildOptions:
             "allow_mismatch": self.allow_mismatch,
             "opset": self.opset,
             "seed": self.seed,
+            **({"route": self.route} if self.route else {}),
             **({"npu": self.npu, "npu_system_config": self.npu_system_config,
                 "npu_memory_mode": self.npu_memory_mode,
                 "npu_config": Path(self.npu_config).name if self.npu_config else None,
                 "npu_strict": self.npu_strict} if self.npu else {}),
             **({"coreml_target": self.coreml_target} if self.target == "coreml" else {}),
         }
+
+
+@dataclass
+class BenchOptions:
+    """How ``bench`` measures: timing settings, and the runtime's own flags (``flags``: flag name -> value, as
+    declared by the format's Runtime, e.g. {"ep": ["xnnpack"], "profile": True})."""
+
+    runs: int = 50
+    warmup: int = 5
+    min_seconds: float = 1.0
+    max_runs: int = 10000
+    threads: int = 0
+    repeat: int = 1
+    cooldown: float = 1.0
+    install_runtime: bool = False
+    flags: dict = field(default_factory=dict)
+
+    def runner_argv(self) -> list[str]:
+        return ["--runs", str(self.runs), "--warmup", str(self.warmup), "--min-seconds", str(self.min_seconds),
+                "--threads", str(self.threads), "--max-runs", str(self.max_runs), "--repeat", str(self.repeat),
+                "--cooldown", str(self.cooldown)]
 
 
 @dataclass

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import sys
 import time
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+
+def _terminal():
+    """A duplicate of stderr taken at import, so progress still reaches the terminal while a build stage points
+    fd 2 at a converter log (edgepack.capture)."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
+    except (AttributeError, OSError, ValueError):  # no descriptor (an in-process test harness): plain stderr
+        return None
+
+
+_tty = _terminal()
+if _tty is not None:
+    atexit.register(_tty.close)
+console = Console(file=_tty, highlight=False) if _tty is not None else Console(stderr=True, highlight=False)
 _quiet = False
 
 

@@ -13,19 +13,8 @@ import numpy as np
 
 from edgepack.device_runners.runner_common import compare, iter_batches
 from edgepack.errors import ValidationFailed
+from edgepack.registry import min_cosine as default_min_cosine
 from edgepack.types import ConvertedModel, ModelSource, OutputMetrics, ValidationInfo
-
-# Minimum cosine similarity per output, by precision. Documented in README ("Validation thresholds").
-MIN_COSINE = {
-    "none": 0.9999,
-    "fp16": 0.999,
-    "dynamic": 0.99,
-    "int8": 0.98,
-    "int16x8": 0.995,
-    # CoreML weight palettization (k-means lookup tables); checked on macOS only (not measured here yet)
-    "palettize6": 0.99,
-    "palettize4": 0.95,
-}
 
 
 def run_batches(predict, dataset: dict, inputs: list, outputs: list[str]) -> dict:
@@ -44,9 +33,11 @@ def reference_outputs(source: ModelSource, dataset: dict) -> dict:
 
 
 def validate(source: ModelSource, converted: ConvertedModel, dataset: dict, reference: dict,
-             mode: str, inputs_from: str, min_cosine: float | None, allow_mismatch: bool) -> ValidationInfo:
-    """``dataset`` and ``reference`` are already in the converted model's names and layouts."""
-    threshold = MIN_COSINE[mode] if min_cosine is None else min_cosine
+             mode: str, inputs_from: str, min_cosine: float | None) -> tuple[ValidationInfo, ValidationFailed | None]:
+    """``dataset`` and ``reference`` are already in the converted model's names and layouts. Returns the record
+    and, when an output misses the threshold or is not finite, the failure (the caller raises it, tries another
+    route, or overrides it with --allow-mismatch)."""
+    threshold = default_min_cosine(mode) if min_cosine is None else min_cosine
     names = [s.name for s in converted.outputs]
     got = run_batches(converted.predict, dataset, converted.inputs, names)
     metrics = {}
@@ -56,16 +47,14 @@ def validate(source: ModelSource, converted: ConvertedModel, dataset: dict, refe
     n = len(next(iter(dataset.values())))
     info = ValidationInfo(status="passed", samples=n, inputs_from=inputs_from,
                           reference=f"{source.framework} {source.framework_version or ''}".strip(),
-                          thresholds={"min_cosine": threshold}, outputs=metrics)
-    if bad:
-        name, m = bad[0]
-        what = "produces NaN/Inf" if m.nonfinite else (
-            f"cosine {m.cosine:.5f} < {threshold} (max abs err {m.max_abs_err:.4g}, "
-            f"SQNR {m.sqnr_db:.1f} dB)" if m.sqnr_db is not None else f"cosine {m.cosine:.5f} < {threshold}")
-        if not allow_mismatch:
-            raise ValidationFailed(
-                f"converted model disagrees with the {source.framework} source on output {name!r}: {what}",
-                "use more representative --calibration data or a higher precision; or pass --min-cosine X "
-                "to accept a lower similarity, or --allow-mismatch to bundle anyway")
-        info.status = "failed-overridden"
-    return info
+                          thresholds={"min_cosine": threshold}, outputs=metrics, checks=converted.checks)
+    if not bad:
+        return info, None
+    name, m = bad[0]
+    what = "produces NaN/Inf" if m.nonfinite else (
+        f"cosine {m.cosine:.5f} < {threshold} (max abs err {m.max_abs_err:.4g}, "
+        f"SQNR {m.sqnr_db:.1f} dB)" if m.sqnr_db is not None else f"cosine {m.cosine:.5f} < {threshold}")
+    return info, ValidationFailed(
+        f"converted model disagrees with the {source.framework} source on output {name!r}: {what}",
+        "use more representative --calibration data or a higher precision; or pass --min-cosine X "
+        "to accept a lower similarity, or --allow-mismatch to bundle anyway")

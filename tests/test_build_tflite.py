@@ -84,8 +84,9 @@ def test_tflite_file_is_bundled_as_is(kfiles, tmp_path):
     assert read_member(res.path, "model.tflite") == tfl.read_bytes()
     assert res.manifest.source.framework == "tflite" and res.manifest.validation.status == "passed"
     assert edgepack.bench(res.path, "local", runs=2, min_seconds=0).result.latency_ms.p50 > 0
-    with pytest.raises(UsageError, match="already a TFLite model"):
+    with pytest.raises(UsageError, match="fp16 is not available for tflite -> tflite") as e:
         edgepack.build(tfl, to="tflite", quantize="fp16", output=tmp_path / "c.edgepack")
+    assert "already a TFLite model" in e.value.hint
 
 
 def test_rejected_op_is_named(kfiles, tmp_path):

@@ -1,6 +1,7 @@
-"""Conformance: every registered route builds → bundles → runs → agrees, for each precision its target offers.
+"""Conformance: every declared route, pinned with ``route=``, builds → bundles → runs → agrees, for each precision
+it declares. The cases are generated from the declarations (edgepack.registry), so a new route lands tested.
 
-A new route in converters.ROUTES without a source factory here fails this file, so no route lands untested.
+A route whose source framework has no factory here fails this file.
 CoreML predicts only on macOS: elsewhere its routes must bundle with validation ``pending-device`` and the
 runner must refuse with the clear macOS error (never a number).
 """
@@ -12,7 +13,7 @@ import sys
 import pytest
 
 import edgepack
-from edgepack import converters
+from edgepack import registry
 from edgepack.errors import DeviceError
 from conftest import have_coremltools, have_tensorflow, have_torch
 from helpers import dataset, keras_files, tiny_onnx, torch_model_py
@@ -52,25 +53,52 @@ SOURCE_FACTORIES = {
     "tflite": _tflite_source,
 }
 
-CASES = [(fw, tgt, q) for (fw, tgt) in sorted(converters.ROUTES) for q in converters.precisions(fw, tgt)]
+SLOW_ROUTES = {"torch-onnx2tf", "onnx-onnx2tf", "torch-onnx-coreml", "onnx-coreml"}  # onnx2tf: 10-40 s a build
+CASES = [pytest.param(r.name, fw, r.target, q, id=f"{r.name}-{fw}-{q}",
+                      marks=[pytest.mark.slow] if r.name in SLOW_ROUTES else [])
+         for r in registry.routes() for fw in r.sources for q in r.precisions]
 
 
 def test_every_route_has_a_source_factory():
-    assert {fw for fw, _ in converters.ROUTES} <= set(SOURCE_FACTORIES)
+    assert {fw for r in registry.routes() for fw in r.sources} <= set(SOURCE_FACTORIES)
 
 
-@pytest.mark.parametrize("framework,target,quantize", CASES, ids=[f"{a}-{b}-{c}" for a, b, c in CASES])
-def test_route(framework, target, quantize, tmp_path):
+def test_declarations_agree():
+    """Precisions, runtimes and options named by the declarations exist; route names are unique."""
+    from typing import get_args
+
+    from edgepack.types import BuildOptions, Precision
+
+    assert set(registry.PRECISIONS) == set(get_args(Precision))
+    names = [r.name for r in registry.routes()]
+    assert len(names) == len(set(names))
+    for r in registry.routes():
+        assert set(r.precisions) <= set(registry.PRECISIONS), r.name
+        assert registry.runtime(r.target).format == r.target
+        for o in r.options:
+            assert o.name in BuildOptions.__dataclass_fields__, (r.name, o.name)
+    import edgepack.device_runners as dr
+    from pathlib import Path
+
+    for rt in registry.runtimes():
+        assert (Path(dr.__file__).parent / rt.runner).is_file(), rt.runner
+
+
+@pytest.mark.parametrize("route,framework,target,quantize", CASES)
+def test_route(route, framework, target, quantize, tmp_path):
+    if registry.route(route).missing():
+        pytest.skip(f"route {route} needs {registry.route(route).install_hint()}")
     if target == "coreml" and not have_coremltools():
         pytest.skip("needs the coreml extra")
     source, inputs, name = SOURCE_FACTORIES[framework](tmp_path)
     shape = (1, 8, 8) if framework in ("onnx", "torch") else (8, 8, 1)
-    needs_calibration = quantize in converters.TARGETS[target].calibrated
+    needs_calibration = quantize in registry.route(route).calibrated
     calib = dataset(tmp_path / "calib.npz", name=name, shape=shape) if needs_calibration else None
     evalset = dataset(tmp_path / "eval.npz", n=20, name=name, shape=shape, labels=True)
     built = edgepack.build(source, to=target, quantize=quantize, calibration=calib, eval=evalset, inputs=inputs,
-                           output=tmp_path / "m.edgepack")
+                           output=tmp_path / "m.edgepack", route=route)
     m = built.manifest
+    assert m.route.name == route and m.route.pinned and [a.status for a in m.route.attempts] == ["used"]
     manifest, problems = edgepack.verify(built.path)
     assert problems == []
     if target == "coreml" and sys.platform != "darwin":
@@ -81,7 +109,7 @@ def test_route(framework, target, quantize, tmp_path):
         return
     assert m.format == target and m.source.framework == framework and m.validation.status == "passed"
     res = edgepack.bench(built.path, "local", runs=3, min_seconds=0).result
-    assert res.device.runtime == converters.TARGETS[target].runtime
+    assert res.device.runtime == registry.runtime(target).name
     for out, metrics in res.validation.items():
         assert metrics.cosine >= m.validation.thresholds["min_cosine"], out
     # the eval set ran on the device

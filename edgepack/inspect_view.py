@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgepack.types import Manifest, TensorSpec
 
@@ -28,6 +29,11 @@ def summary(m: Manifest, path: Path, size: int, console: Console | None = None) 
     s = m.source
     head.add_row("source", f"{s.file} ({s.kind}, {s.framework} {s.framework_version or ''}) sha256 {s.sha256[:16]}…")
     head.add_row("tools", ", ".join(f"{k} {v}" for k, v in sorted(m.tools.items())))
+    if m.route is not None:
+        head.add_row("route", m.route.name + (" (pinned with --route)" if m.route.pinned else ""))
+        for a in m.route.attempts:
+            if a.status != "used":
+                head.add_row("", Text(f"{a.route} {a.status}: {a.reason}", style="dim"))
     v = m.validation
     where = "on the device" if v.status == "pending-device" else f"on {v.samples} {v.inputs_from} samples"
     head.add_row("validation", f"{v.status}: {where} vs {v.reference} (min cosine {v.thresholds.get('min_cosine')})")

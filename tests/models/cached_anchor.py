@@ -7,8 +7,10 @@ from torch import nn
 
 
 class Detect(nn.Module):
-    def __init__(self, nc=4, ch=(16, 32), anchors=((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119))):
+    def __init__(self, nc=4, ch=(16, 32), anchors=((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119)),
+                 power=False):
         super().__init__()
+        self.power = power
         self.nc, self.no, self.nl, self.na = nc, nc + 5, len(anchors), len(anchors[0]) // 2
         self.grid = [torch.empty(0) for _ in range(self.nl)]
         self.anchor_grid = [torch.empty(0) for _ in range(self.nl)]
@@ -33,19 +35,20 @@ class Detect(nn.Module):
                 self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
             xy, wh, conf = x.sigmoid().split((2, 2, self.nc + 1), 4)
             xy = (xy * 2 + self.grid[i]) * self.stride[i]
-            wh = (wh * 2) ** 2 * self.anchor_grid[i]
+            # YOLOv5 writes (wh * 2) ** 2, which litert-torch 0.10 cannot lower (tfl.pow)
+            wh = ((wh * 2) ** 2 if self.power else (wh * 2) * (wh * 2)) * self.anchor_grid[i]
             z.append(torch.cat((xy, wh, conf), 4).view(bs, self.na * nx * ny, self.no))
             raw.append(x)
         return torch.cat(z, 1), raw[-1]
 
 
 class TinyYolo(nn.Module):
-    def __init__(self):
+    def __init__(self, power=False):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.SiLU(), nn.Conv2d(16, 16, 3, 2, 1), nn.SiLU(),
                                   nn.Conv2d(16, 16, 3, 2, 1), nn.SiLU())
         self.down = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.SiLU())
-        self.detect = Detect()
+        self.detect = Detect(power=power)
 
     def forward(self, image):
         p3 = self.stem(image)
@@ -53,5 +56,13 @@ class TinyYolo(nn.Module):
 
 
 def build_model():
+    """The cached-anchor head with multiplications only: litert-torch converts it (once the reference run leaves
+    the module alone)."""
     torch.manual_seed(0)
     return TinyYolo().eval()
+
+
+def build_model_pow():
+    """The same with YOLOv5's ``** 2``: litert-torch refuses it, so a torch -> TFLite build falls back."""
+    torch.manual_seed(0)
+    return TinyYolo(power=True).eval()

@@ -7,12 +7,13 @@ EXTRAS ?= torch,tensorflow,tflite,coreml,npu,report,test
 
 .PHONY: setup demo test test-fast bench clean
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+$(BIN)/.installed: pyproject.toml constraints.txt converters/onnx_tools.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
-	# onnx2tf (ONNX -> TFLite, ONNX -> CoreML) hard-pins old TensorFlow/numpy: installed without its declared dependencies
+	# onnx2tf (ONNX -> TFLite, ONNX -> CoreML) hard-pins old TensorFlow/numpy: installed without its declared
+	# dependencies, from the list (and the one onnx2tf pin) in converters/onnx_tools.py
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt \
-	    onnx2tf onnx-graphsurgeon sng4onnx psutil tf-keras
+	    $$($(BIN)/python -m edgepack.converters.onnx_tools)
 	touch $@
 
 setup: $(BIN)/.installed

@@ -217,7 +217,10 @@ def _inputs_of(path: Path, layouts: dict) -> list[TensorSpec]:
 
 # --------------------------------------------------------------------------- onnx2tf
 
-ONNX2TF_INSTALL = "pip install --no-deps onnx2tf==1.29.24 onnx-graphsurgeon sng4onnx psutil tf-keras"
+# onnx2tf's releases hard-pin old TensorFlow/numpy/onnx, so it is installed without its declared dependencies.
+# Its version is pinned here and nowhere else: the Makefile installs this list, errors and `edgepack routes` print it.
+ONNX2TF_REQUIREMENTS = ("onnx2tf==1.29.24", "onnx-graphsurgeon", "sng4onnx", "psutil", "tf-keras")
+ONNX2TF_INSTALL = "pip install --no-deps " + " ".join(ONNX2TF_REQUIREMENTS)
 _CALIB_PLACEHOLDER = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
@@ -358,3 +361,7 @@ def run_saved_model(saved: Path, source, calibration: Optional[dict], seed: int,
         perms.append(perm)
     return SavedModelRun(fn, owner, in_names, out_names, perms, metrics, len(next(iter(data.values()))),
                          "calibration" if calibration is not None else "random")
+
+
+if __name__ == "__main__":  # python -m edgepack.converters.onnx_tools: the list for `pip install --no-deps`
+    print(" ".join(ONNX2TF_REQUIREMENTS))

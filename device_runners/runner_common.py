@@ -497,10 +497,9 @@ def cpu_fingerprint():
     return info
 
 
-def cpu_temperature():
+def cpu_temperature(base="/sys/class/thermal"):
     """The hottest thermal zone in degrees C (Raspberry Pi: cpu-thermal), or None where none is exposed."""
     hottest = None
-    base = "/sys/class/thermal"
     try:
         zones = [z for z in os.listdir(base) if z.startswith("thermal_zone")]
     except OSError:

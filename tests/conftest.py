@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -9,11 +8,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import dataset, tiny_onnx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def pytest_configure(config):
-    # Frameworks write caches and settings to $HOME on import; keep the user's home clean.
-    os.environ.setdefault("EDGEPACK_TEST", "1")
 
 
 @pytest.fixture(scope="session")
@@ -43,32 +37,23 @@ def tiny_bundle(session_dir, tiny_model, evalset) -> Path:
     return edgepack.build(tiny_model, eval=evalset, output=session_dir / "tiny.fp32.edgepack").path
 
 
-def have_torch() -> bool:
-    try:
-        import torch  # noqa: F401
+def _installed(*modules: str) -> bool:
+    """Found without importing: collecting the tests imports no framework (make test-fast stays fast)."""
+    import importlib.util
 
-        return True
-    except ImportError:
-        return False
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def have_torch() -> bool:
+    return _installed("torch")
 
 
 def have_tensorflow() -> bool:
-    try:
-        import tensorflow  # noqa: F401
-        import ai_edge_litert  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
+    return _installed("tensorflow", "ai_edge_litert")
 
 
 def have_coremltools() -> bool:
-    try:
-        import coremltools  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
+    return _installed("coremltools")
 
 
 needs_tensorflow = pytest.mark.skipif(not have_tensorflow(),

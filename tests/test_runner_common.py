@@ -158,8 +158,18 @@ def test_timing_windows_and_their_summary():
     assert [w["n"] for w in s["windows"]] == sizes
     assert s["windows"][1]["p50"] == pytest.approx(np.percentile(samples[4:8], 50))
     assert "windows" not in rc.summarize(samples)
-    t = rc.cpu_temperature()
-    assert t is None or -40 < t < 150
+
+
+def test_cpu_temperature_reads_the_hottest_plausible_zone(tmp_path):
+    """A sysfs-shaped tree: millidegrees per zone; unreadable and implausible values are ignored."""
+    for zone, text in (("thermal_zone0", "45500\n"), ("thermal_zone1", "61250\n"), ("thermal_zone2", "garbage"),
+                       ("thermal_zone3", "200000\n"), ("cooling_device0", "99000\n")):
+        (tmp_path / zone).mkdir()
+        (tmp_path / zone / "temp").write_text(text)
+    assert rc.cpu_temperature(str(tmp_path)) == 61.25
+    (tmp_path / "thermal_zone1" / "temp").write_text("-50000\n")
+    assert rc.cpu_temperature(str(tmp_path)) == 45.5
+    assert rc.cpu_temperature(str(tmp_path / "missing")) is None
 
 
 def test_stale_profile_dirs_are_swept_like_extraction_dirs(tmp_path):

@@ -96,8 +96,31 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                             "the model uses an op litert-torch cannot lower; try --to onnx, or rewrite that op")
     from importlib import metadata
 
+    if options.quantize == "int8":
+        check_integer_compute(out)
     tools = {"torch": torch.__version__.split("+")[0], "litert-torch": metadata.version("litert-torch")}
     return tflite_tools.finish(out, source, options, quant, in_layouts, out_layouts, tools)
+
+
+HEAVY_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D")
+MAX_FLOAT_SHARE = 0.1
+
+
+def check_integer_compute(path: Path) -> None:
+    """An int8 build must compute in int8: PT2E leaves ops float where its quantizer annotates no pattern (e.g.
+    EfficientNet's SiLU/squeeze-excite blocks: every convolution stayed float, the model as large as fp32). More
+    than MAX_FLOAT_SHARE of the convolutions/matmuls in float fails the route, so the next one is tried."""
+    interp = tflite_tools.open_interpreter(path)
+    dtypes = {d["index"]: np.dtype(d["dtype"]) for d in interp.get_tensor_details()}
+    heavy = [op for op in interp._get_ops_details() if op["op_name"] in HEAVY_OPS]
+    floating = [op["op_name"] for op in heavy if dtypes[op["inputs"][0]].kind == "f"]
+    if heavy and len(floating) > MAX_FLOAT_SHARE * len(heavy):
+        from collections import Counter
+
+        kinds = ", ".join(f"{k} ×{n}" for k, n in Counter(floating).most_common())
+        raise EdgepackError(f"litert-torch's PT2E int8 left {len(floating)} of {len(heavy)} convolutions/matmuls in "
+                            f"float ({kinds}): the model would not be int8",
+                            "the TFLite converter's full-integer quantization (route torch-onnx2tf) quantizes them")
 
 
 ROUTE = Route(name="torch-litert", sources=("torch",), kinds=("torch-export", "python-callable"), target="tflite",

@@ -11,7 +11,7 @@ import pytest
 import edgepack
 from conftest import have_tensorflow, have_torch
 from edgepack import registry
-from edgepack.errors import UsageError, ValidationFailed
+from edgepack.errors import EdgepackError, UsageError, ValidationFailed
 from helpers import cli, one_line_error
 
 MODELS = Path(__file__).parent / "models"
@@ -98,3 +98,21 @@ def test_routes_command_lists_declarations():
     assert order == ["torch-litert", "torch-onnx2tf"], "litert-torch first, ONNX + onnx2tf as the fallback"
     text = cli("routes", check=True).stdout
     assert "torch-onnx-coreml" in text
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@needs_tflite
+def test_int8_that_stays_float_is_a_failed_route(tmp_path):
+    """Regression (zoo: Hugging Face EfficientNet): litert-torch's PT2E left every convolution in float, so the
+    "int8" bundle was an fp32 model in disguise. That route now fails, naming the float ops."""
+    pytest.importorskip("transformers")
+    import numpy as np
+
+    calib = tmp_path / "c.npz"
+    np.savez(calib, pixel_values=np.random.default_rng(0).standard_normal((100, 3, 32, 32)).astype(np.float32))
+    with pytest.raises(EdgepackError, match=r"PT2E int8 left \d+ of \d+ convolutions/matmuls in float") as e:
+        edgepack.build(f"{MODELS / 'hf_efficientnet.py'}:build_model", to="tflite", quantize="int8",
+                       calibration=calib, inputs=["pixel_values:1x3x32x32"], route="torch-litert",
+                       output=tmp_path / "e.edgepack")
+    assert "torch-onnx2tf" in e.value.hint

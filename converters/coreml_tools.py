@@ -26,6 +26,8 @@ import numpy as np
 from edgepack.errors import EdgepackError, UsageError, require
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo, TensorSpec
 
+from . import coreml_compat
+
 MEMBER = "model.mlpackage"
 DEFAULT_TARGET = "iOS18"  # = macOS15; what `--coreml-target` defaults to
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "iOS26",
@@ -52,7 +54,9 @@ def ct():
     for name in ("coremltools", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="coremltools")
-    return require("coremltools", "coreml")
+    module = require("coremltools", "coreml")
+    coreml_compat.apply()  # coremltools 9.0's torch frontend with numpy >= 2.4
+    return module
 
 
 def can_predict() -> bool:

@@ -156,7 +156,7 @@ def _linux_checks(res):
     return c
 
 
-@pytest.mark.parametrize("fn", ["attention"])
+@pytest.mark.parametrize("fn", ["attention", "mha"])
 def test_attention_converts(models_py, fn, tmp_path):
     """Failed before: ``only 0-dimensional arrays can be converted to Python scalars`` (attention, numpy 2.4) and
     ``convert function for op '_native_multi_head_attention' not implemented`` (nn.MultiheadAttention)."""
@@ -202,3 +202,27 @@ def test_shim_is_what_makes_attention_convert(models_py, monkeypatch):
         monkeypatch.setattr(ops, "_cast", patched)
     ops_used = {op.op_type for op in convert()._mil_program.functions["main"].operations}
     assert {"softmax", "matmul", "reshape"} <= ops_used
+
+
+def test_dict_and_dataclass_outputs(models_py, tmp_path):
+    """A dict result and a transformers-like dataclass (None fields skipped, a tuple of hidden states nested)
+    convert; outputs in the loader's order and names (made valid CoreML names), golden data = the source's."""
+    import torch
+
+    res = _build(models_py, "dict_out", tmp_path, quantize="none")
+    _linux_checks(res)
+    assert [(o.name, o.shape) for o in res.manifest.outputs] == [("logits", [1, 10]), ("features", [1, 6, 8])]
+
+    res = _build(models_py, "dataclass_out", tmp_path, quantize="none")
+    _linux_checks(res)
+    names = [o.name for o in res.manifest.outputs]
+    assert names == ["last_hidden_state", "pooler_output", "hidden_states_0", "hidden_states_1"]
+    g = _golden(res.path)
+    ns: dict = {}
+    exec(compile(MODELS_PY, "models", "exec"), ns)
+    with torch.no_grad():
+        out = ns["dataclass_out"]()(torch.from_numpy(g["input/tokens"]))
+    want = [out.last_hidden_state, out.pooler_output, *out.hidden_states]
+    for name, w in zip(names, want):
+        np.testing.assert_allclose(g[f"output/{name}"], w.numpy(), rtol=1e-5, atol=1e-6)
+

@@ -226,3 +226,15 @@ def test_dict_and_dataclass_outputs(models_py, tmp_path):
     for name, w in zip(names, want):
         np.testing.assert_allclose(g[f"output/{name}"], w.numpy(), rtol=1e-5, atol=1e-6)
 
+
+def test_int64_token_ids(models_py, tmp_path):
+    """CoreML has no int64 features: an int64 token-id input becomes int32 in the package and the manifest (the
+    runner casts the golden int64 ids to it); the golden inputs stay the source's ids."""
+    res = edgepack.build(f"{models_py}:token_encoder", to="coreml", quantize="fp16", inputs=["ids:1x6:int64"],
+                         output=tmp_path / "ids.edgepack")
+    c = res.manifest.validation.checks
+    assert [(t["name"], t["shape"], t["dtype"]) for t in c["inputs"]] == [("ids", [1, 6], "int32")]
+    assert [(t.name, t.dtype) for t in res.manifest.inputs] == [("ids", "int32")]
+    assert "gather" in c["ops"] and "softmax" in c["ops"] and c["unsupported_ops"] == []
+    ids = _golden(res.path)["input/ids"]
+    assert ids.dtype.kind == "i" and ids.shape[1:] == (6,) and 0 <= ids.min() and ids.max() < 100

@@ -269,8 +269,9 @@ def test_runner_resolves_old_and_new_names(named_keras, tmp_path):
     with pytest.raises(Exception, match="no output tensor or signature key"):
         tflite_runner.tensor_indices(interp, {"inputs": new["inputs"], "outputs": [{"name": "logits"}]})
     x = _golden(res)["input/pixels"][:1]
-    by_old = tflite_tools.session_predict(path, [m.model_copy(update={"name": tin["name"]}) for m in res.manifest.inputs],
-                                          [m.model_copy(update={"name": tout["name"]}) for m in res.manifest.outputs])
+    by_old = tflite_tools.session_predict(
+        path, [m.model_copy(update={"name": tin["name"]}) for m in res.manifest.inputs],
+        [m.model_copy(update={"name": tout["name"]}) for m in res.manifest.outputs])
     by_new = tflite_tools.session_predict(path, res.manifest.inputs, res.manifest.outputs)
     np.testing.assert_array_equal(by_old({tin["name"]: x})[tout["name"]], by_new({"pixels": x})["probs"])
     with pytest.raises(EdgepackError, match="no input tensor or signature key"):

@@ -16,7 +16,8 @@ import edgepack
 from conftest import have_coremltools, have_torch
 
 pytestmark = [pytest.mark.coreml, pytest.mark.torch,
-              pytest.mark.skipif(not have_coremltools(), reason="needs the coreml extra (pip install 'edgepack[coreml]')"),
+              pytest.mark.skipif(not have_coremltools(),
+                                 reason="needs the coreml extra (pip install 'edgepack[coreml]')"),
               pytest.mark.skipif(not have_torch(), reason="needs the torch extra")]
 
 MODELS_PY = '''

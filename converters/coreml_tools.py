@@ -26,6 +26,8 @@ import numpy as np
 from edgepack.errors import EdgepackError, UsageError, require
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo, TensorSpec
 
+from . import coreml_compat
+
 MEMBER = "model.mlpackage"
 DEFAULT_TARGET = "iOS18"  # = macOS15; what `--coreml-target` defaults to
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "iOS26",
@@ -38,6 +40,8 @@ PALETTE_OPS = ("constexpr_lut_to_dense",)
 PENDING_REASON = ("CoreML prediction runs only on macOS; the model was checked statically here (spec, I/O, "
                   "ops, weight precision) and is validated against the golden data by the runner on a Mac")
 
+# CoreML has no 64-bit integer features: coremltools makes an int64 input (token ids) int32, and so does the runner
+COREML_DTYPES = {"int64": "int32"}
 _DTYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "DOUBLE": "float64", "INT32": "int32", "INT8": "int8",
            "UINT8": "uint8"}
 
@@ -52,7 +56,9 @@ def ct():
     for name in ("coremltools", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="coremltools")
-    return require("coremltools", "coreml")
+    module = require("coremltools", "coreml")
+    coreml_compat.apply()  # coremltools 9.0's torch frontend with numpy >= 2.4
+    return module
 
 
 def can_predict() -> bool:
@@ -356,8 +362,8 @@ def finish(mlmodel, source: ModelSource, options: BuildOptions, calibration: dic
         mlmodel, method = compress(mlmodel, options.quantize, calibration, source.inputs)
         save(mlmodel, source, out)
     def as_featured(specs: list[TensorSpec]) -> list[TensorSpec]:  # CoreML's names, static shapes
-        return [TensorSpec(name=n, shape=s.static_shape(), dtype=s.dtype, layout=s.layout)
-                for n, s in zip(feature_names(specs), specs)]
+        return [TensorSpec(name=n, shape=s.static_shape(), dtype=COREML_DTYPES.get(s.dtype, s.dtype),
+                           layout=s.layout) for n, s in zip(feature_names(specs), specs)]
 
     inputs, outputs = as_featured(source.inputs), as_featured(source.outputs)
     facts = inspect_package(out)

@@ -61,7 +61,10 @@ def from_model(path: Path, model, kind: str, input_specs: list[TensorSpec],
 
     zeros = {s.name: np.zeros(s.shape, np.dtype(s.dtype)) for s in ins}
     names = list(getattr(model, "output_names", None) or [])
-    sample = _as_list(model([zeros[s.name] for s in ins] if len(ins) > 1 else zeros[ins[0].name], training=False))
+    raw = model([zeros[s.name] for s in ins] if len(ins) > 1 else zeros[ins[0].name], training=False)
+    sample = _as_list(raw)
+    if isinstance(raw, dict):  # a dict result comes in its own order; output_names is sorted
+        names = [str(k) for k in raw]
     if len(names) != len(sample):
         names = ["output"] if len(sample) == 1 else [f"output_{i}" for i in range(len(sample))]
     outs = [TensorSpec(name=n, shape=list(a.shape), dtype=np.asarray(a).dtype.name, layout=_keras_layout(list(a.shape)))

@@ -17,9 +17,10 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                 "Keras/TF models keep their layout; drop --layout (or build the model in that layout)")
     if source.kind == "savedmodel":
         converter = tf.lite.TFLiteConverter.from_saved_model(str(source.handle))
-    else:
-        converter = tf.lite.TFLiteConverter.from_keras_model(source.handle)
-    quant = tflite_tools.configure(converter, options.quantize, options.io_dtype, calibration, source.inputs)
+    else:  # the signature keyed by the model's own names: the bundle's tensors are named like the source's
+        converter = tflite_tools.keras_converter(source, workdir)
+    quant = tflite_tools.configure(converter, options.quantize, options.io_dtype, calibration, source.inputs,
+                                   signature_names=[[s.name] for s in source.inputs])
     out = workdir / "model.tflite"
     out.write_bytes(tflite_tools.convert(converter))
     return tflite_tools.finish(out, source, options, quant, [s.layout for s in source.inputs],

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from edgepack.device_runners.runner_common import dequantize_output, iter_batches, quantize_input
-from edgepack.errors import EdgepackError, UsageError
+from edgepack.errors import EdgepackError, UsageError, require
 from edgepack.types import ConvertedModel, QuantizationInfo, QuantParams, TensorSpec
 
 
@@ -82,17 +82,42 @@ def match_order(wanted: list[str], names: list[str]) -> list[int]:
     return order
 
 
+def signature_keys(interp) -> tuple[dict, dict]:
+    """{tensor index: signature key} of the inputs and of the outputs of the model's one signature ({} when it
+    has none or several). The TF converter names a SavedModel's tensors ``serving_default_x:0`` /
+    ``StatefulPartitionedCall:0``; the signature keeps the model's own names."""
+    try:
+        sigs = interp.get_signature_list()
+        if len(sigs) != 1:
+            return {}, {}
+        runner = interp.get_signature_runner(next(iter(sigs)))
+        return ({d["index"]: n for n, d in runner.get_input_details().items()},
+                {d["index"]: n for n, d in runner.get_output_details().items()})
+    except (AttributeError, ValueError, RuntimeError):  # an interpreter without signature support
+        return {}, {}
+
+
+def tensor_indices(interp, inputs: list[str], outputs: list[str]) -> tuple[dict, dict]:
+    """Manifest names -> interpreter tensor indices: a tensor's own name (bundles before names came from the
+    source, and routes whose signature does not carry them), else the key of the model's one signature."""
+    found = []
+    for names, details, which in ((inputs, interp.get_input_details(), 0), (outputs, interp.get_output_details(), 1)):
+        by_name = {d["name"]: d["index"] for d in details}
+        if any(n not in by_name for n in names):
+            by_name = {**{key: i for i, key in signature_keys(interp)[which].items()}, **by_name}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise EdgepackError(f"the TFLite model has no {('input', 'output')[which]} tensor or signature key "
+                                f"{missing} (tensors: {sorted(by_name)})", "rebuild the bundle")
+        found.append({n: by_name[n] for n in names})
+    return found[0], found[1]
+
+
 def ordered_details(interp, source_inputs: list[TensorSpec], source_outputs: list[TensorSpec]):
     """The interpreter's input and output details in the source's order. Converters from a SavedModel name
     tensors ``PartitionedCall:0``..., so the model's signature names come first when its one signature names
     every source tensor; else ``match_order`` on the tensor names."""
-    sig_in: dict = {}
-    sig_out: dict = {}
-    sigs = interp.get_signature_list()
-    if len(sigs) == 1:
-        runner = interp.get_signature_runner(next(iter(sigs)))
-        sig_in = {d["index"]: n for n, d in runner.get_input_details().items()}
-        sig_out = {d["index"]: n for n, d in runner.get_output_details().items()}
+    sig_in, sig_out = signature_keys(interp)
 
     def order(wanted: list[str], details: list[dict], sig: dict) -> list[dict]:
         names = [sig.get(d["index"]) for d in details]
@@ -106,16 +131,23 @@ def ordered_details(interp, source_inputs: list[TensorSpec], source_outputs: lis
 
 def read_specs(path: Path, source_inputs: list[TensorSpec], source_outputs: list[TensorSpec],
                in_layouts: list[Optional[str]], out_layouts: list[Optional[str]]):
-    """Specs of the .tflite's I/O, ordered like the source's (so tensors map by position)."""
-    ins, outs = ordered_details(open_interpreter(path), source_inputs, source_outputs)
-    return ([spec_from_detail(d, lay) for d, lay in zip(ins, in_layouts)],
-            [spec_from_detail(d, lay) for d, lay in zip(outs, out_layouts)])
+    """Specs of the .tflite's I/O, ordered like the source's (so tensors map by position), each named like the
+    source's tensor when the model's signature has that key for it (Keras, SavedModel), else by the interpreter's
+    tensor name; runners find both (``tensor_indices``)."""
+    interp = open_interpreter(path)
+    ins, outs = ordered_details(interp, source_inputs, source_outputs)
+    sig_in, sig_out = signature_keys(interp)
+
+    def specs(details, layouts, source, keys):  # the source's name where the signature carries it
+        return [spec_from_detail(d, lay, s.name if keys.get(d["index"]) == s.name else None)
+                for d, lay, s in zip(details, layouts, source)]
+
+    return specs(ins, in_layouts, source_inputs, sig_in), specs(outs, out_layouts, source_outputs, sig_out)
 
 
 def session_predict(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], threads: int = 0):
     interp = open_interpreter(path, threads)
-    in_index = {d["name"]: d["index"] for d in interp.get_input_details()}
-    out_index = {d["name"]: d["index"] for d in interp.get_output_details()}
+    in_index, out_index = tensor_indices(interp, [s.name for s in inputs], [s.name for s in outputs])
     in_specs = [s.model_dump() for s in inputs]
     out_specs = [s.model_dump() for s in outputs]
 
@@ -183,6 +215,37 @@ def configure(converter, mode: str, io_dtype: str, calibration: Optional[dict], 
         return QuantizationInfo(mode="int16x8", method="TFLiteConverter int16 activations, int8 weights",
                                 calibration_samples=n)
     raise UsageError(f"unknown precision {mode!r} for TFLite", "use --quantize none|fp16|dynamic|int8|int16x8")
+
+
+def keras_converter(source, workdir: Path):
+    """A TFLiteConverter for a Keras model whose signature carries the model's own input and output names.
+    ``from_keras_model`` exports ``model(x, training=False)`` through a Keras ExportArchive, which keys a single
+    output ``output_0``; this exports the same call the same way, returning ``{output name: tensor}`` in the
+    loader's names (``keras_source``), with the inputs named like the model's."""
+    import contextlib
+    import io
+
+    from . import import_tensorflow
+
+    tf = import_tensorflow()
+    keras = require("keras", "tensorflow")
+    model = source.handle
+    names = [s.name for s in source.outputs]
+    signature = [tf.TensorSpec(t.shape, t.dtype, name=s.name) for t, s in zip(model.inputs, source.inputs)]
+
+    def serve(*xs):
+        out = model(list(xs) if len(xs) > 1 else xs[0], training=False)
+        if isinstance(out, dict):
+            return {n: out[n] for n in names}
+        return dict(zip(names, out if isinstance(out, (list, tuple)) else [out]))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve, signature)
+    exported = workdir / "keras_savedmodel"
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the endpoint's signature
+        archive.write_out(str(exported), verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(str(exported))
 
 
 def convert(converter) -> bytes:

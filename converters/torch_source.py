@@ -7,6 +7,7 @@ own (trusted) code and must return an ``nn.Module``; its input shapes come from 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +22,26 @@ def _torch():
     return require("torch", "torch")
 
 
-def _flatten(out) -> list:
+def _flatten(out, name: str = "") -> list:
+    """(name, tensor) pairs of a forward() result, depth first in order: a tensor is ``output``; a dict's (and a
+    transformers ModelOutput's) items and a dataclass's fields are named by their keys, ``None`` ones skipped;
+    a tuple/list gives ``output_0``, ``output_1``, … (one element: ``output``); nested values are ``outer.inner``."""
     torch = _torch()
     if isinstance(out, torch.Tensor):
-        return [("output", out)]
-    if isinstance(out, dict):
-        return [(str(k), v) for k, v in out.items()]
-    if isinstance(out, (list, tuple)):
-        if len(out) == 1:
-            return [("output", out[0])]
-        return [(f"output_{i}", v) for i, v in enumerate(out)]
-    raise UsageError(f"the model returned {type(out).__name__}; edgepack handles tensors, tuples and dicts",
-                     "make forward() return a tensor or a tuple of tensors")
+        return [(name or "output", out)]
+    if isinstance(out, dict):  # a ModelOutput is an OrderedDict of its non-None fields
+        items = [(str(k), v) for k, v in out.items()]
+    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
+        items = [(f.name, getattr(out, f.name)) for f in dataclasses.fields(out)]
+    elif isinstance(out, (list, tuple)):
+        if name:
+            items = [(str(i), v) for i, v in enumerate(out)]
+        else:
+            items = [("output", out[0])] if len(out) == 1 else [(f"output_{i}", v) for i, v in enumerate(out)]
+    else:
+        raise UsageError(f"the model returned {type(out).__name__}; edgepack handles tensors, tuples, lists, dicts "
+                         "and dataclasses of them", "make forward() return a tensor or a tuple of tensors")
+    return [pair for key, v in items if v is not None for pair in _flatten(v, f"{name}.{key}" if name else key)]
 
 
 def _specs_from_overrides(overrides: list[TensorSpec], known_names: list[str] | None, what: str):

@@ -2,7 +2,8 @@
 
 The model goes through coremltools' TorchScript frontend, its most complete one: an ``nn.Module`` (from
 ``file.py:callable``) and a ``.pt2`` ExportedProgram (``ep.module()``) are traced with ``torch.jit.trace`` on
-zero inputs of the ``--input`` / saved shapes; a TorchScript file is converted as it is. I/O keep the source's
+zero inputs of the ``--input`` / saved shapes, through a wrapper returning the outputs as a flat tuple (dicts,
+ModelOutputs, nested tuples: ``_trace``); a TorchScript file is converted as it is. I/O keep the source's
 names, shapes and layout (NCHW stays NCHW) and float32 dtype; precisions are in coreml_tools.
 """
 
@@ -20,6 +21,7 @@ from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
 from . import COREML_TARGET, coreml_tools, keep_layout
+from .torch_source import _flatten
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
@@ -38,8 +40,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
             else:
                 # an ExportedProgram's module() is already in inference form (and refuses .eval())
                 module = source.handle.module() if source.kind == "torch-export" else source.handle.eval()
-                with torch.no_grad():
-                    model = torch.jit.trace(module, args, strict=False)
+                model = _trace(torch, module, args)
             inputs = [ct.TensorType(name=n, shape=tuple(int(a) for a in t.shape), dtype=np.dtype(s.dtype).type)
                       for n, s, t in zip(coreml_tools.feature_names(source.inputs), source.inputs, args)]
             mlmodel = ct.convert(model, inputs=inputs, **coreml_tools.convert_kwargs(
@@ -54,6 +55,38 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                                {"torch": torch.__version__.split("+")[0]})
 
 
-ROUTE = Route(name="torch-coreml", sources=("torch",), target="coreml", precisions=("none", "fp16", "int8", "palettize4", "palettize6"), convert=convert,
-              extra="coreml", requires=("torch", "coremltools"), calibrated=(), options=(COREML_TARGET,),
-              summary="coremltools' TorchScript frontend (nn.Module and .pt2 traced with torch.jit.trace) -> ML Program")
+def _trace(torch, module, args):
+    """``torch.jit.trace`` of ``module`` returning its outputs as a flat tuple of tensors, in the order and
+    selection of the source's outputs (``torch_source._flatten``): coremltools has no converter for the
+    ``prim::DictConstruct`` a dict / ModelOutput result traces to. nn.MultiheadAttention's inference fast path
+    (``aten::_native_multi_head_attention``, no coremltools converter either) is off while tracing: the traced
+    graph then has the same math in ops coremltools lowers."""
+
+    class Flat(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *xs):
+            outs, seen = [], set()
+            for _, t in _flatten(self.inner(*xs)):
+                # one value returned twice (a ModelOutput's last_hidden_state is hidden_states[-1]) would be one
+                # CoreML output: the repeat becomes `t + 0`, which coremltools keeps as an op of its own
+                outs.append(t + 0 if id(t) in seen else t)
+                seen.add(id(t))
+            return outs[0] if len(outs) == 1 else tuple(outs)
+
+    mha = torch.backends.mha
+    fastpath = mha.get_fastpath_enabled()
+    try:
+        mha.set_fastpath_enabled(False)
+        with torch.no_grad():
+            return torch.jit.trace(Flat(module), args, strict=False)
+    finally:
+        mha.set_fastpath_enabled(fastpath)
+
+
+ROUTE = Route(name="torch-coreml", sources=("torch",), target="coreml",
+              precisions=("none", "fp16", "int8", "palettize4", "palettize6"), convert=convert, extra="coreml", requires=("torch", "coremltools"), calibrated=(), options=(COREML_TARGET,),
+              summary="coremltools' TorchScript frontend (nn.Module and .pt2 traced with torch.jit.trace) -> "
+                      "ML Program")

@@ -2,8 +2,9 @@
 
 Layout: ``--layout nhwc`` wraps the module with ``litert_torch.to_channel_last_io`` so 4-D inputs and outputs are
 channels-last without Transpose ops in the graph (TFLite kernels are NHWC); the default keeps the source's NCHW.
-Precisions: none (fp32), dynamic (PT2E dynamic int8) and int8 (PT2E static, per-channel weights, calibrated on
---calibration); the PT2E int8 model takes and returns int8 tensors (scale/zero point in the manifest).
+Precisions: none (fp32), dynamic (PT2E dynamic int8; embedding tables symmetric int8: ``_dynamic_quantizer``)
+and int8 (PT2E static, per-channel weights, calibrated on --calibration); the PT2E int8 model takes and returns
+int8 tensors (scale/zero point in the manifest).
 fp16 and int16x8 are not offered by this route; TorchScript (which torch.export cannot read) is not taken.
 Both, and models litert-torch cannot lower, fall back to torch -> ONNX -> onnx2tf (torch_onnx_to_tflite).
 """
@@ -33,6 +34,32 @@ def _layouts(specs: list[TensorSpec], want: str | None) -> list:
         else:
             out.append(s.layout)
     return out
+
+
+def _dynamic_quantizer(torch):
+    """litert-torch's PT2E quantizer, plus the weight of every ``aten.embedding`` as a symmetric per-tensor int8
+    weight. PT2E leaves an embedding table float, but the LiteRT converter in dynamic mode quantizes the float
+    weights it is left with itself, an embedding table with a zero point (-1 measured), and TFLite's hybrid
+    EMBEDDING_LOOKUP then refuses to load (``qparams->zero_point->data[0] == 0 was not true``). Symmetric
+    per-tensor is what that kernel takes on every LiteRT runtime."""
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.pt2e_quantizer_utils import _mark_nodes_as_annotated, annotate_input_qspec_map
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec
+
+    table = QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127, qscheme=torch.per_tensor_symmetric,
+                             is_dynamic=False, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+
+    class Quantizer(pt2e_quantizer.PT2EQuantizer):
+        def annotate(self, model):
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                if node.op == "call_function" and node.target == torch.ops.aten.embedding.default:
+                    annotate_input_qspec_map(node, node.args[0], table)
+                    _mark_nodes_as_annotated([node])
+            return model
+
+    return Quantizer()
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
@@ -67,7 +94,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                 from torchao.quantization.pt2e import quantize_pt2e
 
                 dynamic = options.quantize == "dynamic"
-                quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+                quantizer = (_dynamic_quantizer(torch) if dynamic else pt2e_quantizer.PT2EQuantizer()).set_global(
                     pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
                 prepared = quantize_pt2e.prepare_pt2e(torch.export.export(module, args).module(), quantizer)
                 if dynamic:
@@ -83,7 +110,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                 n = len(next(iter(calibration.values()))) if calibration is not None and not dynamic else None
                 quant = QuantizationInfo(
                     mode=options.quantize, calibration_samples=n,
-                    method=("litert-torch PT2E dynamic int8 (per-channel weights)" if dynamic else
+                    method=("litert-torch PT2E dynamic int8 (per-channel weights; embedding tables symmetric "
+                            "per-tensor int8)" if dynamic else
                             "litert-torch PT2E static int8 (per-channel weights, int8 I/O)"))
             edge = litert_torch.convert(module, args, quant_config=quant_config)
             out = workdir / "model.tflite"

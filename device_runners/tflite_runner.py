@@ -137,10 +137,8 @@ class LiteRTBackend(object):
             raise common.RunnerError("the TFLite interpreter (%s) could not load the model: %s"
                                      % (self.dist, str(e).splitlines()[0] if str(e) else type(e).__name__), hint)
         interp._edgepack_delegate = args.delegate
-        interp._edgepack_names = (
-            dict((d["name"], d["index"]) for d in interp.get_input_details()),
-            [(d["name"], d["index"]) for d in interp.get_output_details()],
-        )
+        inputs, outputs = tensor_indices(interp, manifest)
+        interp._edgepack_names = (inputs, [(s["name"], outputs[s["name"]]) for s in manifest["outputs"]])
         return interp
 
     def predict(self, interp, feeds):
@@ -179,6 +177,36 @@ class LiteRTBackend(object):
 
     def analyze(self, interp, model_path, feeds, args):
         return {"placement": delegate_placement(interp, args)}
+
+
+def tensor_indices(interp, manifest):
+    """Manifest input/output names -> interpreter tensor indices. A name is the interpreter's tensor name (every
+    bundle built before edgepack named TFLite tensors like the source, and routes whose signature lacks the
+    source's names), else a key of the model's one signature: Keras/SavedModel bundles carry the source's names
+    (``pixels``), which the converter keeps only there (the tensor is ``serving_default_pixels:0``)."""
+    found = []
+    for kind, details in (("inputs", interp.get_input_details()), ("outputs", interp.get_output_details())):
+        names = [s["name"] for s in manifest[kind]]
+        by_name = dict((d["name"], d["index"]) for d in details)
+        if any(n not in by_name for n in names):
+            keys = {}
+            try:
+                sigs = interp.get_signature_list()
+                if len(sigs) == 1:
+                    runner = interp.get_signature_runner(list(sigs)[0])
+                    get = runner.get_input_details if kind == "inputs" else runner.get_output_details
+                    keys = dict((key, d["index"]) for key, d in get().items())
+            except (AttributeError, ValueError, RuntimeError):  # an old tflite_runtime without signatures
+                pass
+            keys.update(by_name)
+            by_name = keys
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise common.RunnerError("the model has no %s tensor or signature key %s (tensors: %s)"
+                                     % (kind[:-1], missing, sorted(by_name)),
+                                     "rebuild the bundle with this edgepack", common.EXIT_BUNDLE_INVALID)
+        found.append(dict((n, by_name[n]) for n in names))
+    return found[0], found[1]
 
 
 def delegate_placement(interp, args):

@@ -166,3 +166,114 @@ def test_onnx_to_tflite_two_inputs_two_outputs(quantize, layout, tmp_path):
     r = edgepack.bench(res.path, "local", runs=2, min_seconds=0).result
     assert set(r.validation) == {t.name for t in m.outputs}
     assert all(v.cosine >= m.validation.thresholds["min_cosine"] for v in r.validation.values())
+
+
+NAMED_KERAS_PY = '''
+import keras
+
+
+def build_model():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1), batch_size=1, name="pixels")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="probs")(x))
+
+
+def two_heads():
+    """Dict in, dict out, declared score before emb (Keras sorts output_names: emb, score)."""
+    keras.utils.set_random_seed(0)
+    feat, mask = keras.Input((4,), batch_size=1, name="feat"), keras.Input((4,), batch_size=1, name="mask")
+    h = keras.layers.Dense(6, activation="tanh")(keras.layers.Concatenate()([feat, mask]))
+    return keras.Model({"feat": feat, "mask": mask},
+                       {"score": keras.layers.Dense(1, name="score")(h), "emb": keras.layers.Dense(3, name="emb")(h)})
+'''
+
+
+@pytest.fixture(scope="module")
+def named_keras(tmp_path_factory):
+    import contextlib
+
+    d = tmp_path_factory.mktemp("named")
+    py = d / "named.py"
+    py.write_text(NAMED_KERAS_PY)
+    ns: dict = {}
+    exec(compile(NAMED_KERAS_PY, str(py), "exec"), ns)
+    model = ns["build_model"]()
+    model.save(d / "named.keras")
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.export(d / "named_saved", verbose=False)
+    return {"py": py, "keras": d / "named.keras", "savedmodel": d / "named_saved", "model": model, "ns": ns}
+
+
+def _golden(res):
+    from edgepack.bundle import read_member
+
+    return np.load(io.BytesIO(read_member(res.path, "golden.npz")))
+
+
+@pytest.mark.parametrize("kind,quantize", [("keras", "none"), ("keras", "int8"), ("savedmodel", "dynamic")])
+def test_tflite_bundle_carries_the_source_names(kind, quantize, named_keras, tmp_path):
+    """Keras input "pixels" / output "probs" (a SavedModel: its signature keys "pixels" / "output_0") are the
+    bundle's names, in the manifest and the golden data, not serving_default_pixels:0 / StatefulPartitionedCall:0;
+    the runner finds the tensors by the model's signature."""
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, pixels=rng.standard_normal((40, 8, 8, 1)).astype(np.float32))
+    res = edgepack.build(named_keras[kind], to="tflite", quantize=quantize, output=tmp_path / "m.edgepack",
+                         calibration=calib if quantize == "int8" else None)
+    m = res.manifest
+    out = "probs" if kind == "keras" else "output_0"
+    assert [t.name for t in m.inputs] == ["pixels"] and [t.name for t in m.outputs] == [out]
+    assert set(_golden(res)) == {"input/pixels", f"output/{out}"}
+    assert m.validation.status == "passed" and set(m.validation.outputs) == {out}
+    r = edgepack.bench(res.path, "local", runs=3, min_seconds=0).result
+    assert set(r.validation) == {out} and r.validation[out].cosine >= m.validation.thresholds["min_cosine"]
+    _keras_golden_check(res, named_keras["model"])
+
+
+def test_dict_outputs_keep_their_names_and_values(named_keras, tmp_path):
+    """A dict-returning Keras model: each output named by its key and holding that key's values (output_names is
+    sorted, the dict is not), inputs by their names."""
+    model = named_keras["ns"]["two_heads"]()
+    model.save(tmp_path / "two.keras")
+    res = edgepack.build(tmp_path / "two.keras", to="tflite", output=tmp_path / "two.edgepack")
+    m = res.manifest
+    assert [(t.name, t.shape) for t in m.inputs] == [("feat", [1, 4]), ("mask", [1, 4])]
+    assert [(t.name, t.shape) for t in m.outputs] == [("score", [1, 1]), ("emb", [1, 3])]
+    g = _golden(res)
+    want = model({"feat": g["input/feat"], "mask": g["input/mask"]}, training=False)
+    for name in ("score", "emb"):
+        np.testing.assert_allclose(g[f"output/{name}"], np.asarray(want[name]), rtol=1e-5, atol=1e-6)
+    r = edgepack.bench(res.path, "local", runs=2, min_seconds=0).result
+    assert set(r.validation) == {"score", "emb"} and min(v.cosine for v in r.validation.values()) > 0.9999
+
+
+def test_runner_resolves_old_and_new_names(named_keras, tmp_path):
+    """Bundles written before (manifest = the interpreter's tensor names) and now (the source's names, found as
+    signature keys) both resolve to the same tensors, in the device runner and in the build-time predictor."""
+    from edgepack.bundle import read_member
+    from edgepack.converters import tflite_tools
+    from edgepack.device_runners import tflite_runner
+    from edgepack.errors import EdgepackError
+
+    res = edgepack.build(named_keras["keras"], to="tflite", output=tmp_path / "m.edgepack")
+    path = tmp_path / "model.tflite"
+    path.write_bytes(read_member(res.path, "model.tflite"))
+    interp = tflite_tools.open_interpreter(path)
+    (tin,), (tout,) = interp.get_input_details(), interp.get_output_details()
+    assert tin["name"] != "pixels" and tout["name"] != "probs"  # the converter's names, e.g. serving_default_...
+    old = {"inputs": [{"name": tin["name"]}], "outputs": [{"name": tout["name"]}]}
+    new = {"inputs": [{"name": "pixels"}], "outputs": [{"name": "probs"}]}
+    assert tflite_runner.tensor_indices(interp, old) == ({tin["name"]: tin["index"]}, {tout["name"]: tout["index"]})
+    assert tflite_runner.tensor_indices(interp, new) == ({"pixels": tin["index"]}, {"probs": tout["index"]})
+    with pytest.raises(Exception, match="no output tensor or signature key"):
+        tflite_runner.tensor_indices(interp, {"inputs": new["inputs"], "outputs": [{"name": "logits"}]})
+    x = _golden(res)["input/pixels"][:1]
+    by_old = tflite_tools.session_predict(
+        path, [m.model_copy(update={"name": tin["name"]}) for m in res.manifest.inputs],
+        [m.model_copy(update={"name": tout["name"]}) for m in res.manifest.outputs])
+    by_new = tflite_tools.session_predict(path, res.manifest.inputs, res.manifest.outputs)
+    np.testing.assert_array_equal(by_old({tin["name"]: x})[tout["name"]], by_new({"pixels": x})["probs"])
+    with pytest.raises(EdgepackError, match="no input tensor or signature key"):
+        tflite_tools.session_predict(path, [res.manifest.inputs[0].model_copy(update={"name": "image"})], [])

@@ -42,7 +42,9 @@ def _tflite_source(tmp_path):
     built = edgepack.build(src, to="tflite", output=tmp_path / "src.edgepack")
     path = tmp_path / "m.tflite"
     path.write_bytes(read_member(built.path, "model.tflite"))
-    return str(path), [], built.manifest.inputs[0].name
+    from edgepack.converters.tflite_tools import open_interpreter  # a .tflite source's names are its tensors'
+
+    return str(path), [], open_interpreter(path).get_input_details()[0]["name"]
 
 
 SOURCE_FACTORIES = {

@@ -13,7 +13,7 @@ import io
 import math
 
 from edgepack.errors import require
-from edgepack.report import (COLUMNS, DEVICE_COLUMNS, ICON, _baseline_of, device_rows, notes, row, summary_line)
+from edgepack.report_rows import COLUMNS, DEVICE_COLUMNS, ICON, _baseline_of, device_rows, notes, row, summary_line
 from edgepack.types import Report
 
 MAX_PANELS = 24  # latency histograms per page

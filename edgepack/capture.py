@@ -1,8 +1,7 @@
 """Frameworks' own output during a build, kept out of the user's terminal.
 
 TensorFlow/absl (C++), XLA, torchao and coremltools write log lines and warnings straight to file descriptors 1
-and 2, below Python. ``framework_output(log)`` points both descriptors (and Python's warnings and logging) at a
-log file while a stage runs; edgepack's own progress goes to the terminal through ``ui``, which writes to a
+and 2, below Python. ``framework_output(log)`` points both descriptors at a log file while a stage runs; edgepack's own progress goes to the terminal through ``ui``, which writes to a
 duplicate of the original stderr taken before any capture. With ``--verbose`` the build keeps the log and names
 it in errors.
 """
@@ -10,10 +9,9 @@ it in errors.
 from __future__ import annotations
 
 import contextlib
-import logging
+import io
 import os
 import sys
-import warnings
 from pathlib import Path
 
 # Environment the frameworks read at import: set before any route imports them.
@@ -28,41 +26,36 @@ def quiet_environment() -> None:
 
 @contextlib.contextmanager
 def framework_output(log: Path):
-    """Send fds 1/2, ``warnings`` and the root logger's output to ``log`` while the block runs."""
+    """Send file descriptors 1 and 2 to ``log`` while the block runs: C++ logs and Python's ``sys.stdout``/
+    ``sys.stderr`` writes (print, warnings, logging's handlers) alike. Python's stream objects stay the same, so
+    a handler a framework makes meanwhile keeps working afterwards (it then writes to the terminal again)."""
     quiet_environment()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush()
     try:
         fds = (sys.stdout.fileno(), sys.stderr.fileno())
     except (AttributeError, OSError, ValueError):  # streams without descriptors (a test harness): Python only
-        fds = ()
-    saved = [os.dup(fd) for fd in fds]
-    with open(log, "ab") as f:
-        for fd in fds:
-            os.dup2(f.fileno(), fd)
-        handler = logging.StreamHandler(open(log, "a", encoding="utf-8", errors="replace"))  # noqa: SIM115
-        root = logging.getLogger()
-        root.addHandler(handler)
+        buffer = io.StringIO()
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(handler.stream), \
-                    contextlib.redirect_stderr(handler.stream):
-                warnings.simplefilter("always")
-                warnings.showwarning = _to(handler.stream)
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
                 yield
         finally:
-            root.removeHandler(handler)
-            handler.stream.close()
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            for fd, old in zip(fds, saved):
-                os.dup2(old, fd)
-                os.close(old)
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(buffer.getvalue())
+        return
+    saved = [os.dup(fd) for fd in fds]
+    try:
+        with open(log, "ab") as f:
+            for fd in fds:
+                os.dup2(f.fileno(), fd)
+        yield
+    finally:
+        _flush()
+        for fd, old in zip(fds, saved):
+            os.dup2(old, fd)
+            os.close(old)
 
 
-def _to(stream):
-    def show(message, category, filename, lineno, file=None, line=None):
-        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-    return show
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()

@@ -116,3 +116,20 @@ def test_int8_that_stays_float_is_a_failed_route(tmp_path):
                        calibration=calib, inputs=["pixel_values:1x3x32x32"], route="torch-litert",
                        output=tmp_path / "e.edgepack")
     assert "torch-onnx2tf" in e.value.hint
+
+
+@pytest.mark.torch
+@needs_tflite
+def test_build_prints_only_its_own_lines_and_verbose_keeps_the_log(tmp_path):
+    """TensorFlow/absl, torchao and torch write to the terminal on import and conversion; a build shows only
+    edgepack's progress, and --verbose keeps the frameworks' output in OUT.log (named in errors)."""
+    out = tmp_path / "y.edgepack"
+    proc = cli("build", YOLO, "--input", INPUT[0], "--to", "tflite", "--route", "torch-litert", "--verbose",
+               "-o", str(out), check=True, env={"COLUMNS": "300"})  # no wrapping: one line per step
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("✓ ") for ln in lines), proc.stderr
+    log = tmp_path / "y.edgepack.log"
+    assert log.is_file() and "torchao" in log.read_text(), "the frameworks' output went to the log"
+    err = one_line_error(cli("build", YOLO, "--input", INPUT[0], "--to", "tflite", "--route", "torch-litert",
+                             "--min-cosine", "1.5", "--verbose", "-o", str(tmp_path / "z.edgepack")))
+    assert f"the converters' log is {tmp_path / 'z.edgepack.log'}" in err

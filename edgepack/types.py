@@ -185,6 +185,10 @@ class Manifest(_Model):
     runtime: str
     model: ModelMember
     members: dict[str, str] = Field(description="sha256 of every member except manifest.json")
+    sizes: Optional[dict[str, int]] = Field(None, description="unpacked bytes of every member except "
+                                                              "manifest.json (written since edgepack 0.1: "
+                                                              "readers refuse a member whose zip header "
+                                                              "disagrees, before inflating it)")
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     quantization: QuantizationInfo

@@ -946,8 +946,8 @@ def main(backend, argv=None):
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, _on_signal)
-    start_watchdogs(args.timeout, args.watch_stdin)
     try:
+        start_watchdogs(args.timeout, args.watch_stdin)
         backend.check()
         result = run(backend, args)
     except RunnerError as e:

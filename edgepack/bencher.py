@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import signal
 from pathlib import Path
+from typing import Optional
 
 from pydantic import ValidationError
 
@@ -89,11 +92,43 @@ def runner_options(target, manifest, ep=(), profile=False, delegate=None, delega
     return argv
 
 
+MAX_RUNS_LIMIT = 100_000_000  # --max-runs ceiling (every sample travels back in the result JSON)
+TIMEOUT_BASE_SECONDS = 600.0
+
+
+def default_timeout(min_seconds: float, repeat: int, cooldown: float) -> float:
+    """--timeout when not given: 10 minutes for loading, warm-up, golden/eval runs and slow single
+    inferences, plus twice the timed windows and their cool-downs."""
+    return TIMEOUT_BASE_SECONDS + 2.0 * repeat * (min_seconds + cooldown)
+
+
+def check_settings(runs: int, warmup: int, min_seconds: float, threads: int, max_runs: int, repeat: int,
+                   cooldown: float, timeout: Optional[float]) -> None:
+    """Every bench setting checked before anything connects (nan/inf and negative values are usage errors)."""
+    def bad(option, value, rule):
+        raise UsageError(f"{option} {value} is out of range: {rule}", f"pass {option} {rule}")
+
+    for option, value in (("--min-seconds", min_seconds), ("--cooldown", cooldown)):
+        if not math.isfinite(value) or value < 0:
+            bad(option, value, "as a finite number >= 0")
+    if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
+        bad("--timeout", timeout, "as a finite number of seconds >= 0 (0 = no limit)")
+    for option, value, low in (("--runs", runs, 1), ("--repeat", repeat, 1), ("--warmup", warmup, 0),
+                               ("--threads", threads, 0), ("--max-runs", max_runs, 1)):
+        if value < low:
+            bad(option, value, f">= {low}")
+    if max_runs > MAX_RUNS_LIMIT:
+        bad("--max-runs", max_runs, f"<= {MAX_RUNS_LIMIT}")
+    if runs > max_runs:
+        raise UsageError(f"--runs {runs} exceeds --max-runs {max_runs}",
+                         "lower --runs, or raise --max-runs (the loop never times more than --max-runs)")
+
+
 def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, min_seconds: float = 1.0,
           threads: int = 0, max_runs: int = 10000, install_runtime: bool = False, repeat: int = 1,
           cooldown: float = 1.0, ep=(), profile: bool = False, delegate=None, delegate_options=(),
           no_xnnpack: bool = False, npu_model: bool = False, compute_units: str | None = None,
-          **ssh) -> BenchResult:
+          timeout: Optional[float] = None, **ssh) -> BenchResult:
     """``install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
     edgepack cache (``<remote_dir>/venv``) and run there; later runs reuse that venv.
     ``repeat``: independent timing windows (``cooldown`` idle seconds between), so a report can tell
@@ -102,16 +137,21 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
     Accelerators: ``ep`` (ONNX: execution providers, e.g. ["xnnpack"]), ``profile`` (ONNX: per-op timing from a
     separate profiled session); ``delegate``/``delegate_options``/``no_xnnpack`` (TFLite) and ``npu_model``
     (TFLite: run the bundle's NPU model, e.g. vela's, with the board's delegate); ``compute_units`` (CoreML:
-    cpu | gpu | ane | all). The result's ``placement`` says which ops the accelerator took."""
-    if repeat < 1 or runs < 1 or cooldown < 0:
-        raise UsageError(f"--repeat {repeat} / --runs {runs} / --cooldown {cooldown:g} out of range",
-                         "use --repeat >= 1, --runs >= 1, --cooldown >= 0")
+    cpu | gpu | ane | all). The result's ``placement`` says which ops the accelerator took.
+
+    ``timeout``: seconds the runner may take (default :func:`default_timeout`; 0 = no limit). On a timeout, an
+    interrupt or a lost connection the runner stops and cleans up on the device (it watches its stdin)."""
+    check_settings(runs, warmup, min_seconds, threads, max_runs, repeat, cooldown, timeout)
+    if timeout is None:
+        timeout = default_timeout(min_seconds, repeat, cooldown)
     manifest = _checked(bundle)
     target = converters.target(manifest.format)
     extra = runner_options(target, manifest, ep, profile, delegate, delegate_options, no_xnnpack, npu_model,
                            compute_units)
     sha = sha256_file(bundle)
     options = _ssh_options(ssh)
+    # the runner enforces the timeout itself (and cleans up); edgepack's own wait is a backstop behind it
+    options.run_timeout = timeout + 30.0 if timeout else None
     if install_runtime and parse_device(device).local:
         raise UsageError("--install-runtime is for SSH devices",
                          f"install the runtime here with: pip install {' '.join(target.device_packages)}")
@@ -124,7 +164,9 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
             workdir = dev.workdir()
         argv = [f"{runners}/{target.runner}", remote, "--runs", str(runs), "--warmup", str(warmup),
                 "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs),
-                "--repeat", str(repeat), "--cooldown", str(cooldown)]
+                "--repeat", str(repeat), "--cooldown", str(cooldown), "--timeout", str(timeout), "--watch-stdin"]
+        if os.environ.get("EDGEPACK_MAX_UNPACKED_BYTES", "").isdigit():
+            argv += ["--max-unpacked-bytes", os.environ["EDGEPACK_MAX_UNPACKED_BYTES"]]
         argv += extra
         if workdir:
             argv += ["--workdir", workdir]
@@ -144,7 +186,8 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
     result = _parse(res, dev.name)
     if result.bundle_sha256 != sha:
         raise DeviceError(f"the device ran a bundle with sha256 {result.bundle_sha256[:12]}..., expected {sha[:12]}...",
-                          "the cached copy on the device is stale or corrupt; remove ~/.cache/edgepack/bundles there")
+                          f"the cached copy on the device is stale or corrupt; remove "
+                          f"{options.remote_dir}/bundles there (relative to the home directory)")
     return BenchResult(bundle=bundle, bundle_name=bundle.name, device=dev.name, manifest=manifest, result=result,
                        bundle_bytes=bundle.stat().st_size, uploaded=uploaded)
 

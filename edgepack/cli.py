@@ -118,8 +118,10 @@ def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")):
 
     manifest, problems = edgepack.verify(bundle)
     if problems:
+        from edgepack.ui import printable
+
         for p in problems:
-            typer.echo(f"FAIL {p}", err=True)
+            typer.echo(f"FAIL {printable(p)}", err=True)
         typer.echo(f"{bundle}: INVALID ({len(problems)} problem(s))", err=True)
         raise typer.Exit(1)
     typer.echo(f"{bundle}: OK ({len(manifest.members)} members verified, {manifest.format}, "

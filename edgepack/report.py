@@ -20,6 +20,7 @@ from edgepack import __version__
 from edgepack.errors import UsageError
 from edgepack.gate import GateSettings, evaluate, fingerprint
 from edgepack.types import BenchRecord, Check, Report
+from edgepack.ui import safe
 
 BENCH_SCHEMA = "edgepack.bench/1"
 REPORT_SCHEMA = "edgepack.report/1"
@@ -209,7 +210,7 @@ def table(rep: Report):
     for c in COLUMNS:
         t.add_column(c, justify="right" if c in _NUMERIC else "left")
     for rec in rep.records:
-        t.add_row(rec.bundle, *row(rec, base.get(rec.key)))
+        t.add_row(*(safe(x) for x in [rec.bundle, *row(rec, base.get(rec.key))]))
     return t
 
 
@@ -220,7 +221,7 @@ def checks_table(rep: Report):
     for c in ("", "bundle @ device", "check", "result"):
         t.add_column(c)
     for c in rep.checks:
-        t.add_row(ICON[c.status], c.entry, c.name, c.message)
+        t.add_row(ICON[c.status], safe(c.entry), safe(c.name), safe(c.message))
     return t
 
 

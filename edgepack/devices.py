@@ -255,6 +255,9 @@ class SSHDevice:
             raise UsageError(f"ConnectTimeout {timeout:g} in {cfg_path} is not a positive number of seconds",
                              "fix ConnectTimeout there")
         keys = [str(options.identity)] if options.identity else [os.path.expanduser(p) for p in cfg.get("identityfile", [])]
+        for k in keys:  # like OpenSSH, a missing IdentityFile from ssh_config is skipped; a wrong one is an error
+            if os.path.exists(k):
+                check_identity(Path(k))
         known = options.known_hosts
         if known is None and cfg.get("userknownhostsfile"):
             known = Path(os.path.expanduser(cfg["userknownhostsfile"].split()[0]))

@@ -82,3 +82,11 @@ def check_outputs(outputs: dict[str, Optional[PathLike]], inputs: Iterable[Optio
         if key in seen:
             raise UsageError(f"{seen[key]} and {flag} name the same file {path}", "pass different files")
         seen[key] = flag
+
+
+def check_build_output(output: PathLike, source: PathLike, *inputs: Optional[PathLike]) -> None:
+    """``build``'s ``-o``: not the source model (``model.onnx`` or the ``file.py`` of ``file.py:callable``),
+    not a data set, and writable -- checked before loading and converting."""
+    src = str(source)
+    sources = [Path(src)] + ([Path(src.rsplit(":", 1)[0])] if ":" in src else [])
+    check_outputs({"-o": output}, [*sources, *inputs])

@@ -731,6 +731,8 @@ def build_parser(description):
     p.add_argument("--max-unpacked-bytes", type=int, default=None,
                    help="limit on the bundle's unpacked size (default %d or EDGEPACK_MAX_UNPACKED_BYTES)"
                         % MAX_UNPACKED_BYTES)
+    p.add_argument("--max-ratio", type=int, default=None,
+                   help="limit on a large member's unpacked:packed ratio (default %d or EDGEPACK_MAX_RATIO)" % MAX_RATIO)
     return p
 
 
@@ -824,6 +826,11 @@ def _run_all(session_predict, feeds_iter, output_specs):
 
 def run(backend, args):
     """The whole measurement. ``backend`` provides name/version/load/predict."""
+    global MAX_RATIO, MAX_UNPACKED_BYTES
+    if args.max_ratio:
+        MAX_RATIO = args.max_ratio
+    if args.max_unpacked_bytes:
+        MAX_UNPACKED_BYTES = args.max_unpacked_bytes
     with Bundle(args.bundle, args.workdir, args.max_unpacked_bytes) as bundle:
         manifest = bundle.manifest
         if manifest.get("runtime") != backend.runtime:

@@ -218,6 +218,10 @@ def test_inner_npz_bomb_and_extra_member_bomb(tiny_bundle, tmp_path):
     code, _, err = run_runner(extra, "--workdir", str(work))
     assert code == rc.EXIT_BUNDLE_INVALID and "pad.bin inflates" in err
     assert list(work.iterdir()) == []
+    # the limit is a setting: a user who trusts this bundle raises it (on the device too: bench passes it on)
+    assert cli("verify", str(extra), env={"EDGEPACK_MAX_RATIO": "5000"}).returncode == 0
+    res = cli("bench", str(extra), "--runs", "1", "--min-seconds", "0", env={"EDGEPACK_MAX_RATIO": "5000"})
+    assert res.returncode == 0, res.stderr
 
 
 def test_total_unpacked_cap_and_huge_manifest(tiny_bundle, tmp_path):

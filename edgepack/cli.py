@@ -358,16 +358,17 @@ def main(argv: Optional[list] = None) -> int:
         try:
             app(args=argv, prog_name="edgepack")  # standalone: typer reports usage errors itself
         except KeyboardInterrupt:  # raised outside click's own handling
-            pass
+            if not _signalled:
+                _signalled.append(signal.SIGINT)
         if _signalled:
             raise SystemExit(128 + _signalled[0])
-    except SystemExit as e:
-        if _signalled:
+    except (SystemExit, EdgepackError) as e:
+        if _signalled:  # whatever the interrupted command raised on its way out
             print(f"edgepack: error: stopped by signal {_signalled[0]} ({signal.Signals(_signalled[0]).name}); "
                   "temporary files and the device's runner were cleaned up", file=sys.stderr)
             return 128 + _signalled[0]
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except EdgepackError as e:
+        if isinstance(e, SystemExit):
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if os.environ.get("EDGEPACK_DEBUG"):
             import traceback
 

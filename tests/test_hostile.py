@@ -497,9 +497,18 @@ def test_crafted_text_is_shown_not_interpreted(tiny_bundle, tiny_model, tmp_path
                           check=True).stdout)
     data["results"][0]["device_spec"] = "[/oops]\x1b]0;title\x07"
     (tmp_path / "r.json").write_text(json.dumps(data))
+    data["results"][0]["bundle"] = "<img src=https://example.invalid/x.png>|"
+    (tmp_path / "r.json").write_text(json.dumps(data))
     res = cli("report", str(tmp_path / "r.json"), "-o", str(tmp_path / "r.md"))
     assert res.returncode == 0, res.stderr
     assert "[/oops]" in res.stderr and "\x1b]0;" not in res.stderr
+    md = (tmp_path / "r.md").read_text()
+    assert "<img" not in md and "&lt;img src=https://example.invalid/x.png&gt;\\|" in md and "\x1b" not in md
+    res = cli("report", str(tmp_path / "r.json"), "--format", "junit", "-o", str(tmp_path / "r.xml"))
+    assert res.returncode == 0, res.stderr
+    import xml.etree.ElementTree as ET
+
+    ET.parse(tmp_path / "r.xml")  # well-formed despite the escape characters in the device name
 
 
 # --------------------------------------------------------------------------- 7./8. outputs

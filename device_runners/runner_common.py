@@ -261,44 +261,56 @@ def npz_problems(zf, member, samples, manifest):
                 specs[prefix + s["name"]] = s
     problems = []
     try:
-        with zf.open(member) as raw, zipfile.ZipFile(raw) as inner:
-            check_zip_headers(inner, what=member)
-            for info in inner.infolist():
-                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-                try:
-                    with inner.open(info) as f:
-                        shape, _, dtype = _npy_header(f)
-                except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
-                    problems.append("%s: array %s has no valid .npy header (%s)" % (member, key, e))
-                    continue
-                if dtype.hasobject:
-                    problems.append("%s: array %s is a pickled object array (never loaded)" % (member, key))
-                    continue
-                count = 1
-                for d in shape:
-                    count *= d
-                if count * dtype.itemsize > info.file_size:
-                    problems.append("%s: array %s declares %s of data but holds %d bytes"
-                                    % (member, key, _mib(count * dtype.itemsize), info.file_size))
-                    continue
-                if key.startswith(OUTPUT_PREFIX):
-                    continue  # an output's leading axis need not be the batch
-                if not shape or shape[0] != samples:
-                    problems.append("%s: array %s holds %s samples, the manifest says %d"
-                                    % (member, key, shape[0] if shape else "no", samples))
-                    continue
-                spec = specs.get(key)
-                if spec is not None:
-                    want = list(spec.get("shape") or [])[1:]
-                    got = list(shape[1:])
-                    if len(want) != len(got) or any(isinstance(w, int) and w > 0 and w != g
-                                                    for w, g in zip(want, got)):
-                        problems.append("%s: array %s has per-sample shape %s, the input is %s"
-                                        % (member, key, got, want))
+        # a seekable copy (in memory up to 16 MiB, else a temp file; bounded by the checked member size): a
+        # ZipFile over the member's stream would inflate it again for every backward seek
+        with zf.open(member) as raw, tempfile.SpooledTemporaryFile(16 << 20) as copy:
+            shutil.copyfileobj(raw, copy, 1 << 20)
+            copy.seek(0)
+            problems.extend(_npz_header_problems(copy, member, samples, specs))
     except RunnerError as e:
         problems.append(e.message)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e:
         problems.append("%s is not a readable .npz (%s)" % (member, e))
+    return problems
+
+
+def _npz_header_problems(fileobj, member, samples, specs):
+    """The checks of :func:`npz_problems` on a seekable .npz file object."""
+    problems = []
+    with zipfile.ZipFile(fileobj) as inner:
+        check_zip_headers(inner, what=member)
+        for info in inner.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            try:
+                with inner.open(info) as f:
+                    shape, _, dtype = _npy_header(f)
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
+                problems.append("%s: array %s has no valid .npy header (%s)" % (member, key, e))
+                continue
+            if dtype.hasobject:
+                problems.append("%s: array %s is a pickled object array (never loaded)" % (member, key))
+                continue
+            count = 1
+            for d in shape:
+                count *= d
+            if count * dtype.itemsize > info.file_size:
+                problems.append("%s: array %s declares %s of data but holds %d bytes"
+                                % (member, key, _mib(count * dtype.itemsize), info.file_size))
+                continue
+            if key.startswith(OUTPUT_PREFIX):
+                continue  # an output's leading axis need not be the batch
+            if not shape or shape[0] != samples:
+                problems.append("%s: array %s holds %s samples, the manifest says %d"
+                                % (member, key, shape[0] if shape else "no", samples))
+                continue
+            spec = specs.get(key)
+            if spec is not None:
+                want = list(spec.get("shape") or [])[1:]
+                got = list(shape[1:])
+                if len(want) != len(got) or any(isinstance(w, int) and w > 0 and w != g
+                                                for w, g in zip(want, got)):
+                    problems.append("%s: array %s has per-sample shape %s, the input is %s"
+                                    % (member, key, got, want))
     return problems
 
 

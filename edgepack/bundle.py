@@ -141,6 +141,7 @@ def verify_bundle(path: Path) -> tuple[Manifest, list[str]]:
 
 def read_member(path: Path, member: str) -> bytes:
     with _open_zip(path) as zf:
+        _manifest(zf, Path(path).name)  # the bomb limits, from the headers, before reading anything
         return zf.read(member)
 
 

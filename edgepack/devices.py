@@ -237,9 +237,12 @@ class SSHDevice:
         import paramiko
 
         check_options(options)
-        # paramiko's transport thread logs a traceback for a non-SSH peer; the error below says it in one line
-        logging.getLogger("paramiko").addHandler(logging.NullHandler())
-        logging.getLogger("paramiko").propagate = False
+        # paramiko's transport thread logs a traceback for a non-SSH peer, which Python's last-resort handler
+        # prints when no logging is configured; the error below says it in one line. (A handler set up by an
+        # API user still gets paramiko's records.)
+        log = logging.getLogger("paramiko")
+        if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+            log.addHandler(logging.NullHandler())
         self.spec = spec
         self.options = options
         self.name = spec.text

@@ -744,7 +744,8 @@ def build_parser(description):
                    help="limit on the bundle's unpacked size (default %d or EDGEPACK_MAX_UNPACKED_BYTES)"
                         % MAX_UNPACKED_BYTES)
     p.add_argument("--max-ratio", type=int, default=None,
-                   help="limit on a large member's unpacked:packed ratio (default %d or EDGEPACK_MAX_RATIO)" % MAX_RATIO)
+                   help="limit on a large member's unpacked:packed ratio (default %d or EDGEPACK_MAX_RATIO)"
+                        % MAX_RATIO)
     return p
 
 

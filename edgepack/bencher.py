@@ -165,7 +165,8 @@ def bench(bundle: Path, device: str = "local", runs: int = 50, warmup: int = 5, 
         argv = [f"{runners}/{target.runner}", remote, "--runs", str(runs), "--warmup", str(warmup),
                 "--min-seconds", str(min_seconds), "--threads", str(threads), "--max-runs", str(max_runs),
                 "--repeat", str(repeat), "--cooldown", str(cooldown), "--timeout", str(timeout), "--watch-stdin"]
-        for env, flag in (("EDGEPACK_MAX_UNPACKED_BYTES", "--max-unpacked-bytes"), ("EDGEPACK_MAX_RATIO", "--max-ratio")):
+        for env, flag in (("EDGEPACK_MAX_UNPACKED_BYTES", "--max-unpacked-bytes"),
+                          ("EDGEPACK_MAX_RATIO", "--max-ratio")):
             if os.environ.get(env, "").isdigit():  # the limits this machine allows, also on the device
                 argv += [flag, os.environ[env]]
         argv += extra

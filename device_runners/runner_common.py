@@ -26,7 +26,25 @@ import zlib
 
 RESULT_SCHEMA = "edgepack.result/1"
 MANIFEST_SCHEMA_PREFIX = "edgepack.manifest/"
+MANIFEST_MAJOR = "1"  # manifests "edgepack.manifest/1" and "edgepack.manifest/1.x" are read; other majors refused
 MANIFEST_MEMBER = "manifest.json"
+
+
+def _env_int(name, default):
+    try:
+        value = int(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+# Limits on what a bundle may unpack to. They are checked from the zip headers before any member is read
+# (a header's size also bounds what zipfile will inflate), again inside golden.npz/eval.npz, and a manifest's
+# declared sizes ("sizes") must equal the headers'.
+MAX_MANIFEST_BYTES = 16 << 20  # manifest.json
+MAX_UNPACKED_BYTES = _env_int("EDGEPACK_MAX_UNPACKED_BYTES", 4 << 30)  # all members together
+MAX_RATIO = _env_int("EDGEPACK_MAX_RATIO", 100)  # unpacked / packed bytes of one member ...
+RATIO_MIN_BYTES = 1 << 20  # ... for members that unpack to at least this much
 
 # Exit codes shared with edgepack (edgepack/transport.py maps them to messages).
 EXIT_OK = 0
@@ -80,29 +98,92 @@ def _is_link(info):
     return stat.S_ISLNK(mode)
 
 
-def read_manifest(zf):
+def _mib(n):
+    return "%.1f MiB" % (n / 1048576.0)
+
+
+def check_zip_headers(zf, max_unpacked=None, max_ratio=None, what="bundle"):
+    """Refuse a decompression bomb from the zip headers alone, before any member is read: the total
+    unpacked size, each large member's compression ratio, and the size of manifest.json."""
+    max_unpacked = max_unpacked or MAX_UNPACKED_BYTES
+    max_ratio = max_ratio or MAX_RATIO
+    total = 0
+    for info in zf.infolist():
+        size = info.file_size
+        total += size
+        if info.filename == MANIFEST_MEMBER and size > MAX_MANIFEST_BYTES:
+            raise RunnerError("%s: manifest.json unpacks to %s (limit %s)"
+                              % (what, _mib(size), _mib(MAX_MANIFEST_BYTES)),
+                              "this is not a bundle edgepack wrote; rebuild it", EXIT_BUNDLE_INVALID)
+        if size >= RATIO_MIN_BYTES and size > max_ratio * max(1, info.compress_size):
+            raise RunnerError("%s: member %s inflates %d:1 (%s from %d bytes; limit %d:1)"
+                              % (what, info.filename, size // max(1, info.compress_size), _mib(size),
+                                 info.compress_size, max_ratio),
+                              "a decompression bomb, or a bundle edgepack did not write; rebuild it "
+                              "(or raise EDGEPACK_MAX_RATIO)", EXIT_BUNDLE_INVALID)
+    if total > max_unpacked:
+        raise RunnerError("%s unpacks to %s (limit %s)" % (what, _mib(total), _mib(max_unpacked)),
+                          "for a bigger model set EDGEPACK_MAX_UNPACKED_BYTES (bytes) where edgepack runs",
+                          EXIT_BUNDLE_INVALID)
+    return total
+
+
+def read_manifest(zf, max_unpacked=None):
+    check_zip_headers(zf, max_unpacked)
     try:
         raw = zf.read(MANIFEST_MEMBER)
     except KeyError:
         raise RunnerError("not an edgepack bundle: no manifest.json inside",
                           "pass a .edgepack file written by edgepack build", EXIT_BUNDLE_INVALID)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+        raise RunnerError("manifest.json cannot be read (%s)" % e,
+                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except ValueError as e:
         raise RunnerError("manifest.json is not valid JSON (%s)" % e,
                           "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
-    schema = str(manifest.get("schema", ""))
+    if not isinstance(manifest, dict):
+        raise RunnerError("manifest.json is a JSON %s, not an object" % type(manifest).__name__,
+                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+    schema = manifest.get("schema")
+    schema = schema if isinstance(schema, str) else repr(schema)
     if not schema.startswith(MANIFEST_SCHEMA_PREFIX):
         raise RunnerError("unknown manifest schema %r" % schema,
                           "rebuild the bundle with this edgepack version", EXIT_BUNDLE_INVALID)
+    if schema[len(MANIFEST_SCHEMA_PREFIX):].split(".")[0] != MANIFEST_MAJOR:
+        raise RunnerError("manifest schema %r is not supported (this edgepack reads %s%s)"
+                          % (schema, MANIFEST_SCHEMA_PREFIX, MANIFEST_MAJOR),
+                          "use the edgepack version that wrote the bundle, or rebuild it", EXIT_BUNDLE_INVALID)
     return manifest
+
+
+def declared_sizes(manifest):
+    """{member: bytes} the manifest declares: its "sizes" (new bundles), else the model's "bytes"."""
+    sizes = manifest.get("sizes")
+    if sizes is not None:
+        if not isinstance(sizes, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                  for v in sizes.values()):
+            return None
+        return dict(sizes)
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    if isinstance(model.get("member"), str) and isinstance(model.get("bytes"), int):
+        return {model["member"]: model["bytes"]}  # a directory model (.mlpackage) matches no file: unchecked
+    return {}
 
 
 def verify_zip(zf, manifest):
     """Check every member against the manifest's sha256 list. Returns a list of problems."""
     problems = []
-    listed = dict(manifest.get("members") or {})
+    listed = manifest.get("members") or {}
+    if not isinstance(listed, dict):
+        return ["manifest members is not an object"]
+    sizes = declared_sizes(manifest)
+    if sizes is None:
+        return ["manifest sizes is not an object of member byte counts"]
+    strict_sizes = "sizes" in manifest
     seen = set()
+    bad_size = set()
     for info in zf.infolist():
         name = info.filename
         if name == MANIFEST_MEMBER:
@@ -122,6 +203,15 @@ def verify_zip(zf, manifest):
         if want is None:
             problems.append("member %s is not listed in the manifest" % name)
             continue
+        size = sizes.get(name)
+        if size is None and strict_sizes:
+            problems.append("member %s has no declared size in the manifest" % name)
+            bad_size.add(name)
+            continue
+        if size is not None and size != info.file_size:
+            problems.append("member %s unpacks to %d bytes, the manifest declares %d" % (name, info.file_size, size))
+            bad_size.add(name)
+            continue
         h = hashlib.sha256()
         try:
             with zf.open(info) as f:
@@ -132,9 +222,95 @@ def verify_zip(zf, manifest):
             continue
         if h.hexdigest() != want:
             problems.append("member %s: sha256 mismatch (manifest %s..., file %s...)"
-                            % (name, want[:12], h.hexdigest()[:12]))
+                            % (name, str(want)[:12], h.hexdigest()[:12]))
+            bad_size.add(name)
     for name in sorted(set(listed) - seen):
         problems.append("member %s is listed in the manifest but missing" % name)
+    if strict_sizes:
+        for name in sorted(set(sizes) - set(listed)):
+            problems.append("the manifest declares a size for %s, which it does not list" % name)
+    if not problems:
+        for key in ("golden", "eval"):
+            ref = manifest.get(key)
+            if isinstance(ref, dict) and ref.get("member") in seen:
+                problems.extend(npz_problems(zf, ref["member"], ref.get("samples"), manifest))
+    return problems
+
+
+def _npy_header(f):
+    import numpy as np
+
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(f)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(f)
+    raise ValueError("unsupported .npy version %s" % (version,))
+
+
+def npz_problems(zf, member, samples, manifest):
+    """golden.npz / eval.npz checked before numpy loads it: its own zip headers (bomb limits), every array's
+    header (no pickled object arrays; ``samples`` rows, as the manifest says; the inputs' static dims)."""
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+        return ["%s: the manifest's sample count %r is not a count" % (member, samples)]
+    specs = {}
+    for prefix, key in ((INPUT_PREFIX, "inputs"), (OUTPUT_PREFIX, "outputs")):
+        for s in manifest.get(key) or []:
+            if isinstance(s, dict) and isinstance(s.get("name"), str):
+                specs[prefix + s["name"]] = s
+    problems = []
+    try:
+        # a seekable copy (in memory up to 16 MiB, else a temp file; bounded by the checked member size): a
+        # ZipFile over the member's stream would inflate it again for every backward seek
+        with zf.open(member) as raw, tempfile.SpooledTemporaryFile(16 << 20) as copy:
+            shutil.copyfileobj(raw, copy, 1 << 20)
+            copy.seek(0)
+            problems.extend(_npz_header_problems(copy, member, samples, specs))
+    except RunnerError as e:
+        problems.append(e.message)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e:
+        problems.append("%s is not a readable .npz (%s)" % (member, e))
+    return problems
+
+
+def _npz_header_problems(fileobj, member, samples, specs):
+    """The checks of :func:`npz_problems` on a seekable .npz file object."""
+    problems = []
+    with zipfile.ZipFile(fileobj) as inner:
+        check_zip_headers(inner, what=member)
+        for info in inner.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            try:
+                with inner.open(info) as f:
+                    shape, _, dtype = _npy_header(f)
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
+                problems.append("%s: array %s has no valid .npy header (%s)" % (member, key, e))
+                continue
+            if dtype.hasobject:
+                problems.append("%s: array %s is a pickled object array (never loaded)" % (member, key))
+                continue
+            count = 1
+            for d in shape:
+                count *= d
+            if count * dtype.itemsize > info.file_size:
+                problems.append("%s: array %s declares %s of data but holds %d bytes"
+                                % (member, key, _mib(count * dtype.itemsize), info.file_size))
+                continue
+            if key.startswith(OUTPUT_PREFIX):
+                continue  # an output's leading axis need not be the batch
+            if not shape or shape[0] != samples:
+                problems.append("%s: array %s holds %s samples, the manifest says %d"
+                                % (member, key, shape[0] if shape else "no", samples))
+                continue
+            spec = specs.get(key)
+            if spec is not None:
+                want = list(spec.get("shape") or [])[1:]
+                got = list(shape[1:])
+                if len(want) != len(got) or any(isinstance(w, int) and w > 0 and w != g
+                                                for w, g in zip(want, got)):
+                    problems.append("%s: array %s has per-sample shape %s, the input is %s"
+                                    % (member, key, got, want))
     return problems
 
 
@@ -167,7 +343,7 @@ def remove_stale_workdirs(workdir):
 class Bundle(object):
     """An opened, verified bundle extracted into a private temporary directory."""
 
-    def __init__(self, path, workdir=None):
+    def __init__(self, path, workdir=None, max_unpacked=None):
         self.path = path
         if not os.path.isfile(path):
             raise RunnerError("bundle %s does not exist" % path, "check the path", EXIT_USAGE)
@@ -179,7 +355,7 @@ class Bundle(object):
             raise RunnerError("cannot open bundle %s: %s" % (path, e),
                               "pass a .edgepack file written by edgepack build", EXIT_BUNDLE_INVALID)
         with zf:
-            self.manifest = read_manifest(zf)
+            self.manifest = read_manifest(zf, max_unpacked)
             problems = verify_zip(zf, self.manifest)
             if problems:
                 raise RunnerError("bundle failed verification: " + "; ".join(problems),
@@ -559,7 +735,22 @@ def build_parser(description):
     p.add_argument("--workdir", default=None, help="where to extract the bundle (default: system temp)")
     p.add_argument("--no-golden", action="store_true", help="skip the golden agreement check")
     p.add_argument("--no-eval", action="store_true", help="skip the accuracy run")
+    p.add_argument("--timeout", type=float, default=0,
+                   help="stop (and clean up) when the run takes longer than this many seconds; 0 = no limit")
+    p.add_argument("--watch-stdin", action="store_true",
+                   help="stop (and clean up) when stdin closes: edgepack went away (Ctrl-C, lost connection)")
+    p.add_argument("--max-unpacked-bytes", type=int, default=None,
+                   help="limit on the bundle's unpacked size (default %d or EDGEPACK_MAX_UNPACKED_BYTES)"
+                        % MAX_UNPACKED_BYTES)
+    p.add_argument("--max-ratio", type=int, default=None,
+                   help="limit on a large member's unpacked:packed ratio (default %d or EDGEPACK_MAX_RATIO)"
+                        % MAX_RATIO)
     return p
+
+
+EXIT_TIMEOUT = 124
+KILL_GRACE_SECONDS = 5.0
+_stop = {"reason": None, "timeout": 0}
 
 
 class _Terminated(BaseException):
@@ -568,6 +759,69 @@ class _Terminated(BaseException):
 
 def _on_signal(signum, frame):
     raise _Terminated(signum)
+
+
+def _stop_message():
+    if _stop["reason"] == "timeout":
+        return ("the run did not finish within %gs" % _stop["timeout"],
+                "raise --timeout or lower --runs/--min-seconds/--repeat", EXIT_TIMEOUT)
+    if _stop["reason"] == "stdin":
+        return ("stopped: edgepack went away (interrupted or disconnected)", "", 128 + signal.SIGTERM)
+    return None
+
+
+def _stop_self(reason):
+    """Called from a watchdog thread: SIGTERM ourselves (the main thread cleans up), then SIGKILL our process
+    group if the main thread is stuck in native code."""
+    if _stop["reason"] is not None:
+        return
+    _stop["reason"] = reason
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+    except OSError:
+        pass
+    time.sleep(KILL_GRACE_SECONDS)
+    message, hint, _ = _stop_message()
+    try:
+        sys.stderr.write("edgepack-runner: error: %s%s\n" % (message, (" -- " + hint) if hint else ""))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        if os.getpgid(0) == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def start_watchdogs(timeout, watch_stdin):
+    """A deadline and/or stdin EOF (the controlling edgepack or its SSH channel went away) stop the run."""
+    import threading
+
+    if watch_stdin:
+        try:
+            os.setpgid(0, 0)  # our own process group, so the kill takes everything we started
+        except (OSError, AttributeError):
+            pass
+
+        def reader():
+            try:
+                while os.read(0, 4096):
+                    pass
+            except OSError:
+                pass
+            _stop_self("stdin")
+
+        threading.Thread(target=reader, name="edgepack-stdin-watch", daemon=True).start()
+    if timeout and timeout > 0:
+        _stop["timeout"] = timeout
+
+        def timer():
+            time.sleep(timeout)
+            _stop_self("timeout")
+
+        threading.Thread(target=timer, name="edgepack-deadline", daemon=True).start()
 
 
 def _run_all(session_predict, feeds_iter, output_specs):
@@ -584,7 +838,12 @@ def _run_all(session_predict, feeds_iter, output_specs):
 
 def run(backend, args):
     """The whole measurement. ``backend`` provides name/version/load/predict."""
-    with Bundle(args.bundle, args.workdir) as bundle:
+    global MAX_RATIO, MAX_UNPACKED_BYTES
+    if args.max_ratio:
+        MAX_RATIO = args.max_ratio
+    if args.max_unpacked_bytes:
+        MAX_UNPACKED_BYTES = args.max_unpacked_bytes
+    with Bundle(args.bundle, args.workdir, args.max_unpacked_bytes) as bundle:
         manifest = bundle.manifest
         if manifest.get("runtime") != backend.runtime:
             raise RunnerError("bundle is for runtime %r, this runner runs %r"
@@ -621,7 +880,7 @@ def run(backend, args):
         device = device_info(backend.runtime, backend.version())
         temps = [device["cpu"]["temperature_c"]]
         samples, sizes, elapsed = timing_windows(
-            lambda: predict(timing_feeds), args.warmup, args.runs, args.min_seconds, max(args.runs, args.max_runs),
+            lambda: predict(timing_feeds), args.warmup, args.runs, args.min_seconds, args.max_runs,
             args.repeat, args.cooldown, between=lambda: temps.append(cpu_temperature()))
         temps.append(cpu_temperature())
         device["cpu"]["temperature_end_c"] = temps[-1]
@@ -696,18 +955,29 @@ def main(backend, argv=None):
     if hasattr(backend, "add_arguments"):
         backend.add_arguments(parser)
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.cooldown < 0 or args.runs < 1:
-        parser.error("--repeat and --runs must be >= 1 and --cooldown >= 0")
+    if args.repeat < 1 or args.runs < 1 or args.warmup < 0 or args.threads < 0:
+        parser.error("--repeat and --runs must be >= 1, --warmup and --threads >= 0")
+    if not (math.isfinite(args.min_seconds) and math.isfinite(args.cooldown) and math.isfinite(args.timeout)) \
+            or args.min_seconds < 0 or args.cooldown < 0 or args.timeout < 0:
+        parser.error("--min-seconds, --cooldown and --timeout must be finite and >= 0")
+    if args.runs > args.max_runs:
+        parser.error("--runs %d exceeds --max-runs %d" % (args.runs, args.max_runs))
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, _on_signal)
     try:
+        start_watchdogs(args.timeout, args.watch_stdin)
         backend.check()
         result = run(backend, args)
     except RunnerError as e:
         sys.stderr.write("edgepack-runner: error: %s%s\n" % (e.message, (" -- " + e.hint) if e.hint else ""))
         return e.code
     except _Terminated as e:
+        stopped = _stop_message()
+        if stopped:
+            message, hint, code = stopped
+            sys.stderr.write("edgepack-runner: error: %s%s\n" % (message, (" -- " + hint) if hint else ""))
+            return code
         sys.stderr.write("edgepack-runner: error: terminated by signal %s\n" % e.args[0])
         return 128 + int(e.args[0])
     except MemoryError:

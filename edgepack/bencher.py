@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
 import signal
 from pathlib import Path
 
@@ -64,6 +67,37 @@ def split_kwargs(kwargs: dict) -> tuple[BenchOptions, SSHOptions]:
     return BenchOptions(**timing, flags=flags), _ssh_options(kwargs)
 
 
+MAX_RUNS_LIMIT = 100_000_000  # --max-runs ceiling (every sample travels back in the result JSON)
+TIMEOUT_BASE_SECONDS = 600.0
+
+
+def default_timeout(min_seconds: float, repeat: int, cooldown: float) -> float:
+    """--timeout when not given: 10 minutes for loading, warm-up, golden/eval runs and slow single
+    inferences, plus twice the timed windows and their cool-downs."""
+    return TIMEOUT_BASE_SECONDS + 2.0 * repeat * (min_seconds + cooldown)
+
+
+def check_settings(o: BenchOptions) -> None:
+    """Every bench setting checked before anything connects (nan/inf and negative values are usage errors)."""
+    def bad(option, value, rule):
+        raise UsageError(f"{option} {value} is out of range: {rule}", f"pass {option} {rule}")
+
+    for option, value in (("--min-seconds", o.min_seconds), ("--cooldown", o.cooldown)):
+        if not math.isfinite(value) or value < 0:
+            bad(option, value, "as a finite number >= 0")
+    if o.timeout is not None and (not math.isfinite(o.timeout) or o.timeout < 0):
+        bad("--timeout", o.timeout, "as a finite number of seconds >= 0 (0 = no limit)")
+    for option, value, low in (("--runs", o.runs, 1), ("--repeat", o.repeat, 1), ("--warmup", o.warmup, 0),
+                               ("--threads", o.threads, 0), ("--max-runs", o.max_runs, 1)):
+        if value < low:
+            bad(option, value, f">= {low}")
+    if o.max_runs > MAX_RUNS_LIMIT:
+        bad("--max-runs", o.max_runs, f"<= {MAX_RUNS_LIMIT}")
+    if o.runs > o.max_runs:
+        raise UsageError(f"--runs {o.runs} exceeds --max-runs {o.max_runs}",
+                         "lower --runs, or raise --max-runs (the loop never times more than --max-runs)")
+
+
 def bench(bundle: Path, device: str = "local", options: BenchOptions | None = None,
           ssh: SSHOptions | None = None) -> BenchResult:
     """Upload (if needed) and run ``bundle`` on ``device`` with its format's runner.
@@ -73,16 +107,22 @@ def bench(bundle: Path, device: str = "local", options: BenchOptions | None = No
     ``options.repeat``: independent timing windows (``cooldown`` idle seconds between), so a report can tell
     run-to-run drift from a real change. ``options.flags``: the runtime's accelerator flags (edgepack/runtimes:
     ONNX ``ep``/``profile``, TFLite ``delegate``/``delegate_option``/``no_xnnpack``/``npu_model``, CoreML
-    ``compute_units``); the result's ``placement`` says which ops the accelerator took."""
+    ``compute_units``); the result's ``placement`` says which ops the accelerator took.
+    ``options.timeout``: seconds the runner may take (default :func:`default_timeout`; 0 = no limit). On a
+    timeout, an interrupt or a lost connection the runner stops and cleans up on the device (it watches its
+    stdin)."""
     options = options or BenchOptions()
-    if options.repeat < 1 or options.runs < 1 or options.cooldown < 0:
-        raise UsageError(f"--repeat {options.repeat} / --runs {options.runs} / --cooldown {options.cooldown:g} "
-                         "out of range", "use --repeat >= 1, --runs >= 1, --cooldown >= 0")
+    check_settings(options)
+    timeout = options.timeout
+    if timeout is None:
+        timeout = default_timeout(options.min_seconds, options.repeat, options.cooldown)
     manifest = _checked(bundle)
     runtime = registry.runtime(manifest.format)
     extra = runtime.runner_args(manifest, options.flags)
     sha = sha256_file(bundle)
-    ssh = ssh or SSHOptions()
+    ssh = dataclasses.replace(ssh) if ssh else SSHOptions()
+    # the runner enforces the timeout itself (and cleans up); edgepack's own wait is a backstop behind it
+    ssh.run_timeout = timeout + 30.0 if timeout else None
     if options.install_runtime and parse_device(device).local:
         raise UsageError("--install-runtime is for SSH devices",
                          f"install the runtime here with: pip install {' '.join(runtime.device_packages)}")
@@ -93,7 +133,13 @@ def bench(bundle: Path, device: str = "local", options: BenchOptions | None = No
             runners = dev.put_runners()
             remote, uploaded = dev.put_bundle(bundle, sha)
             workdir = dev.workdir()
-        argv = [f"{runners}/{runtime.runner}", remote, *options.runner_argv(), *extra]
+        argv = [f"{runners}/{runtime.runner}", remote, *options.runner_argv(), "--timeout", str(timeout),
+                "--watch-stdin"]
+        for env, flag in (("EDGEPACK_MAX_UNPACKED_BYTES", "--max-unpacked-bytes"),
+                          ("EDGEPACK_MAX_RATIO", "--max-ratio")):
+            if os.environ.get(env, "").isdigit():  # the limits this machine allows, also on the device
+                argv += [flag, os.environ[env]]
+        argv += extra
         if workdir:
             argv += ["--workdir", workdir]
         if options.install_runtime and dev.venv_python():
@@ -112,7 +158,8 @@ def bench(bundle: Path, device: str = "local", options: BenchOptions | None = No
     result = _parse(res, dev.name)
     if result.bundle_sha256 != sha:
         raise DeviceError(f"the device ran a bundle with sha256 {result.bundle_sha256[:12]}..., expected {sha[:12]}...",
-                          "the cached copy on the device is stale or corrupt; remove ~/.cache/edgepack/bundles there")
+                          f"the cached copy on the device is stale or corrupt; remove "
+                          f"{ssh.remote_dir}/bundles there (relative to the home directory)")
     return BenchResult(bundle=bundle, bundle_name=bundle.name, device=dev.name, manifest=manifest, result=result,
                        bundle_bytes=bundle.stat().st_size, uploaded=uploaded)
 

@@ -14,6 +14,7 @@ from edgepack.data import (eval_arrays, golden_arrays, load_dataset, map_tensors
                            take)
 from edgepack.capture import framework_output
 from edgepack.errors import EdgepackError, MissingExtraError, UsageError, ValidationFailed, first_line
+from edgepack.outputs import check_build_output
 from edgepack.placement_view import npu_summary
 from edgepack.types import (BuildOptions, BuildResult, ConvertedModel, DataMember, Manifest, ModelMember,
                             ModelSource, RouteAttempt, RouteInfo, SourceInfo, ValidationInfo)
@@ -88,6 +89,7 @@ def build(source: str, options: BuildOptions) -> BuildResult:
     out = Path(options.output) if options.output else default_output(source, options)
     if out.exists() and out.is_dir():
         raise UsageError(f"output {out} is a directory", "pass -o path/to/name.edgepack")
+    check_build_output(out, source, options.calibration, options.eval, options.npu_config)
     with tempfile.TemporaryDirectory(prefix="edgepack-build-") as tmp:
         work = Path(tmp)
         # the frameworks' own output goes to a log: kept beside the bundle with --verbose, else dropped

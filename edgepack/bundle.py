@@ -54,6 +54,10 @@ def member_digests(members: dict[str, Content]) -> dict[str, str]:
             for name, c in sorted(members.items())}
 
 
+def member_sizes(members: dict[str, Content]) -> dict[str, int]:
+    return {name: (len(c) if isinstance(c, bytes) else c.stat().st_size) for name, c in sorted(members.items())}
+
+
 def _zipinfo(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -63,8 +67,11 @@ def _zipinfo(name: str) -> zipfile.ZipInfo:
 
 
 def write_bundle(path: Path, manifest: Manifest, members: dict[str, Content]) -> int:
-    """Write manifest + members to ``path`` atomically; return the file size."""
+    """Write manifest + members to ``path`` atomically; return the file size.
+
+    ``manifest.sizes`` is set here to the members' unpacked sizes (readers check them before inflating)."""
     path = Path(path)
+    manifest.sizes = member_sizes(members)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -134,6 +141,7 @@ def verify_bundle(path: Path) -> tuple[Manifest, list[str]]:
 
 def read_member(path: Path, member: str) -> bytes:
     with _open_zip(path) as zf:
+        _manifest(zf, Path(path).name)  # the bomb limits, from the headers, before reading anything
         return zf.read(member)
 
 

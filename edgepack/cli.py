@@ -186,8 +186,10 @@ def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")):
 
     manifest, problems = edgepack.verify(bundle)
     if problems:
+        from edgepack.ui import printable
+
         for p in problems:
-            typer.echo(f"FAIL {p}", err=True)
+            typer.echo(f"FAIL {printable(p)}", err=True)
         typer.echo(f"{bundle}: INVALID ({len(problems)} problem(s))", err=True)
         raise typer.Exit(1)
     typer.echo(f"{bundle}: OK ({len(manifest.members)} members verified, {manifest.format}, "
@@ -237,6 +239,10 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
           json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
           md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
           top: int = typer.Option(10, "--top", help="rows of the per-op timing table"),
+          timeout: Optional[float] = typer.Option(None, "--timeout",
+                                                  help="seconds one bundle's run may take; the runner is stopped "
+                                                       "and cleaned up after (default 600 + 2 × repeat × "
+                                                       "(min-seconds + cooldown); 0 = no limit)"),
           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
           known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR,
@@ -245,10 +251,13 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
     from edgepack import report
     from edgepack.bencher import bench as run_bench
     from edgepack.devices import SSHOptions
+    from edgepack.outputs import check_outputs
     from edgepack.types import BenchOptions
 
+    check_outputs({"--json": json_out, "--markdown": md_out}, bundle)  # before the bench, not after it
     options = BenchOptions(runs=runs, warmup=warmup, min_seconds=min_seconds, max_runs=max_runs, threads=threads,
-                           repeat=repeat, cooldown=cooldown, install_runtime=install_runtime, flags=runtime_flags)
+                           repeat=repeat, cooldown=cooldown, install_runtime=install_runtime, timeout=timeout,
+                           flags=runtime_flags)
     ssh = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
                             remote_python, remote_dir))
     records = [run_bench(b, device, options, ssh).record() for b in bundle]
@@ -311,8 +320,13 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
            top: int = typer.Option(10, "--top", help="rows of the per-op timing tables")):
     """Merge bench results into one report (md/json/junit/html) and gate them; exit 1 when a check fails."""
     from edgepack import report as rp
-    from edgepack.gate import GateSettings, parse_fraction
+    from edgepack.gate import GateSettings, check_number, parse_fraction, parse_points
+    from edgepack.outputs import check_outputs
 
+    check_outputs({"-o": output, "--save-baseline": save_baseline}, [*results, baseline])
+    for option, value in (("--max-p50-ms", max_p50_ms), ("--max-p90-ms", max_p90_ms),
+                          ("--max-p99-ms", max_p99_ms), ("--min-accuracy", min_accuracy)):
+        check_number(value, option, high=100.0 if option == "--min-accuracy" else None)
     if fmt not in rp.FORMATS:
         raise EdgepackError(f"unknown report format {fmt!r}", f"use --format with one of {', '.join(rp.FORMATS)}",
                             exit_code=2)
@@ -327,7 +341,7 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
     if max_size_growth is not None:
         settings.max_size_growth = parse_fraction(max_size_growth, "--max-size-growth")
     if max_accuracy_drop is not None:
-        settings.max_accuracy_drop = parse_fraction(max_accuracy_drop.rstrip("%"), "--max-accuracy-drop")
+        settings.max_accuracy_drop = parse_points(max_accuracy_drop, "--max-accuracy-drop")
     rep = rp.make_report(rp.merge(results), base, settings)
     text = rp.render(rep, fmt, top)
     if save_baseline:
@@ -378,12 +392,42 @@ def schema(which: str = typer.Argument("manifest", help="manifest")):
     typer.echo(manifest_json_schema(), nl=False)
 
 
+_signalled: list[int] = []
+
+
+def _on_signal(signum, frame):
+    """SIGINT/SIGTERM/SIGHUP all become KeyboardInterrupt, so every cleanup path runs (temp bundle and temp
+    dirs of a build, the runner on the device); the exit status is then 128 + the signal number."""
+    if not _signalled:
+        _signalled.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list] = None) -> int:
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            try:
+                signal.signal(sig, _on_signal)
+            except ValueError:  # not the main thread (embedded use): leave signals alone
+                break
+    _signalled.clear()
     try:
-        app(args=argv, prog_name="edgepack")  # standalone: typer reports usage errors itself
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except EdgepackError as e:
+        try:
+            app(args=argv, prog_name="edgepack")  # standalone: typer reports usage errors itself
+        except KeyboardInterrupt:  # raised outside click's own handling
+            if not _signalled:
+                _signalled.append(signal.SIGINT)
+        if _signalled:
+            raise SystemExit(128 + _signalled[0])
+    except (SystemExit, EdgepackError) as e:
+        if _signalled:  # whatever the interrupted command raised on its way out
+            print(f"edgepack: error: stopped by signal {_signalled[0]} ({signal.Signals(_signalled[0]).name}); "
+                  "temporary files and the device's runner were cleaned up", file=sys.stderr)
+            return 128 + _signalled[0]
+        if isinstance(e, SystemExit):
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if os.environ.get("EDGEPACK_DEBUG"):
             import traceback
 

@@ -60,6 +60,17 @@ def load_dataset(path: Path, inputs: list[TensorSpec], role: str, need_labels: b
     if not path.is_file():
         raise UsageError(f"{role} data {path} does not exist", f"pass an existing .npz file to {flag}")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise UsageError(f"{role} data {path.name} cannot be read ({e.strerror or e})", "check its permissions")
+    if magic == b"\x93NUMPY":
+        raise UsageError(f"{role} data {path.name} is a .npy file (one unnamed array), not a .npz",
+                         "save it with numpy.savez(path, **{input_name: array}): one named array per model input")
+    if not magic.startswith(b"PK"):
+        raise UsageError(f"{role} data {path.name} is not a .npz file (numpy.savez writes a zip archive)",
+                         "save it with numpy.savez(path, **{input_name: array})")
+    try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except ValueError as e:
@@ -106,7 +117,12 @@ def load_dataset(path: Path, inputs: list[TensorSpec], role: str, need_labels: b
         if len(arr) < b or len(arr) % b:
             raise UsageError(f"{role} array {spec.name!r} has {len(arr)} samples, not a multiple of the "
                              f"model's batch {b}", f"give a multiple of {b} samples")
-        out[spec.name] = arr.astype(np.dtype(spec.dtype), copy=False)
+        cast = arr.astype(np.dtype(spec.dtype), copy=False)
+        if cast.dtype.kind == "f" and not np.all(np.isfinite(cast)):  # 1e300 is finite in float64, inf in float32
+            raise UsageError(f"{role} array {spec.name!r} has values beyond the range of {cast.dtype} "
+                             f"(largest magnitude {float(np.max(np.abs(arr))):.3g})",
+                             f"scale or clip the data set to the model's input range ({cast.dtype})")
+        out[spec.name] = cast
     if need_labels:
         if LABELS_KEY not in data:
             raise UsageError(f"eval data {path.name} has no 'labels' array",

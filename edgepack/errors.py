@@ -19,10 +19,14 @@ class EdgepackError(Exception):
             self.exit_code = exit_code
 
     def one_line(self) -> str:
+        """Message and hint on one line; control characters (from a bundle, a device's output, a file name)
+        are shown as \\xNN so they cannot act on the terminal."""
+        import re
+
         text = self.message.replace("\n", " ").strip()
         if self.hint:
             text += f" (fix: {self.hint.strip()})"
-        return text
+        return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class UsageError(EdgepackError):

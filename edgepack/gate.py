@@ -7,6 +7,7 @@ of the ratio of medians lies beyond the allowed regression (see :mod:`edgepack.s
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -35,20 +36,59 @@ class GateSettings:
         return asdict(self)
 
 
+def _number(text: str, option: str, example: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a number", f"write it like {option} {example}")
+    if not math.isfinite(value):
+        raise UsageError(f"{option} {text!r} is not a finite number", f"write it like {option} {example}")
+    if value < 0:
+        raise UsageError(f"{option} {text!r} is negative", f"write it like {option} {example}")
+    return value
+
+
 def parse_fraction(text: Optional[str], option: str) -> Optional[float]:
-    """'5%' or '0.05' -> 0.05; 'off' -> None."""
+    """'5%' or '0.05' -> 0.05; 'off' -> None. A bare number is a fraction and must be <= 1, so '5' is refused
+    rather than read as 500% (write '5%'); nan, inf and negative values are refused."""
     if text is None:
         return None
     t = str(text).strip().lower()
     if t in ("off", "none"):
         return None
-    try:
-        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
-    except ValueError:
-        raise UsageError(f"{option} {text!r} is not a number", f"write it like {option} 5%")
-    if value < 0:
-        raise UsageError(f"{option} {text!r} is negative", f"write it like {option} 5%")
+    if t.endswith("%"):
+        return _number(t[:-1].strip(), option, "5%") / 100.0
+    value = _number(t, option, "5%")
+    if value > 1:
+        raise UsageError(f"{option} {text!r} is ambiguous: a bare number is a fraction (0.05 = 5%), so this would "
+                         f"mean {value * 100:g}%", f"write {option} {value:g}% (or a fraction <= 1)")
     return value
+
+
+def parse_points(text: Optional[str], option: str) -> Optional[float]:
+    """Percentage points of top-1 ('0.5', '0.5%' or 'off'): finite, 0..100."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    if t in ("off", "none"):
+        return None
+    value = _number(t.rstrip("%").strip(), option, "0.5")
+    if value > 100:
+        raise UsageError(f"{option} {text!r} is more than 100 percentage points", f"write it like {option} 0.5")
+    return value
+
+
+def check_number(value: Optional[float], option: str, high: Optional[float] = None) -> None:
+    """An absolute ceiling/floor option: finite, >= 0 (and <= ``high``); nan and inf are usage errors."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (high is not None and value > high):
+        rule = f"between 0 and {high:g}" if high is not None else "a finite number >= 0"
+        raise UsageError(f"{option} {value} is out of range", f"use {rule}")
+
+
+def _finite(*values) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
 
 
 # --------------------------------------------------------------------------- device fingerprints
@@ -80,6 +120,12 @@ def _pct(x: float) -> str:
 
 def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
     limit = 1.0 + s.max_latency_regression
+    for which, rec in (("current", cur), ("baseline", base)):
+        lat = rec.result.latency_ms
+        if not lat.samples or not _finite(*lat.samples, lat.p50):
+            return Check(entry=entry, name="latency", status="fail", limit=limit,
+                         message=f"the {which} latency samples are empty or not finite numbers (NaN/Inf): "
+                                 "nothing can be compared")
     ci = ratio_of_medians(base.result.latency_ms.window_samples(), cur.result.latency_ms.window_samples(),
                           s.confidence, seed=s.seed)
     span = f"p50 {_pct(ci.ratio - 1)} [{_pct(ci.low - 1)}, {_pct(ci.high - 1)}] at {ci.confidence:.0%}"
@@ -108,6 +154,9 @@ def _accuracy(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) 
     if a is None or b is None:
         return Check(entry=entry, name="accuracy", status="skip",
                      message="no accuracy to compare (build the bundle with --eval)")
+    if not _finite(a.top1, b.top1):
+        return Check(entry=entry, name="accuracy", status="fail",
+                     message=f"top-1 is not a finite number (baseline {a.top1}, current {b.top1})")
     drop = round((a.top1 - b.top1) * 100.0, 6)
     status = "fail" if drop > s.max_accuracy_drop + 1e-9 else "pass"
     return Check(entry=entry, name="accuracy", status=status, value=b.top1 * 100, limit=a.top1 * 100 - s.max_accuracy_drop,
@@ -116,6 +165,9 @@ def _accuracy(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) 
 
 
 def _size(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
+    if base.bundle_bytes <= 0 or cur.bundle_bytes < 0:
+        return Check(entry=entry, name="size", status="fail",
+                     message=f"bundle sizes {base.bundle_bytes} -> {cur.bundle_bytes} bytes are not comparable")
     growth = cur.bundle_bytes / base.bundle_bytes - 1.0
     status = "fail" if growth > s.max_size_growth + 1e-12 else "pass"
     return Check(entry=entry, name="size", status=status, value=float(cur.bundle_bytes),
@@ -130,6 +182,10 @@ def _ceilings(entry: str, cur: BenchRecord, s: GateSettings) -> list[Check]:
     for q, limit in (("p50", s.max_p50_ms), ("p90", s.max_p90_ms), ("p99", s.max_p99_ms)):
         if limit is not None:
             v = getattr(lat, q)
+            if not _finite(v):  # NaN compares False with everything: it would pass "v > limit"
+                out.append(Check(entry=entry, name=f"{q}-ceiling", status="fail", limit=limit,
+                                 message=f"{q} is {v}, not a finite number (ceiling {limit:g} ms)"))
+                continue
             out.append(Check(entry=entry, name=f"{q}-ceiling", status="fail" if v > limit else "pass", value=v,
                              limit=limit, message=f"{q} {v:.3f} ms (ceiling {limit:g} ms)"))
     if s.min_accuracy is not None:
@@ -139,7 +195,8 @@ def _ceilings(entry: str, cur: BenchRecord, s: GateSettings) -> list[Check]:
                              message="no accuracy measured (build the bundle with --eval)"))
         else:
             v = acc.top1 * 100
-            out.append(Check(entry=entry, name="accuracy-floor", status="fail" if v < s.min_accuracy else "pass",
+            out.append(Check(entry=entry, name="accuracy-floor",
+                             status="fail" if not _finite(v) or v < s.min_accuracy else "pass",
                              value=v, limit=s.min_accuracy,
                              message=f"top-1 {v:.2f}% (floor {s.min_accuracy:g}%, n={acc.n})"))
     return out
@@ -154,7 +211,7 @@ def _agreement(entry: str, cur: BenchRecord) -> Check:
     if limit is None:
         return Check(entry=entry, name="agreement", status="skip", value=worst.cosine,
                      message=f"cosine {worst.cosine:.6f} on {name}; the bundle records no threshold")
-    ok = worst.cosine >= limit and not worst.nonfinite
+    ok = _finite(worst.cosine, limit) and worst.cosine >= limit and not worst.nonfinite
     return Check(entry=entry, name="agreement", status="pass" if ok else "fail", value=worst.cosine, limit=limit,
                  message=f"on-device output {name!r} vs the source framework: cosine {worst.cosine:.6f} "
                          f"(bundle threshold {limit:g})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from edgepack.types import NpuCompile, OpTiming, Placement
+from edgepack.ui import safe  # result and bundle strings: never read as markup
 
 
 def _get(obj: Any, key: str):
@@ -123,14 +124,14 @@ def _npu_rows(npu: NpuCompile) -> list[tuple[str, str]]:
 def placement_table(p: Placement, title: Optional[str] = None):
     from rich.table import Table
 
-    t = Table(title=title or f"op placement — {headline(p)}", title_justify="left")
+    t = Table(title=title or f"op placement — {safe(headline(p))}", title_justify="left")
     t.add_column("op type")
     t.add_column("accelerator", justify="right")
     t.add_column("CPU", justify="right")
     t.add_column("why on the CPU")
     for o in p.ops:
-        t.add_row(o.op_type, str(o.accelerator), f"[red]{o.cpu}[/red]" if o.cpu and p.accelerator else str(o.cpu),
-                  _reasons(o.reasons))
+        t.add_row(safe(o.op_type), str(o.accelerator), f"[red]{o.cpu}[/red]" if o.cpu and p.accelerator else
+                  str(o.cpu), safe(_reasons(o.reasons)))
     return t
 
 
@@ -146,7 +147,7 @@ def op_timing_table(t: OpTiming, n: int = 10, title: Optional[str] = None):
     for c in ("node", "op type", "provider", "ms", "share"):
         table.add_column(c, justify="right" if c in ("ms", "share") else "left")
     for o in t.top[:n]:
-        table.add_row(o.name, o.op_type, o.provider or "–", f"{o.ms:.4f}", f"{o.share * 100:.1f}%")
+        table.add_row(safe(o.name), safe(o.op_type), safe(o.provider or "–"), f"{o.ms:.4f}", f"{o.share * 100:.1f}%")
     return table
 
 
@@ -157,21 +158,21 @@ def npu_tables(npu: NpuCompile, layers: int = 0):
     head.add_column(style="bold")
     head.add_column()
     for k, v in _npu_rows(npu):
-        head.add_row(k, v)
+        head.add_row(k, safe(v))
     out = [head, placement_table(npu.placement)]
     if npu.hints:
         hints = Table(title="how to move the CPU ops to the NPU", title_justify="left", show_header=False)
         hints.add_column()
         for h in npu.hints:
-            hints.add_row(h)
+            hints.add_row(safe(h))
         out.append(hints)
     if layers and npu.layers:
         lt = Table(title=f"vela per-layer estimate ({len(npu.layers)} layers)", title_justify="left")
         for c in ("original op", "NPU op", "target", "cycles", "MACs", "name"):
             lt.add_column(c, justify="right" if c in ("cycles", "MACs") else "left")
         for layer in npu.layers[:layers]:
-            lt.add_row(layer.original_op, layer.npu_op, layer.target, str(layer.cycles), str(layer.macs),
-                       layer.name[-60:])
+            lt.add_row(safe(layer.original_op), safe(layer.npu_op), safe(layer.target), str(layer.cycles),
+                       str(layer.macs), safe(layer.name[-60:]))
         out.append(lt)
     return out
 
@@ -199,9 +200,9 @@ def npu_summary(npu: NpuCompile) -> None:
          f"back to the CPU ({npu.npu_percent:.1f}% NPU){est}")
     for o in p.ops:
         if o.cpu:
-            note(f"  CPU: {o.op_type} ×{o.cpu} — {_reasons(o.reasons)}")
+            note(f"  CPU: {safe(o.op_type)} ×{o.cpu} — {safe(_reasons(o.reasons))}")
     for h in npu.hints:
-        note(f"  fix: {h}")
+        note(f"  fix: {safe(h)}")
     note("  (--npu-strict makes any CPU fallback an error)")
 
 
@@ -221,11 +222,11 @@ def print_result(result: Any, console=None, top: int = 10, title: str = "") -> N
 
     console = console or Console()
     p = as_placement(result)
-    prefix = f"{title}: " if title else ""
+    prefix = f"{safe(title)}: " if title else ""
     if p is not None:
-        console.print(placement_table(p, title=f"{prefix}op placement — {headline(p)}"))
+        console.print(placement_table(p, title=f"{prefix}op placement — {safe(headline(p))}"))
         for n in p.notes:
-            console.print(f"[yellow]note:[/yellow] {n}")
+            console.print(f"[yellow]note:[/yellow] {safe(n)}")
     t = as_op_timing(result)
     if t is not None and t.top:
         table = op_timing_table(t, top)

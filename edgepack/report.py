@@ -8,6 +8,7 @@ records (one bundle on one device each), the baseline records if any, the settin
 from __future__ import annotations
 
 import json
+import re
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from edgepack.gate import GateSettings, evaluate, fingerprint
 from edgepack.report_rows import (_NUMERIC, COLUMNS, DEVICE_COLUMNS, ICON, _baseline_of, device_rows, notes, row,
                                   summary_line)
 from edgepack.types import BenchRecord, Check, Report
+from edgepack.ui import printable, safe
 
 BENCH_SCHEMA = "edgepack.bench/1"
 REPORT_SCHEMA = "edgepack.report/1"
@@ -86,7 +88,7 @@ def table(rep: Report):
     for c in COLUMNS:
         t.add_column(c, justify="right" if c in _NUMERIC else "left")
     for rec in rep.records:
-        t.add_row(rec.bundle, *row(rec, base.get(rec.key)))
+        t.add_row(*(safe(x) for x in [rec.bundle, *row(rec, base.get(rec.key))]))
     return t
 
 
@@ -97,12 +99,14 @@ def checks_table(rep: Report):
     for c in ("", "bundle @ device", "check", "result"):
         t.add_column(c)
     for c in rep.checks:
-        t.add_row(ICON[c.status], c.entry, c.name, c.message)
+        t.add_row(ICON[c.status], safe(c.entry), safe(c.name), safe(c.message))
     return t
 
 
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell of Markdown for a PR comment: names come from result files, so no HTML (<img>, <a>)
+    and no control characters get through."""
+    return printable(str(text).replace("\n", " ")).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _md_table(header: list[str], rows: list[list[str]], numeric=()) -> list[str]:
@@ -170,7 +174,10 @@ def junit(rep: Report) -> str:
                 ET.SubElement(case, "skipped", message=("flagged: " if c.status == "flag" else "") + c.message)
             ET.SubElement(case, "system-out").text = c.message
     ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    text = ET.tostring(root, encoding="unicode")
+    # control characters from a result file would make the XML invalid (XML 1.0 has no escape for them)
+    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
 
 
 FORMATS = ("md", "json", "junit", "html")

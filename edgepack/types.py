@@ -201,6 +201,10 @@ class Manifest(_Model):
     runtime: str
     model: ModelMember
     members: dict[str, str] = Field(description="sha256 of every member except manifest.json")
+    sizes: Optional[dict[str, int]] = Field(None, description="unpacked bytes of every member except "
+                                                              "manifest.json (written since edgepack 0.1: "
+                                                              "readers refuse a member whose zip header "
+                                                              "disagrees, before inflating it)")
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     quantization: QuantizationInfo
@@ -391,6 +395,7 @@ class BenchOptions:
     repeat: int = 1
     cooldown: float = 1.0
     install_runtime: bool = False
+    timeout: Optional[float] = None  # seconds the runner may take; None = sized from the settings, 0 = no limit
     flags: dict = field(default_factory=dict)
 
     def runner_argv(self) -> list[str]:

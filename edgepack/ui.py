@@ -5,10 +5,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _terminal():
@@ -27,6 +31,18 @@ console = Console(file=_tty, highlight=False) if _tty is not None else Console(s
 _quiet = False
 
 
+def printable(text) -> str:
+    """Text from a bundle, a result file, a device or the command line with its control characters (ANSI
+    escapes, carriage returns, ...) shown as \\xNN instead of acting on the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def safe(text) -> str:
+    """:func:`printable` and with rich markup escaped: for any user- or bundle-supplied string that goes into
+    a rich console or table (``[/x]`` would otherwise be markup, or crash rich)."""
+    return escape(printable(text))
+
+
 def set_quiet(value: bool) -> None:
     global _quiet
     _quiet = value
@@ -38,6 +54,7 @@ def step(description: str):
     if _quiet:
         yield
         return
+    description = safe(description)  # descriptions hold file and device names, never markup
     t0 = time.perf_counter()
     with console.status(description, spinner="dots"):
         yield

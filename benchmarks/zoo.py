@@ -56,6 +56,18 @@ def save(path: Path, results: dict) -> None:
     tmp.replace(path)
 
 
+def reclassify(r: dict) -> dict:
+    """Outcome against the refusals documented *now* (results may predate an update of models.py)."""
+    m = ZOO.get(r["model"])
+    refusal = m.refusal(r["target"], r["precision"]) if m else None
+    r = dict(r, expected_refusal=refusal.why if refusal else None)
+    if r["outcome"] in ("expected", "refused") and r.get("error_type"):
+        r["outcome"] = "expected" if refusal and refusal.matches(r.get("message") or "") else "refused"
+    if r["outcome"] == "pass":
+        r["unexpected_pass"] = bool(refusal)
+    return r
+
+
 def _size(b) -> str:
     if not b:
         return ""
@@ -78,6 +90,7 @@ def _cell(r: dict) -> str:
 def table(results: dict) -> str:
     rows = ["| model | family | route | precision | outcome | build s | size | min cosine |",
             "|---|---|---|---|---|---:|---:|---:|"]
+    results = {k: reclassify(r) for k, r in results.items()}
     order = {n: i for i, n in enumerate(ZOO)}
     prec_order = {p: i for i, p in enumerate(("none", "fp16", "dynamic", "int8"))}
     for r in sorted(results.values(), key=lambda r: (order.get(r["model"], 999), TARGETS.index(r["target"]),
@@ -86,11 +99,12 @@ def table(results: dict) -> str:
         route = f"{m.framework if m else '?'} → {r['target']}"
         if r.get("route"):
             route += f" ({r['route']})"
-        cos = f"{r['cosine']:.5f}" if isinstance(r.get("cosine"), (int, float)) else ""
+        cos = f"{r['cosine']:.6f}" if isinstance(r.get("cosine"), (int, float)) else ""
         secs = f"{r['seconds']:.1f}" if isinstance(r.get("seconds"), (int, float)) else ""
         rows.append(f"| {r['model']} | {r.get('family', m.family if m else '')} | {route} | {r['precision']} | "
                     f"{_cell(r)} | {secs} | {_size(r.get('bytes'))} | {cos} |")
     counts: dict[str, int] = {}
+    results = {k: reclassify(r) for k, r in results.items()}
     for r in results.values():
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
     summary = ", ".join(f"{counts[k]} {k}" for k in sorted(counts, key=lambda k: ORDER.get(k, 9)))

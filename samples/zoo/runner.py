@@ -12,6 +12,7 @@ Outcomes (``result["outcome"]``):
   refused   refused with an EdgepackError nobody documented (a regression, or a refusal to document)
   crash     a non-EdgepackError exception or a dead interpreter (edgepack should have wrapped it)
   timeout   killed after the per-case timeout
+  unavailable  the model file could not be fetched (offline): tests skip
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from models import ZOO, cache_dir  # noqa: E402
+from models import ZOO, FetchUnavailable, cache_dir  # noqa: E402
 
 PASSING = ("passed", "pending-device")
 CALIBRATION_SAMPLES = 32
@@ -56,7 +57,11 @@ def build_case(name: str, target: str, precision: str, workdir: Path) -> dict:
            "message": None, "hint": None, "error_type": None}
     refusal = m.refusal(target, precision)
     res["expected_refusal"] = refusal.why if refusal else None
-    source = m.resolve_source()
+    try:
+        source = m.resolve_source()
+    except FetchUnavailable as e:
+        res.update(outcome="unavailable", message=_one_line(str(e)))
+        return res
     # Calibration data doubles as the validation inputs (realistic ranges, valid token ids). CoreML int8 is
     # weight-only: calibration there asks for activation quantization, which needs macOS.
     calibration = None
@@ -108,10 +113,10 @@ def run_isolated(name: str, target: str, precision: str, timeout: float = 600, k
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
+            refusal = ZOO[name].refusal(target, precision)
             return {"model": name, "target": target, "precision": precision, "outcome": "timeout",
                     "seconds": round(time.perf_counter() - t0, 1), "message": f"killed after {timeout:.0f} s",
-                    "expected_refusal": (ZOO[name].refusal(target, precision) or None) and
-                    ZOO[name].refusal(target, precision).why}
+                    "expected_refusal": refusal.why if refusal else None}
         wall = round(time.perf_counter() - t0, 2)
         if out.is_file():
             res = json.loads(out.read_text())

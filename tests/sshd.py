@@ -192,12 +192,20 @@ class Dropbear:
     The server runs in a private mount namespace (``unshare -m``) where a copy of /etc/passwd gives the
     current user a home in the fixture directory, so its ``.ssh/authorized_keys`` is the fixture's and no
     file outside the fixture is touched. With ``busybox=True`` /usr/bin (= /bin) is replaced there by a
-    directory of BusyBox applets: BusyBox ash as /bin/sh, BusyBox cat/wc/sha256sum/mv..., and no python3.
+    directory of BusyBox applets: BusyBox ash as /bin/sh, BusyBox cat/wc/sha256sum/mv..., and no python3
+    (``without`` leaves applets out, e.g. sha256sum). In the namespace ``readonly_dir`` is a read-only bind
+    mount and ``full_dir`` a 64 KiB tmpfs; both vanish with the server.
     """
 
-    def __init__(self, root: Path, busybox: bool = False, sftp: bool = False):
+    def __init__(self, root: Path, busybox: bool = False, sftp: bool = False, without: tuple[str, ...] = ()):
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.sftp = sftp
+        # seen only by the server's sessions: a read-only directory and a 64 KiB filesystem (a full disk)
+        self.readonly_dir = root / "readonly"
+        self.full_dir = root / "full"
+        self.readonly_dir.mkdir()
+        self.full_dir.mkdir()
         root.mkdir(parents=True, exist_ok=True)
         self.address = "127.0.0.1"
         self.host_key = root / "dropbear_ed25519"
@@ -228,7 +236,7 @@ class Dropbear:
             shutil.copy2(BUSYBOX, self.bin / "busybox")
             applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
             for a in applets:
-                if a != "busybox" and "/" not in a:
+                if a != "busybox" and "/" not in a and a not in without:
                     (self.bin / a).symlink_to("busybox")
         self.proc = None
 
@@ -241,7 +249,10 @@ class Dropbear:
     def start(self) -> "Dropbear":
         import shlex
 
-        mounts = [f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd"]
+        ro, full = shlex.quote(str(self.readonly_dir)), shlex.quote(str(self.full_dir))
+        mounts = [f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
+                  f"mount --bind {ro} {ro}", f"mount -o remount,ro,bind {ro}",
+                  f"mount -t tmpfs -o size=64k edgepack-full {full}"]
         server = Path("/usr/lib/sftp-server")
         if not self.sftp and server.exists():  # Debian's openssh-sftp-server would give dropbear SFTP
             (self.root / "no-sftp-server").write_text("")

@@ -172,8 +172,8 @@ class Transfer:
         lines = [f"t={q(tmp)}; f={q(final)}",
                  'n=$(stat -L -c %s "$t" 2>/dev/null) || n=$(wc -c < "$t") || n=none',
                  "n=$(echo $n)",
-                 f'if [ "$n" != {size} ]; then rm -f "$t"; '
-                 f'echo "size on the device is $n bytes, expected {size}" >&2; exit {_E_SIZE}; fi']
+                 (f'if [ "$n" != {size} ]; then rm -f "$t"; '
+                  f'echo "size on the device is $n bytes, expected {size}" >&2; exit {_E_SIZE}; fi')]
         tool = None
         if sha256:
             tool = self.hash_tool()
@@ -183,9 +183,9 @@ class Transfer:
             else:
                 lines += [f"h=$({self._hash_command(tool)}) || h=",
                           'h=${h##*= }; h=${h%% *}',
-                          f'if [ "$h" != {shlex.quote(sha256.lower())} ]; then rm -f "$t"; '
-                          f'echo "sha256 on the device is ${{h:-unknown}} ({tool}), expected {sha256.lower()}" >&2; '
-                          f"exit {_E_HASH}; fi"]
+                          (f'if [ "$h" != {shlex.quote(sha256.lower())} ]; then rm -f "$t"; '
+                           f'echo "sha256 on the device is ${{h:-unknown}} ({tool}), expected {sha256.lower()}" '
+                           f'>&2; exit {_E_HASH}; fi')]
         lines.append(f'mv -f "$t" "$f" || {{ rm -f "$t"; exit {_E_RENAME}; }}')
         return "\n".join(lines), tool
 

@@ -11,10 +11,19 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from sshd import (
+    Dropbear,
+    SshAgent,
+    Sshd,
+    agent_unavailable,
+    dropbear_unavailable,
+    keygen,
+    why_unavailable,
+)
 
-from edgepack.errors import DeviceError
+from edgepack.errors import DeviceError, UsageError
+from edgepack.ssh_connect import ConnectOptions, connect, parse_jump
 from edgepack.transport import open_transfer, put_dir, sha256_file
-from sshd import Dropbear, Sshd, agent_unavailable, dropbear_unavailable, why_unavailable
 
 _reason = why_unavailable()
 if _reason and os.environ.get("EDGEPACK_REQUIRE_SSHD"):
@@ -239,3 +248,207 @@ def test_link_dropping_mid_upload_leaves_nothing(kind, tmp_path):
         client.close()
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- ssh_connect: jump hosts, keys
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    """jump (127.0.0.1, logs forwarding) -> jump2 (127.0.0.3) -> target (127.0.0.2); one user key for all."""
+    root = tmp_path_factory.mktemp("net")
+    jump = Sshd(root / "jump", log_level="DEBUG1").start()
+    jump2 = Sshd(root / "jump2", listen="127.0.0.3").start()
+    target = Sshd(root / "target", listen="127.0.0.2").start()
+    for s in (jump2, target):
+        (s.root / "authorized_keys").write_text((jump.user_key.parent / "id_ed25519.pub").read_text())
+    kh = root / "known_hosts"
+    kh.write_text(jump.known_hosts_line() + jump2.known_hosts_line() + target.known_hosts_line())
+    yield dict(jump=jump, jump2=jump2, target=target, known_hosts=kh, key=jump.user_key)
+    for s in (jump, jump2, target):
+        s.stop()
+
+
+def _run(client, command: str) -> str:
+    _, out, _ = client.exec_command(command)
+    return out.read().decode().strip()
+
+
+def _config(tmp_path: Path, text: str):
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(text)
+    return paramiko.SSHConfig.from_path(str(cfg))
+
+
+def _strict(net, **kw) -> ConnectOptions:
+    base = dict(policy=paramiko.RejectPolicy(), known_hosts=net["known_hosts"], use_agent=False, timeout=10)
+    base.update(kw)
+    return ConnectOptions(**base)
+
+
+def test_parse_jump_forms():
+    assert [str(h) for h in parse_jump("a,u@b:2222,ssh://v@[fe80::1]:22")] == ["a", "u@b:2222", "v@fe80::1:22"]
+    assert parse_jump("none") == []
+    with pytest.raises(UsageError):
+        parse_jump("u@b:99999")
+
+
+def test_proxyjump_from_ssh_config(net, tmp_path):
+    j, t = net["jump"], net["target"]
+    cfg = _config(tmp_path, f"""
+Host board
+  HostName 127.0.0.2
+  Port {t.port}
+  User {t.user}
+  IdentityFile {net['key']}
+  ProxyJump bastion
+Host bastion
+  HostName 127.0.0.1
+  Port {j.port}
+  IdentityFile {net['key']}
+""")
+    look = cfg.lookup("board")
+    c = connect(look["hostname"], int(look["port"]), look["user"],
+                _strict(net, lookup=look, config=cfg, alias="board"))
+    try:
+        assert _run(c, "echo $SSH_CONNECTION").split()[2:] == ["127.0.0.2", str(t.port)]
+        assert c.route == [f"{j.user}@127.0.0.1:{j.port}"]
+        assert f"127.0.0.2 port {t.port}" in j.log() and "direct-tcpip" in j.log()
+        # the transfer layer works through the jump host
+        tr = open_transfer(c)
+        (tmp_path / "f").write_bytes(b"via jump")
+        tr.put(tmp_path / "f", str(tmp_path / "f.out"), sha256_file(tmp_path / "f"))
+        assert (tmp_path / "f.out").read_bytes() == b"via jump"
+    finally:
+        c.close()
+    assert c.hops == []
+
+
+def test_two_hop_chain_with_jump_flag(net):
+    j, j2, t = net["jump"], net["jump2"], net["target"]
+    c = connect("127.0.0.2", t.port, t.user,
+                _strict(net, jump=f"{j.user}@127.0.0.1:{j.port},{j2.user}@127.0.0.3:{j2.port}",
+                        identity_files=[net["key"]]))
+    try:
+        assert _run(c, "echo $SSH_CONNECTION").split()[2:] == ["127.0.0.2", str(t.port)]
+        assert len(c.route) == 2
+    finally:
+        c.close()
+
+
+def test_unknown_host_key_on_the_jump_hop_is_refused(net, tmp_path):
+    j, t = net["jump"], net["target"]
+    kh = tmp_path / "known_hosts"
+    kh.write_text(t.known_hosts_line())  # the device is known, the jump host is not
+    with pytest.raises(DeviceError, match=f"host key for jump host .*127.0.0.1:{j.port} is unknown"):
+        connect("127.0.0.2", t.port, t.user, _strict(net, known_hosts=kh, jump=f"127.0.0.1:{j.port}",
+                                                       identity_files=[net["key"]]))
+
+
+def test_unknown_host_key_behind_the_jump_is_refused(net, tmp_path):
+    j, t = net["jump"], net["target"]
+    kh = tmp_path / "known_hosts"
+    kh.write_text(j.known_hosts_line())
+    with pytest.raises(DeviceError, match=f"host key for {t.user}@127.0.0.2:{t.port} is unknown"):
+        connect("127.0.0.2", t.port, t.user, _strict(net, known_hosts=kh, jump=f"127.0.0.1:{j.port}",
+                                                       identity_files=[net["key"]]))
+
+
+def test_proxycommand_with_openssh_client(net, tmp_path):
+    j, t = net["jump"], net["target"]
+    cfg = _config(tmp_path, f"""
+Host board
+  HostName 127.0.0.2
+  Port {t.port}
+  ProxyCommand ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={net['known_hosts']} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1
+""")
+    look = cfg.lookup("board")
+    c = connect(look["hostname"], int(look["port"]), t.user,
+                _strict(net, lookup=look, alias="board", identity_files=[net["key"]]))
+    try:
+        assert _run(c, "echo $SSH_CONNECTION").split()[2:] == ["127.0.0.2", str(t.port)]
+        assert c.route[0].startswith("ProxyCommand ssh ")
+    finally:
+        c.close()
+
+
+def test_proxycommand_refuses_shell_metacharacters_in_the_host(net, tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(UsageError, match="bad host name"):
+        connect(f"x;touch {marker}", 22, "u", _strict(net, lookup={"proxycommand": "nc %h %p"}))
+    assert not marker.exists()
+
+
+@needs_agent
+def test_agent_key_without_identity_file(net, tmp_path, monkeypatch):
+    t = net["target"]
+    agent = SshAgent(tmp_path / "agent").start()
+    try:
+        agent.add(net["key"])
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(agent.sock))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+        c = connect("127.0.0.2", t.port, t.user, _strict(net, use_agent=True, jump=f"127.0.0.1:{net['jump'].port}"))
+        assert _run(c, "echo ok") == "ok"
+        c.close()
+        # IdentitiesOnly with another IdentityFile: the agent's key is not offered
+        other = keygen(tmp_path / "id_other")
+        with pytest.raises(DeviceError, match="authentication failed"):
+            connect("127.0.0.2", t.port, t.user,
+                    _strict(net, use_agent=True, lookup={"identitiesonly": "yes", "identityfile": [str(other)]}))
+    finally:
+        agent.stop()
+
+
+def _passphrase_target(net, tmp_path):
+    key = keygen(tmp_path / "id_locked", passphrase="s3cret phrase")
+    t = net["target"]
+    with open(t.root / "authorized_keys", "a") as f:
+        f.write((tmp_path / "id_locked.pub").read_text())
+    return key, t
+
+
+def test_passphrase_key_without_terminal_names_ssh_add(net, tmp_path, monkeypatch):
+    key, t = _passphrase_target(net, tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not os.isatty(0) or pytest.skip("stdin is a terminal")
+    with pytest.raises(DeviceError, match="passphrase-protected") as e:
+        connect("127.0.0.2", t.port, t.user, _strict(net, identity_files=[key]))
+    assert f"ssh-add {key}" in e.value.hint
+    # with the passphrase (what a terminal prompt returns) it connects
+    c = connect("127.0.0.2", t.port, t.user, _strict(net, identity_files=[key], passphrase=lambda p: "s3cret phrase"))
+    assert _run(c, "echo ok") == "ok"
+    c.close()
+
+
+@needs_agent
+def test_passphrase_key_loaded_with_ssh_add_is_used_from_the_agent(net, tmp_path, monkeypatch):
+    key, t = _passphrase_target(net, tmp_path)
+    askpass = tmp_path / "askpass"
+    askpass.write_text("#!/bin/sh\necho 's3cret phrase'\n")
+    askpass.chmod(0o700)
+    agent = SshAgent(tmp_path / "agent").start()
+    try:
+        import subprocess
+
+        subprocess.run(["ssh-add", str(key)], check=True, capture_output=True, stdin=subprocess.DEVNULL,
+                       env={**agent.env(), "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force",
+                            "DISPLAY": ":0"})
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(agent.sock))
+        c = connect("127.0.0.2", t.port, t.user, _strict(net, use_agent=True, identity_files=[key]))
+        assert _run(c, "echo ok") == "ok"
+        c.close()
+    finally:
+        agent.stop()
+
+
+def test_password_only_when_asked(net, tmp_path, monkeypatch):
+    t = net["target"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    asked = []
+    with pytest.raises(DeviceError, match="authentication failed") as e:
+        connect("127.0.0.2", t.port, t.user, _strict(net, password=asked.append))
+    assert asked == [] and "--ask-password" in e.value.hint
+    with pytest.raises(DeviceError, match="authentication failed.*password"):
+        connect("127.0.0.2", t.port, t.user,
+                _strict(net, ask_password=True, password=lambda where: asked.append(where) or "wrong"))
+    assert asked == [f"{t.user}@127.0.0.2:{t.port}"]

@@ -98,7 +98,8 @@ def table(results: dict) -> str:
         m = ZOO.get(r["model"])
         route = f"{m.framework if m else '?'} → {r['target']}"
         if r.get("route"):
-            route += f" ({r['route']})"
+            failed = [f.split(" failed")[0] for f in r.get("fallback") or []]
+            route += f" `{r['route']}`" + (f" (after {', '.join(failed)} failed)" if failed else "")
         cos = f"{r['cosine']:.6f}" if isinstance(r.get("cosine"), (int, float)) else ""
         secs = f"{r['seconds']:.1f}" if isinstance(r.get("seconds"), (int, float)) else ""
         rows.append(f"| {r['model']} | {r.get('family', m.family if m else '')} | {route} | {r['precision']} | "

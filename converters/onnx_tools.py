@@ -37,11 +37,11 @@ def _dims(value_info) -> list:
     t = value_info.type.tensor_type
     dims = []
     for d in t.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param"):
             dims.append(d.dim_param)
-        else:
+        else:  # unset, or a value <= 0: paddle2onnx and some exporters write dynamic dims as dim_value -1
             dims.append(None)
     return dims
 
@@ -131,6 +131,27 @@ DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU"]
 STATIC_FLOAT_OPS = {"LayerNormalization", "InstanceNormalization", "Where"}
 
 
+def _opset_13_or_later(path: Path) -> bool:
+    """Per-channel quantization writes DequantizeLinear's ``axis``, which exists from opset 13: an older model
+    (e.g. paddle2onnx's opset 12) is converted to opset 13 in place; where the converter cannot, the weights are
+    quantized per tensor instead (measured on PP-OCRv4 det: 'Unrecognized attribute: axis' before)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        return True
+    try:
+        from onnx import version_converter
+
+        upgraded = version_converter.convert_version(model, 13)
+        onnx.checker.check_model(upgraded)
+        onnx.save(upgraded, str(path))
+        return True
+    except Exception:
+        return False
+
+
 def static_ops() -> list[str]:
     from onnxruntime.quantization.registry import QDQRegistry
 
@@ -177,15 +198,17 @@ def apply_precision(fp32: Path, out: Path, mode: str, inputs: list[TensorSpec],
         quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
     except Exception:  # pre-processing is an optimisation; quantize the plain model if it fails
         shutil.copyfile(fp32, prepped)
+    per_channel = _opset_13_or_later(prepped)
     try:
         if mode == "dynamic":
             # onnxruntime recommends dynamic quantization for MatMul/Gemm/RNN/attention weights; a dynamic
             # Conv becomes ConvInteger, which its CPU provider runs ~15x slower than fp32 (measured on
             # MobileNetV2), so convolutions keep fp32 here and CNNs should use static int8.
-            quantize_dynamic(str(prepped), str(out), weight_type=QuantType.QInt8, per_channel=True,
+            quantize_dynamic(str(prepped), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
                              op_types_to_quantize=DYNAMIC_OPS)
             return QuantizationInfo(mode="dynamic", method="onnxruntime.quantization.quantize_dynamic "
-                                    f"(int8 per-channel weights of {'/'.join(DYNAMIC_OPS)}; Conv stays fp32)"), tools
+                                    f"(int8 {'per-channel' if per_channel else 'per-tensor'} weights of "
+                                    f"{'/'.join(DYNAMIC_OPS)}; Conv stays fp32)"), tools
         if mode == "int8":
             if calibration is None:
                 raise UsageError("--quantize int8 needs calibration data",
@@ -193,11 +216,12 @@ def apply_precision(fp32: Path, out: Path, mode: str, inputs: list[TensorSpec],
             # U8S8 (uint8 activations, int8 per-channel weights): onnxruntime's fast path on x86 (VNNI) and
             # arm64 (UDOT). S8S8 measured 2x slower than U8S8 on MobileNetV2 with x86 VNNI.
             quantize_static(str(prepped), str(out), _Reader(calibration, inputs),
-                            quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=static_ops(),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel, op_types_to_quantize=static_ops(),
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
             n = len(next(iter(calibration.values())))
             return QuantizationInfo(mode="int8", method="onnxruntime.quantization.quantize_static "
-                                    "(QDQ, U8S8: uint8 activations, per-channel int8 weights, MinMax; "
+                                    f"(QDQ, U8S8: uint8 activations, {'per-channel' if per_channel else 'per-tensor'} "
+                                    "int8 weights, MinMax; "
                                     f"{'/'.join(sorted(STATIC_FLOAT_OPS))} stay float)",
                                     calibration_samples=n), tools
     finally:

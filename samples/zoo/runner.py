@@ -88,7 +88,9 @@ def build_case(name: str, target: str, precision: str, workdir: Path) -> dict:
     opts = man.build_options or {}
     res.update(bytes=built.bytes, validation=val.status, cosine=min(cosines) if cosines else None,
                model_bytes=getattr(man.model, "bytes", None),
-               route=getattr(man, "route", None) or opts.get("route"),
+               route=man.route.name if man.route else opts.get("route"),
+               fallback=[f"{a.route} {a.status}: {(a.reason or '')[:160]}" for a in man.route.attempts
+                         if a.status == "failed"] if man.route else [],
                outcome="pass" if val.status in PASSING else "refused")
     if refusal:  # documented as refused but it built: the documentation is stale (or the fix landed)
         res["unexpected_pass"] = True

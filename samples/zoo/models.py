@@ -226,9 +226,37 @@ def _seeded():
 
 
 def _eval(model):
-    """Eval mode, as a user hands a model over: parameters keep requires_grad=True (which matters: a tensor
-    cached under inference_mode and multiplied with a grad-requiring one breaks torch.export)."""
-    return model.eval()
+    """Trained-looking random weights, eval mode, as a user hands a model over: parameters keep requires_grad=True
+    (which matters: a tensor cached under inference_mode and multiplied with a grad-requiring one breaks
+    torch.export)."""
+    return _informative(model).eval()
+
+
+def _informative(model):
+    """Random weights whose outputs depend on the input. Hugging Face's own init gives zero-initialised last
+    norms / heads on several architectures: their logits were exactly 0 (EfficientNet) or ~1e-24 (MobileNetV2)
+    for every input, so any converted model "agreed" with cosine 1.0 and the validation measured nothing.
+    Convolutions and linears get fan-in scaled normals, norms trained-looking statistics, biases small values."""
+    import torch
+
+    g = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        for mod in model.modules():
+            w, b = getattr(mod, "weight", None), getattr(mod, "bias", None)
+            if isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+                fan_in = w[0].numel()
+                w.copy_(torch.randn(w.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            elif isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.LayerNorm,
+                                  torch.nn.GroupNorm)) and w is not None:
+                w.copy_(1.0 + 0.1 * torch.randn(w.shape, generator=g))
+                if getattr(mod, "running_mean", None) is not None:
+                    mod.running_mean.copy_(0.1 * torch.randn(mod.running_mean.shape, generator=g))
+                    mod.running_var.copy_(1.0 + 0.2 * torch.rand(mod.running_var.shape, generator=g))
+            else:
+                continue
+            if isinstance(b, torch.Tensor):
+                b.copy_(0.05 * torch.randn(b.shape, generator=g))
+    return model
 
 
 def hf_mobilenet_v2():

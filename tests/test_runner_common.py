@@ -228,3 +228,51 @@ def test_backend_defaults():
     with pytest.raises(NotImplementedError):
         b.run({})
 
+
+def test_published_result_schema_is_current():
+    from pathlib import Path
+
+    from edgepack.types import RESULT_SCHEMA, RunResult
+
+    committed = (Path(__file__).resolve().parents[1] / "edgepack" / "schemas" / "result.schema.json").read_text()
+    assert committed == RunResult.json_schema_text(), \
+        "regenerate: python -c 'from edgepack.types import RunResult; print(RunResult.json_schema_text(), end=\"\")' " \
+        "> edgepack/schemas/result.schema.json"
+    assert rc.RESULT_SCHEMA == RESULT_SCHEMA
+
+
+def test_runner_document_has_exactly_the_schema_fields():
+    """runner_common.result.document() spells every top-level field of RunResult, and no other."""
+    import inspect
+
+    from edgepack.types import RunResult
+
+    schema = json.loads(RunResult.json_schema_text())
+    params = set(inspect.signature(rc.document).parameters)
+    assert params | {"schema"} == set(schema["properties"])
+    assert set(schema["required"]) <= params | {"schema"}
+
+
+def test_real_runner_output_validates_against_the_published_schema(tiny_bundle):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import jsonschema
+
+    from edgepack.types import RunResult
+
+    runner = Path(rc.__file__).parents[1] / "onnx_runner.py"
+    out = subprocess.run([sys.executable, "-I", str(runner), str(tiny_bundle), "--runs", "3", "--min-seconds", "0",
+                          "--repeat", "2", "--cooldown", "0", "--profile", "--profile-runs", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    schema = json.loads(RunResult.json_schema_text())
+    jsonschema.validate(result, schema)
+    assert set(result) == set(schema["properties"])
+    assert result["op_timing"]["source"] == "onnxruntime-profile" and len(result["latency_ms"]["windows"]) == 2
+    RunResult.model_validate(result)
+    result["latency_ms"] = {"p50": "fast"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(result, schema)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import posixpath
 import re
 import secrets
 import shlex
@@ -30,7 +31,7 @@ from typing import Optional
 from edgepack.errors import DeviceError, UsageError
 
 REMOTE_DIR = ".cache/edgepack"
-RUNNER_FILES_GLOB = "*.py"
+RUNNER_FILES_GLOB = "**/*.py"  # the runtime modules and the runner_common/ package
 
 
 @dataclass
@@ -92,13 +93,19 @@ def runner_dir() -> Path:
 
 
 def runner_files() -> list[Path]:
+    """Every file of the runner folder (absolute paths, subfolders included); ship each at runner_path(p)."""
     return sorted(p for p in runner_dir().glob(RUNNER_FILES_GLOB) if p.is_file())
+
+
+def runner_path(p: Path) -> str:
+    """A runner file's path relative to the runner folder, with / (``runner_common/bundle.py``)."""
+    return p.relative_to(runner_dir()).as_posix()
 
 
 def runner_digest() -> str:
     h = hashlib.sha256()
     for p in runner_files():
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        h.update(runner_path(p).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -439,10 +446,11 @@ class SSHDevice:
         if self._exists(remote + "/.complete") is not None:
             return remote
         tmp = f"{remote}.part-{secrets.token_hex(4)}"
-        self._sh(f"mkdir -p {shlex.quote(tmp)}")
+        dirs = sorted({posixpath.dirname(f"{tmp}/{runner_path(p)}") for p in runner_files()} | {tmp})
+        self._sh("mkdir -p " + " ".join(shlex.quote(d) for d in dirs))
         with self._undo_on_failure(lambda: self.exec(f"rm -rf {shlex.quote(tmp)}"), "installing the runner"):
             for p in runner_files():
-                self.sftp().put(str(p), f"{tmp}/{p.name}")
+                self.sftp().put(str(p), f"{tmp}/{runner_path(p)}")
             with self.sftp().open(f"{tmp}/.complete", "w") as f:
                 f.write(runner_digest())
             try:

@@ -13,6 +13,7 @@ import io
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 # Environment the frameworks read at import: set before any route imports them.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VERBOSITY": "ERROR",
@@ -25,7 +26,7 @@ def quiet_environment() -> None:
 
 
 @contextlib.contextmanager
-def framework_output(log: Path):
+def framework_output(log: Path) -> Iterator[None]:
     """Send file descriptors 1 and 2 to ``log`` while the block runs: C++ logs and Python's ``sys.stdout``/
     ``sys.stderr`` writes (print, warnings, logging's handlers) alike. Python's stream objects stay the same, so
     a handler a framework makes meanwhile keeps working afterwards (it then writes to the terminal again)."""

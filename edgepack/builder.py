@@ -102,7 +102,8 @@ def build(source: str, options: BuildOptions) -> BuildResult:
             if options.verbose:
                 e.hint = f"{e.hint}; the converters' log is {log}" if e.hint else f"the converters' log is {log}"
             elif type(e) is EdgepackError:  # a converter failed: its log has the details
-                e.hint = f"{e.hint}; --verbose keeps the converters' log" if e.hint else "--verbose keeps the converters' log"
+                e.hint = (f"{e.hint}; --verbose keeps the converters' log" if e.hint
+                          else "--verbose keeps the converters' log")
             raise
 
 

@@ -1,8 +1,9 @@
 """Frameworks' own output during a build, kept out of the user's terminal.
 
 TensorFlow/absl (C++), XLA, torchao and coremltools write log lines and warnings straight to file descriptors 1
-and 2, below Python. ``framework_output(log)`` points both descriptors at a log file while a stage runs; edgepack's own progress goes to the terminal through ``ui``, which writes to a
-duplicate of the original stderr taken before any capture. With ``--verbose`` the build keeps the log and names
+and 2, below Python. ``framework_output(log)`` points both descriptors at a log file while a stage runs;
+edgepack's own progress goes to the terminal through ``ui``, which writes to a duplicate of the original stderr
+taken before any capture. With ``--verbose`` the build keeps the log and names
 it in errors.
 """
 

@@ -161,7 +161,8 @@ def _accuracy(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) 
                      message=f"top-1 is not a finite number (baseline {a.top1}, current {b.top1})")
     drop = round((a.top1 - b.top1) * 100.0, 6)
     status: CheckStatus = "fail" if drop > s.max_accuracy_drop + 1e-9 else "pass"
-    return Check(entry=entry, name="accuracy", status=status, value=b.top1 * 100, limit=a.top1 * 100 - s.max_accuracy_drop,
+    return Check(entry=entry, name="accuracy", status=status, value=b.top1 * 100,
+                 limit=a.top1 * 100 - s.max_accuracy_drop,
                  message=f"top-1 {a.top1 * 100:.2f}% -> {b.top1 * 100:.2f}% ({-drop + 0.0:+.2f} points; "
                          f"allowed drop {s.max_accuracy_drop:g})")
 

@@ -214,7 +214,8 @@ def results_markdown(records: list[BenchRecord], top: int = 10) -> str:
     """Placement and per-op timing sections for bench records that have them ("" when none has)."""
     parts = []
     for r in records:
-        body = placement_markdown(r) + ("\n" if as_placement(r) and as_op_timing(r) else "") + op_timing_markdown(r, top)
+        body = (placement_markdown(r) + ("\n" if as_placement(r) and as_op_timing(r) else "")
+                + op_timing_markdown(r, top))
         if body:
             parts.append(f"#### {r.key}\n\n{body}")
     return ("\n" + "\n".join(parts)) if parts else ""

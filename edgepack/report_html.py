@@ -150,7 +150,8 @@ def html(rep: Report, top: int = 10) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>", f"<p><b>{e(summary_line(rep))}</b>"
              f" — {e(rep.created)}, edgepack {e(rep.edgepack)}</p>",
-             "<h2>Results</h2>", _table(["bundle"] + COLUMNS, [[r.bundle] + row(r, base.get(r.key)) for r in rep.records]),
+             "<h2>Results</h2>",
+             _table(["bundle"] + COLUMNS, [[r.bundle] + row(r, base.get(r.key)) for r in rep.records]),
              "<h2>Checks</h2>"]
     check_rows = "".join(f"<tr class='{c.status}'><td>{ICON[c.status]}</td><td>{e(c.entry)}</td><td>{e(c.name)}</td>"
                          f"<td>{e(c.message)}</td></tr>" for c in rep.checks)

@@ -10,14 +10,25 @@ from typing import Any, Literal, Optional
 
 from edgepack import __version__, converters, registry  # type: ignore[attr-defined]  # converters/: package-dir
 from edgepack.bundle import Content, expand_members, member_digests, sha256_file, write_bundle
-from edgepack.data import (eval_arrays, golden_arrays, load_dataset, map_tensors, npz_bytes, random_dataset,
-                           take)
 from edgepack.capture import framework_output
+from edgepack.data import eval_arrays, golden_arrays, load_dataset, map_tensors, npz_bytes, random_dataset, take
 from edgepack.errors import EdgepackError, MissingExtraError, UsageError, ValidationFailed, first_line
 from edgepack.outputs import check_build_output
 from edgepack.placement_view import npu_summary
-from edgepack.types import (BuildOptions, BuildResult, ConvertedModel, DataMember, Manifest, ModelMember,
-                            ModelSource, NpuCompile, RouteAttempt, RouteInfo, SourceInfo, ValidationInfo)
+from edgepack.types import (
+    BuildOptions,
+    BuildResult,
+    ConvertedModel,
+    DataMember,
+    Manifest,
+    ModelMember,
+    ModelSource,
+    NpuCompile,
+    RouteAttempt,
+    RouteInfo,
+    SourceInfo,
+    ValidationInfo,
+)
 from edgepack.ui import note, step
 from edgepack.validate import reference_outputs, validate
 

@@ -20,8 +20,17 @@ from pydantic import ValidationError
 from edgepack import __version__
 from edgepack.errors import UsageError
 from edgepack.gate import GateSettings, evaluate, fingerprint
-from edgepack.report_rows import (_NUMERIC, COLUMNS, DEVICE_COLUMNS, ICON, _baseline_of, device_rows, notes, row,
-                                  summary_line)
+from edgepack.report_rows import (
+    _NUMERIC,
+    COLUMNS,
+    DEVICE_COLUMNS,
+    ICON,
+    _baseline_of,
+    device_rows,
+    notes,
+    row,
+    summary_line,
+)
 from edgepack.types import BenchRecord, Check, Report
 from edgepack.ui import printable, safe
 

@@ -101,9 +101,27 @@ class TokenEncoder(nn.Module):
         return self.attention(self.embed(ids))
 
 
+class NewOnes(nn.Module):
+    """Masks made with Tensor.new_ones, as Hugging Face's BERT and DETR do (bool and the tensor's own dtype)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, tokens):
+        keep = tokens.new_ones(tokens.shape[:2], dtype=torch.bool)
+        scale = tokens.new_ones(tokens.shape[-1:])
+        h = self.proj(tokens) * scale
+        return torch.where(keep.unsqueeze(-1), h, torch.zeros_like(h)).sum(-1)
+
+
 def _seeded(cls):
     torch.manual_seed(0)
     return cls().eval()
+
+
+def new_ones():
+    return _seeded(NewOnes)
 
 
 def attention():
@@ -183,7 +201,8 @@ def test_shim_is_what_makes_attention_convert(models_py, monkeypatch):
     from coremltools.converters.mil.frontend.torch import ops
 
     assert coreml_compat.apply() == coreml_compat.apply() == [
-        "coremltools.converters.mil.frontend.torch.ops._cast"]
+        "coremltools.converters.mil.frontend.torch.ops._cast",
+        "coremltools.converters.mil.frontend.torch.ops.new_ones (added)"]
     patched = ops._cast
     assert patched._edgepack_compat and not getattr(patched.__wrapped__, "_edgepack_compat", False)
 
@@ -239,3 +258,10 @@ def test_int64_token_ids(models_py, tmp_path):
     assert "gather" in c["ops"] and "softmax" in c["ops"] and c["unsupported_ops"] == []
     ids = _golden(res.path)["input/ids"]
     assert ids.dtype.kind == "i" and ids.shape[1:] == (6,) and 0 <= ids.min() and ids.max() < 100
+
+
+def test_new_ones_converts(models_py, tmp_path):
+    """Failed before (zoo: BERT, DETR): "PyTorch convert function for op 'new_ones' not implemented"."""
+    res = _build(models_py, "new_ones", tmp_path, quantize="none")
+    _linux_checks(res)
+    assert [(o.name, o.shape) for o in res.manifest.outputs] == [("output", [1, 6])]

@@ -31,21 +31,23 @@ from edgepack.errors import DeviceError, UsageError
 DEFAULT_KEYS = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk")
 MAX_HOPS = 8
 
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?|[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)$")
-_USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*\$?$")
 _HOP_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:@/\s\[\]]+)(?::(?P<port>\d+))?/?$")
 
 
 def validate_host(host: str, what: str = "host") -> str:
-    """A host name or address safe to put in a shell command (no metacharacters, no leading '-')."""
-    if not host or not _HOST_RE.match(host):
+    """A host name or address safe to put in a shell command: the check ``--device`` gets (devices.host_ok)."""
+    from edgepack.devices import host_ok
+
+    if not host_ok(host):
         raise UsageError(f"bad {what} name {host!r}", "a host is letters, digits, '.', '-', '_' or an IP address")
     return host
 
 
 def validate_user(user: str) -> str:
-    if not user or not _USER_RE.match(user):
-        raise UsageError(f"bad user name {user!r}", "a user name is letters, digits, '.', '-', '_'")
+    from edgepack.devices import user_ok
+
+    if not user_ok(user):
+        raise UsageError(f"bad user name {user!r}", "a user name is letters, digits, '.', '-', '_', '+'")
     return user
 
 
@@ -296,14 +298,31 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def _open(host: str, port: int, user: str, look: dict, options: ConnectOptions, sock, label: str):
+def load_known_hosts(client: Any, known: Optional[Path]) -> None:
+    """Load ``known`` into ``client``; a damaged file is a usage error, not a traceback."""
+    import paramiko
+
+    if known is None or not Path(known).is_file():
+        return
+    try:
+        client.load_host_keys(str(known))
+    except (UnicodeDecodeError, ValueError, paramiko.SSHException, OSError) as e:
+        raise UsageError(f"known_hosts file {known} cannot be read ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else ''})",
+                         "remove or fix the damaged line (ssh-keygen -R HOST -f FILE rewrites it)") from e
+
+
+def _open(host: str, port: int, user: str, look: dict[str, Any], options: ConnectOptions, sock: Any,
+          label: str) -> Any:
+    import time
+
     where = f"{label}{user}@{host}:{port}"
     client = _client_class()()
     known = options.known_hosts
-    if known is not None and Path(known).is_file():
-        client.load_host_keys(str(known))
+    load_known_hosts(client, known)
     client.set_missing_host_key_policy(options.policy)
     t = options.timeout
+    started = time.monotonic()
     try:
         client.connect(host, port=port, username=user, sock=sock, timeout=t, banner_timeout=t, auth_timeout=t,
                        auth_strategy=_auth_strategy(user, look, options, where))
@@ -312,11 +331,12 @@ def _open(host: str, port: int, user: str, look: dict, options: ConnectOptions, 
         raise
     except BaseException as e:
         client.close()
-        raise _translate(e, where, host, port, known) from e
+        raise _translate(e, where, host, port, known, t, time.monotonic() - started) from e
     return client
 
 
-def _translate(e: BaseException, where: str, host: str, port: int, known: Optional[Path]) -> BaseException:
+def _translate(e: BaseException, where: str, host: str, port: int, known: Optional[Path], timeout: float = 10.0,
+               elapsed: float = 0.0) -> BaseException:
     import paramiko
 
     if isinstance(e, paramiko.BadHostKeyException):
@@ -324,6 +344,10 @@ def _translate(e: BaseException, where: str, host: str, port: int, known: Option
                            f"{e.expected_key.fingerprint}, got {e.key.fingerprint}): possible man-in-the-middle",
                            f"if the host was reinstalled, remove its line (ssh-keygen -R "
                            f"'{_known_hosts_name(host, port)}' -f {known}) and connect again")
+    if isinstance(e, paramiko.AuthenticationException):
+        return DeviceError(f"authentication failed for {where} ({e})",
+                           "pass --identity KEY or add the key to ssh-agent; install your public key on "
+                           "the device with ssh-copy-id")
     if isinstance(e, paramiko.ProxyCommandFailure):
         return DeviceError(f"ProxyCommand for {where} failed: {e}", "run the ProxyCommand by hand to see why")
     if isinstance(e, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
@@ -334,12 +358,27 @@ def _translate(e: BaseException, where: str, host: str, port: int, known: Option
             return DeviceError(f"host key for {where} is unknown (not in {known})",
                                f"check the key, then add it: ssh-keyscan -p {port} {host} >> {known}, "
                                "or pass --accept-new-host-key to trust it on first use")
+        if "banner" in text or "No existing session" in text:
+            if elapsed >= timeout * 0.9:
+                return DeviceError(f"cannot reach {where}: timed out after {timeout:g}s waiting for the SSH "
+                                   "server's greeting", "check that this port is the device's sshd and that "
+                                   "the device is not overloaded; raise --connect-timeout for a slow device")
+            return DeviceError(f"{where} does not speak SSH (no SSH greeting on port {port})",
+                               "check the port (host:PORT in --device, or Port in ~/.ssh/config)")
+        if "No authentication methods available" in text or "not a valid" in text or "private key" in text:
+            return DeviceError(f"no usable SSH key for {where} ({text})",
+                               "pass --identity with your private key, set IdentityFile in ~/.ssh/config, or "
+                               "add the key to ssh-agent")
         return DeviceError(f"SSH to {where} failed: {text}", "check that an SSH server runs on that port")
     if isinstance(e, socket.gaierror):
         return DeviceError(f"unknown host {host!r} ({e.strerror})",
                            "check the name, or add a Host entry to ~/.ssh/config")
     if isinstance(e, (socket.timeout, TimeoutError)):
-        return DeviceError(f"cannot reach {where}: timed out", "check the host is on and reachable (ping, firewall)")
+        return DeviceError(f"cannot reach {where}: timed out after {timeout:g}s",
+                           "check the host is on and reachable (ping, firewall)")
+    if isinstance(e, EOFError):
+        return DeviceError(f"{where} closed the connection during the SSH handshake",
+                           "check that this port is the device's sshd and its logs")
     if isinstance(e, OSError):
         return DeviceError(f"cannot reach {where}: {e.strerror or e}", "check the network and the port")
     return e

@@ -55,7 +55,7 @@ def _hint(stderr: str, path: str) -> str:
     s = stderr.lower()
     parent = path.rsplit("/", 1)[0] if "/" in path else "."
     if "no space left" in s or "disk quota" in s:
-        return f"free space on the device (df -h {parent}) or pass --remote-dir on a larger filesystem"
+        return f"free disk space on the device (df -h {parent}) or pass --remote-dir on a larger filesystem"
     if "read-only file system" in s:
         return "pass --remote-dir to a writable directory on the device (e.g. /data/edgepack or /tmp/edgepack)"
     if "permission denied" in s:
@@ -222,6 +222,16 @@ class Transfer:
             raise self._fail(code, err, local_name, remote_final)
         return tool
 
+    def remote_sha256(self, path: str) -> Optional[str]:
+        """sha256 of ``path`` hashed on the device, or None (absent, unreadable, or no sha256 tool there)."""
+        tool = self.hash_tool()
+        if tool is None:
+            return None
+        code, out, _ = self.run(f"t={q(path)}; [ -f \"$t\" ] || exit 1; h=$({self._hash_command(tool)}) || exit 1; "
+                                'h=${h##*= }; echo "${h%% *}"', what=f"hashing {path}")
+        h = out.strip().lower()
+        return h if code == 0 and len(h) == 64 and all(c in "0123456789abcdef" for c in h) else None
+
     def mkdirs(self, path: str) -> None:
         self._check(f"mkdir -p {q(path)}", f"creating {path}", path + "/x")
 
@@ -281,6 +291,12 @@ class SftpTransfer(Transfer):
         code, _, err = self.run(script, what=f"checking the upload of {local_name}")
         if code != 0:
             self._remove_quietly(tmp)
+            if code == _E_SIZE and limited.left == 0:
+                # all bytes were sent, fewer stored: paramiko drops the status of pipelined SFTP writes
+                msg = err.strip().splitlines()
+                detail = msg[-1] if msg else f"exit {code}"
+                raise DeviceError(f"upload of {local_name} to {self.name} failed: the device did not store all of "
+                                  f"it ({detail}; a full disk or a quota?)", _hint("no space left", remote_final))
             raise self._fail(code, err, local_name, remote_final)
         return tool
 
@@ -289,6 +305,20 @@ class SftpTransfer(Transfer):
             return self.sftp.stat(path).st_size
         except IOError:
             return None
+
+    def remote_sha256(self, path: str) -> Optional[str]:
+        """Hashed on the device; without a sha256 tool there, read back over SFTP and hashed here."""
+        if self.hash_tool() is not None:
+            return super().remote_sha256(path)
+        h = hashlib.sha256()
+        try:
+            with self.sftp.open(path, "rb") as f:
+                f.prefetch()
+                while block := f.read(1 << 20):
+                    h.update(block)
+        except (IOError, OSError, EOFError):
+            return None
+        return h.hexdigest()
 
     def close(self) -> None:
         try:

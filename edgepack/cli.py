@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -196,10 +196,13 @@ def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")):
                f"{manifest.quantization.mode})")
 
 
-def _ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout, remote_python, remote_dir):
+def _ssh(accept_new_host_key: bool, identity: Optional[Path], known_hosts: Optional[Path],
+         ssh_config: Optional[Path], connect_timeout: float, remote_python: str, remote_dir: str,
+         jump: Optional[str] = None, ask_password: bool = False, transport: str = "auto") -> dict[str, Any]:
     return dict(accept_new_host_key=accept_new_host_key, identity=identity, known_hosts=known_hosts,
                 ssh_config=ssh_config, connect_timeout=connect_timeout, remote_python=remote_python,
-                remote_dir=remote_dir)
+                remote_dir=remote_dir, jump=jump, ask_password=ask_password,
+                transport=None if transport == "auto" else transport)
 
 
 _DEVICE = typer.Option("local", "--device", "-d", help="local | [user@]host[:port] | ~/.ssh/config Host alias")
@@ -210,18 +213,26 @@ _CONFIG = typer.Option(None, "--ssh-config", help="ssh config file (default ~/.s
 _TIMEOUT = typer.Option(10.0, "--connect-timeout", help="seconds to wait for the device")
 _PYTHON = typer.Option("python3", "--remote-python", help="Python on the device")
 _RDIR = typer.Option(".cache/edgepack", "--remote-dir", help="cache directory on the device (relative to ~)")
+_JUMP = typer.Option(None, "--jump", "-J", help="jump host(s) USER@HOST:PORT (USER@ and :PORT optional), "
+                                                "comma-separated for a chain, like ssh -J; 'none' ignores the "
+                                                "config's ProxyJump")
+_ASKPASS = typer.Option(False, "--ask-password", help="also try password login, asked on the terminal")
+_TRANSPORT = typer.Option("auto", "--transport", help="auto | sftp | exec: how files reach the device (auto: "
+                                                      "SFTP when the server offers it, else an exec channel)")
 
 
 @app.command()
 def deploy(bundle: Path = typer.Argument(...), device: str = _DEVICE, accept_new_host_key: bool = _ACCEPT,
            identity: Optional[Path] = _IDENTITY, known_hosts: Optional[Path] = _KNOWN,
            ssh_config: Optional[Path] = _CONFIG, connect_timeout: float = _TIMEOUT,
-           remote_python: str = _PYTHON, remote_dir: str = _RDIR):
+           remote_python: str = _PYTHON, remote_dir: str = _RDIR, jump: Optional[str] = _JUMP,
+           ask_password: bool = _ASKPASS, transport: str = _TRANSPORT) -> None:
     """Upload BUNDLE and the device runner to the device's cache."""
     import edgepack
 
     remote = edgepack.deploy(bundle, device, **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
-                                                    connect_timeout, remote_python, remote_dir))
+                                                    connect_timeout, remote_python, remote_dir, jump,
+                                                    ask_password, transport))
     typer.echo(f"{bundle.name} -> {device}:{remote}")
 
 
@@ -246,6 +257,7 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
           known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR,
+          jump: Optional[str] = _JUMP, ask_password: bool = _ASKPASS, transport: str = _TRANSPORT,
           **runtime_flags):
     """Run bundle(s) on the device: verify, time, check agreement and accuracy; print a report."""
     from edgepack import report
@@ -259,7 +271,7 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
                            repeat=repeat, cooldown=cooldown, install_runtime=install_runtime, timeout=timeout,
                            flags=runtime_flags)
     ssh = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
-                            remote_python, remote_dir))
+                            remote_python, remote_dir, jump, ask_password, transport))
     records = [run_bench(b, device, options, ssh).record() for b in bundle]
     rep = report.make_report(records)
     if not (str(json_out) == "-" or str(md_out) == "-"):
@@ -365,7 +377,8 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
 def doctor(device: str = _DEVICE, as_json: bool = typer.Option(False, "--json", help="print the facts as JSON"),
            accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
            known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
-           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR):
+           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR,
+           jump: Optional[str] = _JUMP, ask_password: bool = _ASKPASS, transport: str = _TRANSPORT) -> None:
     """Probe a device: arch, OS, Python, runtimes, CPU, memory, NPUs; and what to install for each format."""
     import json
 
@@ -373,7 +386,7 @@ def doctor(device: str = _DEVICE, as_json: bool = typer.Option(False, "--json", 
     from edgepack.devices import SSHOptions
 
     opts = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
-                             remote_python, remote_dir))
+                             remote_python, remote_dir, jump, ask_password, transport))
     facts = doc.probe(device, opts)
     adv = doc.advice(facts)
     if as_json:

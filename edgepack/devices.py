@@ -305,6 +305,8 @@ class SSHDevice:
         self.client = ssh_connect.connect(self.hostname, self.port, self.user, copts)
         self.route: list[str] = list(getattr(self.client, "route", []))
         self._transfer: Optional[Transfer] = None
+        self._shell_facts: Optional[dict[str, str]] = None
+        self._python_checked = False
         self.python = options.remote_python
 
     # -- primitives
@@ -377,8 +379,38 @@ class SSHDevice:
         """sha256 of a file on the device (hashed there; read back over SFTP when it has no sha256 tool)."""
         return self.transfer().remote_sha256(remote)
 
+    def shell_facts(self) -> dict[str, str]:
+        """What a POSIX sh (dash, BusyBox ash) on the device tells without Python: arch, shell, the Python at
+        ``self.python`` and its version, the package manager. One command, cached."""
+        if self._shell_facts is None:
+            script = (f"py={shlex.quote(self.python)}\n"
+                      'echo "arch=$(uname -m 2>/dev/null)"\n'
+                      's=$(readlink -f /bin/sh 2>/dev/null); case "$s" in *busybox*) echo shell=busybox;; '
+                      '*) echo "shell=${s:-sh}";; esac\n'
+                      'p=$(command -v "$py" 2>/dev/null); echo "python=$p"\n'
+                      'if [ -n "$p" ]; then echo "pyver=$("$py" -c \'import sys; print("%d.%d" % '
+                      'sys.version_info[:2])\' 2>/dev/null)"; fi\n'
+                      "for m in apt-get apk opkg dnf yum; do if command -v $m >/dev/null 2>&1; then "
+                      "echo pkg=$m; break; fi; done\n")
+            code, out, err = self.transfer().run(script, what="looking at the device's shell and Python")
+            self._shell_facts = dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+        return self._shell_facts
+
+    def check_python(self) -> None:
+        """A device without the Python edgepack runs its runner with is one line naming the install command."""
+        if self._python_checked:
+            return
+        f = self.shell_facts()
+        if not f.get("python"):
+            what = " (a BusyBox system)" if f.get("shell") == "busybox" else ""
+            raise DeviceError(f"no Python at {self.python!r} on {self.name}{what}: the runner needs Python 3.9+",
+                              f"{install_python_hint(f.get('pkg'))}, or pass --remote-python PATH")
+        self._python_checked = True
+
     def put_runners(self) -> str:
         from edgepack.transport import put_dir
+
+        self.check_python()  # before anything is uploaded
 
         base = self.options.remote_dir
         digest = runner_digest()
@@ -409,23 +441,30 @@ class SSHDevice:
         return py if self._exists(py) is not None else None
 
     def install_runtime(self, packages: tuple[str, ...]) -> str:
-        """Create (once) a venv in the device's edgepack cache, pip-install ``packages`` there, and use it."""
+        """Create (once) a venv in the device's edgepack cache, pip-install ``packages`` there, and use it.
+        pip's temporary files go to the cache too (``TMPDIR``), so a noexec /tmp does not matter."""
         venv = f"{self.options.remote_dir}/venv"
         py = f"{venv}/bin/python"
+        f = self.shell_facts()
+        pyver, arch = f.get("pyver") or "3", f.get("arch") or "?"
         if self._exists(py) is None:
             res = self.exec(f"{shlex.quote(self.options.remote_python)} -m venv {shlex.quote(venv)}")
             if res.code != 0:
                 self.exec(f"rm -rf {shlex.quote(venv)}")
-                raise DeviceError(f"could not create a venv on {self.name}: {(res.stderr or res.stdout).strip()[-200:]}",
-                                  "install the venv module on the device (Debian/Raspberry Pi OS: sudo apt install "
-                                  "python3-venv)")
-        res = self.exec(" ".join([shlex.quote(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                                  *(shlex.quote(p) for p in packages)]), timeout=1800)
+                raise DeviceError(f"could not create a venv with {self.options.remote_python} (Python {pyver}) on "
+                                  f"{self.name}: {_last_line(res.stderr or res.stdout)}",
+                                  install_venv_hint(f.get("pkg"), pyver))
+        tmp = f"{self.options.remote_dir}/tmp"
+        res = self.exec(f"mkdir -p {shlex.quote(tmp)} && TMPDIR={shlex.quote(tmp)} "
+                        + " ".join([shlex.quote(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                    *(shlex.quote(p) for p in packages)])
+                        + f"; c=$?; rm -rf {shlex.quote(tmp)}; exit $c", timeout=1800)
         if res.code != 0:
-            raise DeviceError(f"pip install {' '.join(packages)} failed on {self.name}: "
-                              f"{(res.stderr or res.stdout).strip().splitlines()[-1:] or ''}",
-                              "check the device reaches its package index and that wheels exist for its "
-                              "architecture and Python")
+            raise DeviceError(f"pip install {' '.join(packages)} failed on {self.name} ({arch}, Python {pyver}): "
+                              f"{_last_line(res.stderr or res.stdout)}",
+                              f"check the device reaches its package index (run {py} -m pip install "
+                              f"{' '.join(packages)} there to see why) and that PyPI has {' and '.join(packages)} "
+                              f"wheels for {arch} with Python {pyver}")
         self.python = py
         return py
 
@@ -435,6 +474,31 @@ class SSHDevice:
                 self._transfer.close()
         finally:
             self.client.close()
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][-300:] if lines else "no output"
+
+
+def install_python_hint(pkg: Optional[str]) -> str:
+    """The command that installs Python 3 with the package manager the device has."""
+    return {"apt-get": "install it: sudo apt-get install python3 python3-venv",
+            "apk": "install it: apk add python3 py3-pip",
+            "opkg": "install it: opkg update && opkg install python3 python3-pip",
+            "dnf": "install it: sudo dnf install python3",
+            "yum": "install it: sudo yum install python3"}.get(
+        pkg or "", "the image has no package manager: add Python 3 to it (Buildroot: BR2_PACKAGE_PYTHON3=y; "
+                   "Yocto: IMAGE_INSTALL:append = \" python3 python3-pip\")")
+
+
+def install_venv_hint(pkg: Optional[str], pyver: str) -> str:
+    if pkg == "apt-get":
+        return f"install the venv module: sudo apt-get install python{pyver}-venv"
+    if pkg == "apk":
+        return "install pip and venv: apk add py3-pip py3-virtualenv"
+    return (f"install Python {pyver}'s venv and ensurepip modules on the device, or pass --remote-python with a "
+            "Python that has numpy and the runtime")
 
 
 def _local_user() -> str:

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from edgepack.errors import DeviceError, UsageError
 
@@ -214,17 +214,25 @@ class LocalDevice:
                 t.join(timeout=10)
             for f in (proc.stdin, proc.stdout, proc.stderr):
                 try:
-                    f.close()
+                    if f is not None:
+                        f.close()
                 except OSError:
                     pass
         return Execution(proc.returncode, chunks.get("out", b"").decode("utf-8", "replace"),
                          chunks.get("err", b"").decode("utf-8", "replace"))
 
+    def venv_python(self) -> Optional[str]:
+        return None
+
+    def install_runtime(self, packages: tuple[str, ...]) -> str:
+        raise UsageError("--install-runtime is for SSH devices",
+                         f"install the runtime here with: pip install {' '.join(packages)}")
+
     def close(self) -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def _stop(proc: "subprocess.Popen[bytes]", grace: float = 10.0) -> None:
     """SIGTERM (the runner cleans up its extraction dir), then SIGKILL after ``grace`` seconds."""
     try:
         proc.terminate()
@@ -507,7 +515,22 @@ def _local_user() -> str:
     return getpass.getuser()
 
 
-def open_device(text: str, options: Optional[SSHOptions] = None):
+class Device(Protocol):
+    """What bench, deploy and doctor use of a device (LocalDevice and SSHDevice)."""
+
+    name: str
+    python: str
+
+    def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]: ...
+    def put_runners(self) -> str: ...
+    def workdir(self) -> Optional[str]: ...
+    def run(self, argv: list[str]) -> Execution: ...
+    def venv_python(self) -> Optional[str]: ...
+    def install_runtime(self, packages: tuple[str, ...]) -> str: ...
+    def close(self) -> None: ...
+
+
+def open_device(text: str, options: Optional[SSHOptions] = None) -> Device:
     spec = parse_device(text)
     options = options or SSHOptions()
     if spec.local:

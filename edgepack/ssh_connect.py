@@ -24,7 +24,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from edgepack.errors import DeviceError, UsageError
 
@@ -104,11 +104,11 @@ class ConnectOptions:
 
     policy: Any
     known_hosts: Optional[Path] = None
-    lookup: dict = field(default_factory=dict)
+    lookup: dict[str, Any] = field(default_factory=dict)
     config: Any = None
     alias: Optional[str] = None
     jump: Optional[str] = None
-    identity_files: list = field(default_factory=list)
+    identity_files: list[Any] = field(default_factory=list)
     use_agent: bool = True
     ask_password: bool = False
     timeout: float = 10.0
@@ -116,19 +116,19 @@ class ConnectOptions:
     password: Optional[Callable[[str], str]] = None  # default: getpass
 
 
-def _client_class():
+def _client_class() -> Any:
     import paramiko
 
-    class ChainClient(paramiko.SSHClient):
+    class ChainClient(paramiko.SSHClient):  # type: ignore[misc]
         """An SSHClient that also closes the jump-host connections (or ProxyCommand) below it."""
 
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
-            self.hops: list = []
-            self.proxy = None
+            self.hops: list[Any] = []
+            self.proxy: Any = None
             self.route: list[str] = []
 
-        def close(self):
+        def close(self) -> None:
             try:
                 super().close()
             finally:
@@ -161,7 +161,7 @@ def _pub_blob(path: str) -> Optional[bytes]:
         return None
 
 
-def _is_true(v) -> bool:
+def _is_true(v: Any) -> bool:
     return str(v).strip().lower() in ("yes", "true", "1")
 
 
@@ -171,7 +171,7 @@ def _terminal_passphrase(path: str) -> Optional[str]:
     return getpass.getpass(f"Enter passphrase for key '{path}': ")
 
 
-def _auth_strategy(user: str, lookup: dict, options: ConnectOptions, where: str):
+def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, where: str) -> Any:
     import paramiko
     from paramiko.auth_strategy import (
         AuthFailure,
@@ -190,14 +190,14 @@ def _auth_strategy(user: str, lookup: dict, options: ConnectOptions, where: str)
     identities_only = _is_true(lookup.get("identitiesonly", "no"))
     use_agent = options.use_agent and str(lookup.get("identityagent", "")).lower() != "none"
 
-    class Strategy(AuthStrategy):
-        def __init__(self):
+    class Strategy(AuthStrategy):  # type: ignore[misc]
+        def __init__(self) -> None:
             super().__init__(ssh_config=None)
             self.locked: list[str] = []
             self.unreadable: list[str] = []
             self.tried: list[str] = []
 
-        def get_sources(self):
+        def get_sources(self) -> Iterator[Any]:
             agent_keys = []
             if use_agent and os.environ.get("SSH_AUTH_SOCK"):
                 try:
@@ -242,7 +242,7 @@ def _auth_strategy(user: str, lookup: dict, options: ConnectOptions, where: str)
                 self.tried.append("password")
                 yield Password(user, password_getter=lambda: (options.password or _ask_password)(where))
 
-        def authenticate(self, transport):
+        def authenticate(self, transport: Any) -> Any:
             try:
                 return super().authenticate(transport)
             except AuthFailure as e:
@@ -272,7 +272,7 @@ def _ask_password(where: str) -> str:
 # --------------------------------------------------------------------------- connect
 
 
-def _hop_settings(hop: Hop, options: ConnectOptions) -> tuple[str, int, str, dict]:
+def _hop_settings(hop: Hop, options: ConnectOptions) -> tuple[str, int, str, dict[str, Any]]:
     look = options.config.lookup(hop.host) if options.config is not None else {}
     host = look.get("hostname", hop.host)
     port = hop.port or int(look.get("port", 22))
@@ -280,7 +280,7 @@ def _hop_settings(hop: Hop, options: ConnectOptions) -> tuple[str, int, str, dic
     return validate_host(host, "jump host"), port, validate_user(user), look
 
 
-def _expand_hops(hops: list[Hop], options: ConnectOptions, depth: int = 0) -> list[tuple[str, int, str, dict]]:
+def _expand_hops(hops: list[Hop], options: ConnectOptions, depth: int = 0) -> list[tuple[str, int, str, dict[str, Any]]]:
     """Each hop's (host, port, user, lookup), with the hops a jump host's own ProxyJump puts before it."""
     out = []
     for hop in hops:
@@ -384,7 +384,7 @@ def _translate(e: BaseException, where: str, host: str, port: int, known: Option
     return e
 
 
-def route(host: str, port: int, user: str, options: ConnectOptions) -> tuple[list, Optional[str]]:
+def route(host: str, port: int, user: str, options: ConnectOptions) -> tuple[list[tuple[str, int, str, dict[str, Any]]], Optional[str]]:
     """(jump hops as (host, port, user, lookup), ProxyCommand line or None) for this device."""
     look = options.lookup or {}
     if options.jump:
@@ -397,7 +397,7 @@ def route(host: str, port: int, user: str, options: ConnectOptions) -> tuple[lis
     return [], None
 
 
-def connect(host: str, port: int, user: str, options: ConnectOptions):
+def connect(host: str, port: int, user: str, options: ConnectOptions) -> Any:
     """A connected, authenticated ``paramiko.SSHClient`` to ``user@host:port`` (``host`` is the HostName),
     through the jump hosts or ProxyCommand the options and config ask for. ``client.route`` lists the hops."""
     import paramiko
@@ -405,7 +405,7 @@ def connect(host: str, port: int, user: str, options: ConnectOptions):
     validate_host(host)
     validate_user(user)
     hops, command = route(host, port, user, options)
-    opened: list = []
+    opened: list[Any] = []
     sock, proxy = None, None
     try:
         for i, (h, p, u, look) in enumerate(hops):

@@ -23,7 +23,7 @@ import secrets
 import shlex
 import socket
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 from edgepack.errors import DeviceError
 
@@ -75,7 +75,7 @@ class Transfer:
 
     kind = "exec"
 
-    def __init__(self, client, name: str = "device", python: str = "python3", timeout: float = 120.0,
+    def __init__(self, client: Any, name: str = "device", python: str = "python3", timeout: float = 120.0,
                  warn: Optional[Callable[[str], None]] = None):
         self.client = client
         self.name = name
@@ -271,8 +271,9 @@ class SftpTransfer(Transfer):
 
     kind = "sftp"
 
-    def __init__(self, client, sftp, **kw):
-        super().__init__(client, **kw)
+    def __init__(self, client: Any, sftp: Any, name: str = "device", python: str = "python3",
+                 timeout: float = 120.0, warn: Optional[Callable[[str], None]] = None):
+        super().__init__(client, name=name, python=python, timeout=timeout, warn=warn)
         self.sftp = sftp
 
     def put_stream(self, stream: BinaryIO, size: int, remote_final: str, sha256: Optional[str] = None,
@@ -302,7 +303,8 @@ class SftpTransfer(Transfer):
 
     def stat_size(self, path: str) -> Optional[int]:
         try:
-            return self.sftp.stat(path).st_size
+            size: Optional[int] = self.sftp.stat(path).st_size
+            return size
         except IOError:
             return None
 
@@ -343,14 +345,13 @@ class _Limited(io.RawIOBase):
         return data
 
 
-def open_transfer(client, name: str = "device", python: str = "python3", prefer: Optional[str] = None,
+def open_transfer(client: Any, name: str = "device", python: str = "python3", prefer: Optional[str] = None,
                   timeout: float = 120.0, warn: Optional[Callable[[str], None]] = None) -> Transfer:
     """SFTP when the server offers it, else exec; ``prefer="exec"`` skips SFTP, ``prefer="sftp"`` requires it."""
     import paramiko
 
-    kw = dict(name=name, python=python, timeout=timeout, warn=warn)
     if prefer == "exec":
-        return Transfer(client, **kw)
+        return Transfer(client, name=name, python=python, timeout=timeout, warn=warn)
     transport = client.get_transport()
     chan = None
     try:
@@ -366,10 +367,10 @@ def open_transfer(client, name: str = "device", python: str = "python3", prefer:
         if prefer == "sftp":
             raise DeviceError(f"{name} refuses SFTP ({e})",
                               "enable the sftp Subsystem in the device's sshd_config, or let edgepack use exec") from e
-        t = Transfer(client, **kw)
+        t = Transfer(client, name=name, python=python, timeout=timeout, warn=warn)
         t.note(f"{name} has no SFTP ({e}): files go over an exec channel (cat), checked on the device")
         return t
-    return SftpTransfer(client, sftp, **kw)
+    return SftpTransfer(client, sftp, name=name, python=python, timeout=timeout, warn=warn)
 
 
 def put_dir(transfer: Transfer, files: list[Path], remote: str, marker: str = ".complete",

@@ -323,12 +323,12 @@ class SSHDevice:
         """The file mover for this connection (SFTP, else exec; ``--transport`` chooses), opened once."""
         if self._transfer is None:
             from edgepack.transport import open_transfer
-            from edgepack.ui import note
+            from edgepack.ui import note, safe
 
             prefer = None if self.options.transport in (None, "auto") else self.options.transport
             self._transfer = open_transfer(self.client, name=self.name, python=self.python, prefer=prefer,
                                            timeout=max(self.options.connect_timeout, 120.0),
-                                           warn=lambda text: note(f"edgepack: note: {text}"))
+                                           warn=lambda text: note(safe(f"edgepack: note: {text}")))
         return self._transfer
 
     def exec(self, command: str, timeout: Optional[float] = None, keep_stdin: bool = False) -> Execution:

@@ -196,6 +196,7 @@ def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, w
             self.locked: list[str] = []
             self.unreadable: list[str] = []
             self.tried: list[str] = []
+            self.no_terminal = False
 
         def get_sources(self) -> Iterator[Any]:
             agent_keys = []
@@ -239,8 +240,11 @@ def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, w
                 self.tried.append(path)
                 yield OnDiskPrivateKey(user, source, path, pkey)
             if options.ask_password:
-                self.tried.append("password")
-                yield Password(user, password_getter=lambda: (options.password or _ask_password)(where))
+                if options.password is None and not (sys.stdin and sys.stdin.isatty()):
+                    self.no_terminal = True  # paramiko would swallow the getter's error: say it after the keys
+                else:
+                    self.tried.append("password")
+                    yield Password(user, password_getter=lambda: (options.password or _ask_password)(where))
 
         def authenticate(self, transport: Any) -> Any:
             try:
@@ -252,6 +256,11 @@ def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, w
                                       "and there is no terminal to ask for the passphrase",
                                       f"load it into your agent first: ssh-add {shlex.quote(key)} "
                                       "(then SSH_AUTH_SOCK must reach edgepack)") from e
+                if self.no_terminal:
+                    raise DeviceError(f"authentication failed for {where} with the keys "
+                                      f"({', '.join(self.tried) or 'none found'}), and --ask-password needs a "
+                                      "terminal to ask for the password",
+                                      "run edgepack from a terminal, or use a key (ssh-copy-id, ssh-add)") from e
                 tried = ", ".join(self.tried) or "no key found (no agent, no IdentityFile, no ~/.ssh/id_*)"
                 bad = f"; unreadable: {'; '.join(self.unreadable)}" if self.unreadable else ""
                 raise DeviceError(f"authentication failed for {where} (tried {tried}{bad})",

@@ -307,3 +307,31 @@ def test_bench_with_an_agent_key_and_no_identity_file(tiny_bundle, net, tmp_path
         assert "ssh-add" in one_line_error(proc) and "--ask-password" in one_line_error(proc)
     finally:
         agent.stop()
+
+
+@pytest.mark.slow
+def test_bench_through_a_proxycommand(tiny_bundle, net, tmp_path):
+    j, t = net["jump"], net["target"]
+    known = tmp_path / "known_hosts"
+    known.write_text(net["known"])
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host board\n  HostName 127.0.0.2\n  Port {t.port}\n  User {t.user}\n"
+                   f"  IdentityFile {net['key']}\n  UserKnownHostsFile {known}\n"
+                   f"  ProxyCommand ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes "
+                   f"-o UserKnownHostsFile={known} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1\n")
+    before = j.log().count(f"127.0.0.2 port {t.port}")
+    proc = cli("bench", str(tiny_bundle), "--device", "board", "--ssh-config", str(cfg), "--runs", "3",
+               "--min-seconds", "0", "--remote-python", sys.executable, "--remote-dir", str(tmp_path / "cache"),
+               "--json", "-", env={"HOME": str(tmp_path / "empty-home")})
+    _ok(proc)
+    assert j.log().count(f"127.0.0.2 port {t.port}") > before
+
+
+def test_ask_password_without_a_terminal_is_one_line(tiny_bundle, net, tmp_path):
+    t = net["target"]
+    home = _home(tmp_path, "", net["known"])
+    proc = cli("deploy", str(tiny_bundle), "--device", f"{t.user}@127.0.0.2:{t.port}", "--ask-password",
+               "--remote-dir", str(tmp_path / "cache"), env={"HOME": str(home), "SSH_AUTH_SOCK": ""})
+    line = one_line_error(proc)
+    assert proc.returncode == 5 and "--ask-password needs a terminal" in line, line
+    assert not (tmp_path / "cache").exists()

@@ -298,7 +298,9 @@ def to_saved_model(source, workdir: Path, keep_nchw: list[str], target: str) -> 
         with contextlib.redirect_stdout(log):
             onnx2tf.convert(input_onnx_file_path=model_path, output_folder_path=str(saved),
                             non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
-                            keep_ncw_or_nchw_or_ncdhw_input_names=keep_nchw or None, not_use_onnxsim=True)
+                            keep_ncw_or_nchw_or_ncdhw_input_names=keep_nchw or None, not_use_onnxsim=True,
+                            # TFLite has no Erf builtin (GELU): onnx2tf writes it as TFLite-native ops
+                            replace_to_pseudo_operators=["erf"])
     except SystemExit as e:  # onnx2tf exits on some failures
         last = re.sub(r"\x1b\[[0-9;]*m", "", (log.getvalue().strip().splitlines() or [""])[-1])
         raise EdgepackError(f"onnx2tf could not convert {source.path.name} (exit {e.code}): {last[:300]}", fix)

@@ -12,14 +12,16 @@ it does, never a silent CPU run. With ``--ep`` or ``--profile`` a second, profil
 trace gives the provider of every node (``placement``) and per-node times (``op_timing``).
 """
 
+import argparse
 import os
 import sys
+from typing import Any, Mapping, Optional, Sequence
 
 try:  # imported as edgepack.device_runners.onnx_runner
     from . import runner_common as common
 except ImportError:  # run as a script on the device (also under python -I / -P)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import runner_common as common
+    import runner_common as common  # type: ignore[no-redef]
 
 
 EP_NAMES = {
@@ -42,9 +44,9 @@ EP_NAMES = {
 TOP_NODES = 25
 
 
-def resolve_eps(values):
+def resolve_eps(values: Optional[Sequence[str]]) -> list[str]:
     """--ep values (repeatable, comma lists, short or full names) -> full provider names, in order."""
-    out = []
+    out: list[str] = []
     for value in values or []:
         for item in value.split(","):
             item = item.strip()
@@ -59,18 +61,20 @@ def resolve_eps(values):
     return out
 
 
-def _median(values):
+def _median(values: Sequence[float]) -> float:
     v = sorted(values)
     n = len(v)
     return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
-def parse_profile(events, top=TOP_NODES):
+def parse_profile(events: Sequence[Mapping[str, Any]], top: int = TOP_NODES
+                  ) -> tuple[dict[str, tuple[str, Optional[str]]], dict[str, Any]]:
     """onnxruntime's profiling trace (a list of Chrome-trace events) -> (nodes, timing).
 
     nodes: {node name: (op type, provider)}; timing: per-node median ms over the runs after the first (warm-up)."""
-    runs, current = [], []
-    run_ms = []
+    runs: list[list[tuple[str, str, Optional[str], float]]] = []
+    current: list[tuple[str, str, Optional[str], float]] = []
+    run_ms: list[float] = []
     for e in events:
         cat, name = e.get("cat"), e.get("name", "")
         if cat == "Node" and name.endswith("_kernel_time"):
@@ -85,7 +89,8 @@ def parse_profile(events, top=TOP_NODES):
         runs.append(current)
     if len(runs) > 1:  # the first profiled run pays one-off costs
         runs, run_ms = runs[1:], run_ms[1:]
-    nodes, times = {}, {}
+    nodes: dict[str, tuple[str, Optional[str]]] = {}
+    times: dict[str, list[float]] = {}
     for run in runs:
         for node, op, provider, ms in run:
             nodes[node] = (op, provider)
@@ -93,10 +98,10 @@ def parse_profile(events, top=TOP_NODES):
     median = dict((k, _median(v)) for k, v in times.items())  # median: robust to a preempted run
     node_total = sum(median.values())
     ranked = sorted(median.items(), key=lambda kv: -kv[1])
-    by_type = {}
+    by_type: dict[str, float] = {}
     for node, ms in median.items():
         by_type[nodes[node][0]] = by_type.get(nodes[node][0], 0.0) + ms
-    timing = {
+    timing: dict[str, Any] = {
         "source": "onnxruntime-profile",
         "profiled_runs": len(runs),
         "node_total_ms": node_total,
@@ -108,11 +113,12 @@ def parse_profile(events, top=TOP_NODES):
     return nodes, timing
 
 
-def placement_from_nodes(nodes, requested):
+def placement_from_nodes(nodes: Mapping[str, tuple[str, Optional[str]]], requested: Sequence[str]
+                         ) -> dict[str, Any]:
     """Per op type: nodes on a requested (non-CPU) EP vs on the CPU EP."""
     accel = [ep for ep in requested if ep != "CPUExecutionProvider"]
-    per = {}
-    for node, (op, provider) in nodes.items():
+    per: dict[str, dict[str, Any]] = {}
+    for op, provider in nodes.values():
         row = per.setdefault(op, {"op_type": op, "accelerator": 0, "cpu": 0, "reasons": []})
         if provider and provider != "CPUExecutionProvider" and (provider in accel or not accel):
             row["accelerator"] += 1
@@ -123,7 +129,7 @@ def placement_from_nodes(nodes, requested):
                 if reason not in row["reasons"]:
                     row["reasons"].append(reason)
     ops = [per[k] for k in sorted(per)]
-    placement = {
+    placement: dict[str, Any] = {
         "accelerator": ", ".join(accel) if accel else None,
         "source": "onnxruntime-profile",
         "accelerator_ops": sum(o["accelerator"] for o in ops),
@@ -137,10 +143,15 @@ def placement_from_nodes(nodes, requested):
     return placement
 
 
-class OnnxRuntimeBackend(object):
+class OnnxRuntimeBackend(common.Backend):
     runtime = "onnxruntime"
 
-    def add_arguments(self, parser):
+    def __init__(self) -> None:
+        self.session: Any = None
+        self.model_path = ""
+        self.settings = argparse.Namespace()
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--ep", action="append", default=[], metavar="NAME[,NAME]",
                             help="execution provider(s) to request, e.g. xnnpack, nnapi, qnn, acl, coreml, "
                                  "openvino (CPU stays as the fallback); repeatable")
@@ -149,24 +160,15 @@ class OnnxRuntimeBackend(object):
         parser.add_argument("--profile-runs", type=int, default=10,
                             help="profiled inferences for placement/per-op timing (default 10, +1 warm-up)")
 
-    def check(self):
-        try:
-            import numpy  # noqa: F401
-        except ImportError:
-            raise common.RunnerError("numpy is not installed for %s" % sys.executable,
-                                     "pip install numpy", common.EXIT_RUNTIME_MISSING)
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise common.RunnerError("onnxruntime is not installed for %s" % sys.executable,
-                                     "pip install onnxruntime (or run edgepack bench with --install-runtime)",
-                                     common.EXIT_RUNTIME_MISSING)
+    def check(self) -> None:
+        common.Backend.check(self)
+        common.require("onnxruntime", "pip install onnxruntime (or run edgepack bench with --install-runtime)")
 
-    def providers(self, args):
+    def providers(self, settings: argparse.Namespace) -> tuple[list[str], list[str]]:
         """The requested EPs (checked against this build), then CPU as the fallback."""
         import onnxruntime as ort
 
-        requested = resolve_eps(getattr(args, "ep", None))
+        requested = resolve_eps(getattr(settings, "ep", None))
         available = ort.get_available_providers()
         missing = [ep for ep in requested if ep not in available]
         if missing:
@@ -178,51 +180,53 @@ class OnnxRuntimeBackend(object):
                 common.EXIT_USAGE)
         return requested, [ep for ep in requested if ep != "CPUExecutionProvider"] + ["CPUExecutionProvider"]
 
-    def session_options(self, args):
+    def session_options(self, settings: argparse.Namespace) -> Any:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.inter_op_num_threads = 1
-        if args.threads:
-            so.intra_op_num_threads = args.threads
+        if settings.threads:
+            so.intra_op_num_threads = settings.threads
         so.log_severity_level = 3
         return so
 
-    def version(self):
+    def version(self) -> str:
         import onnxruntime
 
-        return onnxruntime.__version__
+        return str(onnxruntime.__version__)
 
-    def load(self, model_path, manifest, args):
+    def load(self, model_path: str, manifest: Mapping[str, Any], settings: argparse.Namespace) -> None:
         import onnxruntime as ort
 
-        requested, providers = self.providers(args)
+        requested, providers = self.providers(settings)
         try:
-            session = ort.InferenceSession(model_path, sess_options=self.session_options(args), providers=providers)
+            session = ort.InferenceSession(model_path, sess_options=self.session_options(settings),
+                                           providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types
+            also = " and that %s works on this device" % ", ".join(requested) if requested else ""
             raise common.RunnerError("onnxruntime could not load the model: %s" % str(e).splitlines()[0],
-                                     "check that the device's onnxruntime supports the model's opset"
-                                     + (" and that %s works on this device" % ", ".join(requested) if requested else ""))
+                                     "check that the device's onnxruntime supports the model's opset" + also)
         failed = [ep for ep in requested if ep not in session.get_providers()]
         if failed:  # onnxruntime drops an EP that fails to initialise with only a log line
             raise common.RunnerError("execution provider %s failed to initialise (session has: %s)"
                                      % (", ".join(failed), ", ".join(session.get_providers())),
                                      "check the EP's driver/SDK on the device; edgepack does not fall back to the "
                                      "CPU silently")
-        return session
+        self.session, self.model_path, self.settings = session, model_path, settings
 
-    def predict(self, session, feeds):
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, feeds)))
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, dict(feeds))))
 
-    def details(self, session):
-        return {"providers": session.get_providers()}
+    def details(self) -> dict[str, Any]:
+        return {"providers": self.session.get_providers()}
 
-    def analyze(self, session, model_path, feeds, args):
+    def analyze(self, feeds: Mapping[str, Any]) -> common.Analysis:
         """With --ep or --profile: a separate profiled session -> placement per op type and per-op timing."""
-        if not (args.ep or args.profile):
+        settings = self.settings
+        if not (settings.ep or settings.profile):
             return {}
         import json
         import shutil
@@ -230,28 +234,27 @@ class OnnxRuntimeBackend(object):
 
         import onnxruntime as ort
 
-        requested, providers = self.providers(args)
-        so = self.session_options(args)
+        requested, providers = self.providers(settings)
+        so = self.session_options(settings)
         so.enable_profiling = True
         # named like the extraction dirs, so the next run sweeps it if this one is killed (SIGKILL, power loss)
-        tmp = tempfile.mkdtemp(prefix="edgepack-run-%d-profile-" % os.getpid(), dir=args.workdir or None)
+        tmp = tempfile.mkdtemp(prefix="edgepack-run-%d-profile-" % os.getpid(), dir=settings.workdir or None)
         try:
             so.profile_file_prefix = tmp + "/ort"
-            prof = ort.InferenceSession(model_path, sess_options=so, providers=providers)
+            prof = ort.InferenceSession(self.model_path, sess_options=so, providers=providers)
             names = [o.name for o in prof.get_outputs()]
-            for _ in range(max(args.profile_runs, 1) + 1):
-                prof.run(names, feeds)
+            for _ in range(max(settings.profile_runs, 1) + 1):
+                prof.run(names, dict(feeds))
             trace = prof.end_profiling()
             with open(trace) as f:
                 events = json.load(f)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         nodes, timing = parse_profile(events)
-        return {"placement": placement_from_nodes(nodes, requested),
-                "op_timing": timing if (args.profile or args.ep) else None}
+        return {"placement": placement_from_nodes(nodes, requested), "op_timing": timing}
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     return common.main(OnnxRuntimeBackend(), argv)
 
 

@@ -9,12 +9,13 @@ import os
 import platform
 import shutil
 import sys
+from typing import Any, Optional, Sequence
 
 try:  # imported as edgepack.device_runners.probe
     from . import runner_common as common
 except ImportError:  # run as a script on the device
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import runner_common as common
+    import runner_common as common  # type: ignore[no-redef]
 
 # the distributions to look up come as arguments (edgepack passes each runtime's declared ones); these without
 PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "coremltools")
@@ -26,7 +27,7 @@ LIB_DIRS = ("/usr/lib", "/usr/local/lib", "/usr/lib/aarch64-linux-gnu", "/usr/li
             "/usr/lib/x86_64-linux-gnu", "/opt/*/lib")
 
 
-def _version(dist):
+def _version(dist: str) -> Optional[str]:
     try:
         from importlib import metadata
 
@@ -35,24 +36,24 @@ def _version(dist):
         return None
 
 
-def _os_name():
-    for line in common._read("/etc/os-release").splitlines():
+def _os_name() -> str:
+    for line in common.read_text("/etc/os-release").splitlines():
         if line.startswith("PRETTY_NAME="):
             return line.split("=", 1)[1].strip().strip('"')
     return platform.platform()
 
 
-def _mem_available_mb():
-    for line in common._read("/proc/meminfo").splitlines():
+def _mem_available_mb() -> Optional[int]:
+    for line in common.read_text("/proc/meminfo").splitlines():
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) // 1024
     return None
 
 
-def probe(packages=PACKAGES):
+def probe(packages: Sequence[str] = PACKAGES) -> dict[str, Any]:
     home = os.path.expanduser("~")
     disk = shutil.disk_usage(home)
-    libs = []
+    libs: list[str] = []
     for d in LIB_DIRS:
         for pattern in DELEGATE_LIBS:
             libs.extend(glob.glob(os.path.join(d, pattern)))
@@ -63,8 +64,9 @@ def probe(packages=PACKAGES):
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "libc": "-".join(platform.libc_ver()) or None,
-        "externally_managed": bool(glob.glob(os.path.join(sys.prefix, "lib", "python3*", "EXTERNALLY-MANAGED"))
-                                   or glob.glob("/usr/lib/python3*/EXTERNALLY-MANAGED")) and sys.prefix == sys.base_prefix,
+        "externally_managed": (bool(glob.glob(os.path.join(sys.prefix, "lib", "python3*", "EXTERNALLY-MANAGED"))
+                                    or glob.glob("/usr/lib/python3*/EXTERNALLY-MANAGED"))
+                               and sys.prefix == sys.base_prefix),
         "packages": dict((p, _version(p)) for p in packages),
         "cpu_count": os.cpu_count(),
         "cpu": common.cpu_fingerprint(),

@@ -12,14 +12,16 @@ its outputs; the original nodes no DELEGATE node covers ran on the CPU kernels.
 ``--delegate libethosu_op_delegate.so`` on the board) instead of the int8 model.
 """
 
+import argparse
 import os
 import sys
+from typing import Any, Mapping, Optional, Sequence
 
 try:  # imported as edgepack.device_runners.tflite_runner
     from . import runner_common as common
 except ImportError:  # run as a script on the device (also under python -I / -P)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import runner_common as common
+    import runner_common as common  # type: ignore[no-redef]
 
 _CANDIDATES = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -28,7 +30,7 @@ _CANDIDATES = (
 )
 
 
-def _find_interpreter():
+def _find_interpreter() -> tuple[Any, Any, Optional[str], Optional[str], str]:
     import importlib
 
     errors = []
@@ -43,7 +45,7 @@ def _find_interpreter():
     return None, None, None, None, "; ".join(errors)
 
 
-def _dist_version(dist):
+def _dist_version(dist: str) -> str:
     try:
         from importlib import metadata
 
@@ -52,13 +54,22 @@ def _dist_version(dist):
         return "unknown"
 
 
-class LiteRTBackend(object):
+class LiteRTBackend(common.Backend):
     runtime = "litert"
 
-    def __init__(self):
-        self.Interpreter = self.load_delegate = self.module = self.dist = self._version = None
+    def __init__(self) -> None:
+        self.Interpreter: Any = None
+        self.load_delegate: Any = None
+        self.module: Optional[str] = None
+        self.dist: Optional[str] = None
+        self._version = "unknown"
+        self.interp: Any = None
+        self.delegate: Optional[str] = None  # the --delegate library loaded, if any
+        self.settings = argparse.Namespace()
+        self.inputs: dict[str, int] = {}  # manifest input name -> tensor index
+        self.outputs: list[tuple[str, int]] = []  # manifest output name, tensor index (manifest order)
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--delegate", default=None,
                             help="external delegate library (e.g. libedgetpu.so.1, libarmnnDelegate.so)")
         parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
@@ -68,21 +79,17 @@ class LiteRTBackend(object):
         parser.add_argument("--npu-model", action="store_true",
                             help="run the bundle's NPU model (manifest npu.model, e.g. vela's ethos-u model)")
 
-    def model_member(self, manifest, args):
-        if not getattr(args, "npu_model", False):
-            return manifest["model"]["member"]
+    def model_member(self, manifest: Mapping[str, Any], settings: argparse.Namespace) -> str:
+        if not getattr(settings, "npu_model", False):
+            return str(manifest["model"]["member"])
         npu = manifest.get("npu")
         if not npu:
             raise common.RunnerError("--npu-model: this bundle has no NPU model",
                                      "build it with edgepack build ... --npu ethos-u55-128", common.EXIT_USAGE)
-        return npu["model"]["member"]
+        return str(npu["model"]["member"])
 
-    def check(self):
-        try:
-            import numpy  # noqa: F401
-        except ImportError:
-            raise common.RunnerError("numpy is not installed for %s" % sys.executable, "pip install numpy",
-                                     common.EXIT_RUNTIME_MISSING)
+    def check(self) -> None:
+        common.Backend.check(self)
         found = _find_interpreter()
         if found[0] is None:
             raise common.RunnerError(
@@ -92,10 +99,11 @@ class LiteRTBackend(object):
                 "or run edgepack bench with --install-runtime", common.EXIT_RUNTIME_MISSING)
         self.Interpreter, self.load_delegate, self.module, self.dist, self._version = found
 
-    def version(self):
+    def version(self) -> str:
         return self._version
 
-    def load(self, model_path, manifest, args):
+    def load(self, model_path: str, manifest: Mapping[str, Any], settings: argparse.Namespace) -> None:
+        args = settings
         delegates = []
         if args.delegate:
             options = {}
@@ -118,7 +126,7 @@ class LiteRTBackend(object):
             try:
                 from ai_edge_litert.interpreter import OpResolverType
             except ImportError:
-                OpResolverType = getattr(sys.modules.get(self.module), "OpResolverType", None)
+                OpResolverType = getattr(sys.modules.get(self.module or ""), "OpResolverType", None)
             if OpResolverType is not None:
                 kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
@@ -136,31 +144,32 @@ class LiteRTBackend(object):
                         "pip install ai-edge-litert, or pip install 'numpy<2'" % numpy.__version__)
             raise common.RunnerError("the TFLite interpreter (%s) could not load the model: %s"
                                      % (self.dist, str(e).splitlines()[0] if str(e) else type(e).__name__), hint)
-        interp._edgepack_delegate = args.delegate
         inputs, outputs = tensor_indices(interp, manifest)
-        interp._edgepack_names = (inputs, [(s["name"], outputs[s["name"]]) for s in manifest["outputs"]])
-        return interp
+        self.interp, self.delegate, self.settings = interp, args.delegate, settings
+        self.inputs, self.outputs = inputs, [(s["name"], outputs[s["name"]]) for s in manifest["outputs"]]
 
-    def predict(self, interp, feeds):
-        inputs, outputs = interp._edgepack_names
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        interp = self.interp
         for name, value in feeds.items():
-            interp.set_tensor(inputs[name], value)
+            interp.set_tensor(self.inputs[name], value)
         interp.invoke()
-        return dict((name, interp.get_tensor(index)) for name, index in outputs)
+        return dict((name, interp.get_tensor(index)) for name, index in self.outputs)
 
-    def details(self, interp):
+    def details(self) -> dict[str, Any]:
+        interp = self.interp
         ops = []
         try:
             ops = interp._get_ops_details()
         except Exception:  # private API: absent in some builds
             pass
-        counts = {}
+        counts: dict[str, int] = {}
         delegated_nodes = 0
         for op in ops:
             counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
             if op["op_name"] == "DELEGATE":
                 delegated_nodes += 1
-        def quantized(details):
+
+        def quantized(details: list[dict[str, Any]]) -> list[bool]:
             return [bool(d.get("quantization") and d["quantization"][0]) for d in details]
 
         return {
@@ -168,28 +177,27 @@ class LiteRTBackend(object):
             "package": self.dist,
             "ops": counts,
             "delegate_nodes": delegated_nodes,
-            "xnnpack": delegated_nodes > 0 and not interp._edgepack_delegate,
-            "external_delegate": interp._edgepack_delegate,
+            "xnnpack": delegated_nodes > 0 and not self.delegate,
+            "external_delegate": self.delegate,
             "inputs_quantized": quantized(interp.get_input_details()),
             "outputs_quantized": quantized(interp.get_output_details()),
         }
 
+    def analyze(self, feeds: Mapping[str, Any]) -> common.Analysis:
+        return {"placement": delegate_placement(self.interp, self.settings)}
 
-    def analyze(self, interp, model_path, feeds, args):
-        return {"placement": delegate_placement(interp, args)}
 
-
-def tensor_indices(interp, manifest):
+def tensor_indices(interp: Any, manifest: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
     """Manifest input/output names -> interpreter tensor indices. A name is the interpreter's tensor name (every
     bundle built before edgepack named TFLite tensors like the source, and routes whose signature lacks the
     source's names), else a key of the model's one signature: Keras/SavedModel bundles carry the source's names
     (``pixels``), which the converter keeps only there (the tensor is ``serving_default_pixels:0``)."""
-    found = []
+    found: list[dict[str, int]] = []
     for kind, details in (("inputs", interp.get_input_details()), ("outputs", interp.get_output_details())):
         names = [s["name"] for s in manifest[kind]]
         by_name = dict((d["name"], d["index"]) for d in details)
         if any(n not in by_name for n in names):
-            keys = {}
+            keys: dict[str, int] = {}
             try:
                 sigs = interp.get_signature_list()
                 if len(sigs) == 1:
@@ -209,7 +217,7 @@ def tensor_indices(interp, manifest):
     return found[0], found[1]
 
 
-def delegate_placement(interp, args):
+def delegate_placement(interp: Any, args: argparse.Namespace) -> Optional[dict[str, Any]]:
     """Per op type: original nodes a DELEGATE node took vs nodes left on the CPU kernels."""
     try:
         ops = interp._get_ops_details()
@@ -217,16 +225,16 @@ def delegate_placement(interp, args):
         return None
     delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
     original = [op for op in ops if op["op_name"] != "DELEGATE"]
-    producer = {}
+    producer: dict[int, int] = {}
     for op in original:
         for t in op["outputs"]:
             producer[int(t)] = op["index"]
     by_index = dict((op["index"], op) for op in original)
-    taken = set()
+    taken: set[int] = set()
     for d in delegates:
         stop = set(int(t) for t in d["inputs"])
         todo = [int(t) for t in d["outputs"]]
-        seen = set()
+        seen: set[int] = set()
         while todo:
             t = todo.pop()
             if t in seen or t in stop or t not in producer:
@@ -243,7 +251,7 @@ def delegate_placement(interp, args):
         accelerator = "XNNPACK"
     else:
         accelerator = None if args.no_xnnpack else "XNNPACK"
-    per = {}
+    per: dict[str, dict[str, Any]] = {}
     for op in original:
         row = per.setdefault(op["op_name"], {"op_type": op["op_name"], "accelerator": 0, "cpu": 0, "reasons": []})
         if op["index"] in taken:
@@ -252,7 +260,7 @@ def delegate_placement(interp, args):
             row["cpu"] += 1
             if accelerator and not row["reasons"]:
                 row["reasons"].append("not claimed by %s (op or its types unsupported there)" % accelerator)
-    notes = []
+    notes: list[str] = []
     if args.delegate and not args.no_xnnpack:
         notes.append("XNNPACK is on as well: DELEGATE nodes of both delegates are counted (--no-xnnpack to see "
                      "%s alone)" % accelerator)
@@ -270,7 +278,7 @@ def delegate_placement(interp, args):
     }
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     return common.main(LiteRTBackend(), argv)
 
 

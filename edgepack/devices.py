@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 REMOTE_DIR = ".cache/edgepack"
 TRANSPORTS = ("auto", "sftp", "exec")
-RUNNER_FILES_GLOB = "*.py"
+RUNNER_FILES_GLOB = "**/*.py"  # the runtime modules and the runner_common/ package
 
 
 @dataclass
@@ -107,13 +107,19 @@ def runner_dir() -> Path:
 
 
 def runner_files() -> list[Path]:
+    """Every file of the runner folder (absolute paths, subfolders included); ship each at runner_path(p)."""
     return sorted(p for p in runner_dir().glob(RUNNER_FILES_GLOB) if p.is_file())
+
+
+def runner_path(p: Path) -> str:
+    """A runner file's path relative to the runner folder, with / (``runner_common/bundle.py``)."""
+    return p.relative_to(runner_dir()).as_posix()
 
 
 def runner_digest() -> str:
     h = hashlib.sha256()
     for p in runner_files():
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        h.update(runner_path(p).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -427,7 +433,7 @@ class SSHDevice:
         if t.stat_size(remote + "/.complete") is not None:
             return remote
         t.mkdirs(f"{base}/runners")
-        put_dir(t, runner_files(), remote, marker_text=digest)
+        put_dir(t, runner_files(), remote, marker_text=digest, name=runner_path)
         if t.stat_size(remote + "/.complete") is None:
             raise DeviceError(f"could not install the runner on {self.name}", "check disk space and permissions")
         return remote

@@ -374,17 +374,25 @@ def open_transfer(client: Any, name: str = "device", python: str = "python3", pr
 
 
 def put_dir(transfer: Transfer, files: list[Path], remote: str, marker: str = ".complete",
-            marker_text: str = "") -> bool:
+            marker_text: str = "", name: Optional[Callable[[Path], str]] = None) -> bool:
     """Install ``files`` as directory ``remote`` all at once: each file verified into a temp directory beside
-    it, then ``marker`` written, then one rename. False when ``remote`` is complete already (nothing sent);
-    when another run installed it first, the temp directory is removed and that one is kept."""
+    it (at ``name(path)``, a relative path with '/', default its file name), then ``marker`` written, then one
+    rename. False when ``remote`` is complete already (nothing sent); when another run installed it first,
+    the temp directory is removed and that one is kept."""
     if transfer.stat_size(f"{remote}/{marker}") is not None:
         return False
+    rel = {Path(p): (name or (lambda x: x.name))(Path(p)) for p in files}
+    for r in rel.values():
+        if r.startswith("/") or ".." in r.split("/"):
+            raise ValueError(f"put_dir: {r!r} is not a relative path inside the directory")
     tmp = f"{remote}{TEMP_MARK}{secrets.token_hex(4)}"
     transfer.mkdirs(tmp)
     try:
-        for p in files:
-            transfer.put(Path(p), f"{tmp}/{Path(p).name}", sha256_file(Path(p)))
+        subdirs = sorted({r.rsplit("/", 1)[0] for r in rel.values() if "/" in r})
+        for d in subdirs:
+            transfer.mkdirs(f"{tmp}/{d}")
+        for p, r in rel.items():
+            transfer.put(p, f"{tmp}/{r}", sha256_file(p))
         transfer.put_bytes(marker_text.encode(), f"{tmp}/{marker}")
         if not transfer.rename(tmp, remote):
             transfer.remove(tmp, recursive=True)

@@ -312,6 +312,17 @@ class RunResult(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
+    @classmethod
+    def json_schema_text(cls) -> str:
+        """The published ``edgepack/schemas/result.schema.json``. This class is the result's one definition;
+        the device runner builds its document in ``runner_common/result.py`` (tests keep the two in step)."""
+        import json
+
+        schema = cls.model_json_schema(by_alias=True)
+        schema["$id"] = "https://edgepack.dev/schemas/result-1.json"
+        schema["title"] = "edgepack device runner result (edgepack.result/1)"
+        return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
 
 # --------------------------------------------------------------------------- in-process stages
 

@@ -78,10 +78,11 @@ def test_runner_script_runs_standalone(tiny_bundle, tmp_path):
     """The runner folder copied alone (as on a device) works with just numpy + onnxruntime."""
     import shutil
 
-    from edgepack.devices import runner_files
+    from edgepack.devices import runner_files, runner_path
 
     for p in runner_files():
-        shutil.copy(p, tmp_path / p.name)
+        (tmp_path / runner_path(p)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, tmp_path / runner_path(p))
     out = subprocess.run([sys.executable, "-I", str(tmp_path / "onnx_runner.py"), str(tiny_bundle), "--runs", "3",
                           "--min-seconds", "0"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

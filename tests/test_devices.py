@@ -83,6 +83,11 @@ def test_bench_on_openssh_without_sftp(tiny_bundle, nosftp, tmp_path):
     assert "has no SFTP" in proc.stderr and "exec channel" in proc.stderr  # the fallback says why, once
     cached = remote_dir / "bundles" / f"{r['bundle_sha256']}.edgepack"
     assert cached.read_bytes() == tiny_bundle.read_bytes()
+    from edgepack.devices import runner_digest, runner_files, runner_path
+
+    shipped = remote_dir / "runners" / runner_digest()
+    assert sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*.py")) == \
+        sorted(runner_path(p) for p in runner_files())  # subfolders (runner_common/) included, over exec
     _nothing_left(remote_dir)
     import edgepack
 

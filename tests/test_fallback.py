@@ -133,3 +133,15 @@ def test_build_prints_only_its_own_lines_and_verbose_keeps_the_log(tmp_path):
     err = one_line_error(cli("build", YOLO, "--input", INPUT[0], "--to", "tflite", "--route", "torch-litert",
                              "--min-cosine", "1.5", "--verbose", "-o", str(tmp_path / "z.edgepack")))
     assert f"the converters' log is {tmp_path / 'z.edgepack.log'}" in err
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@needs_tflite
+def test_gelu_through_onnx2tf(tmp_path):
+    """Regression (zoo: ConvNeXt fp16): onnx2tf kept ONNX's Erf as tf.Erf, which the TFLite converter refuses."""
+    for quantize in ("none", "fp16"):
+        built = edgepack.build(f"{MODELS / 'gelu_mlp.py'}:build_model", to="tflite", quantize=quantize,
+                               inputs=["x:1x16"], route="torch-onnx2tf", output=tmp_path / f"g.{quantize}.edgepack")
+        assert built.manifest.validation.status == "passed"
+        assert min(o.cosine for o in built.manifest.validation.outputs.values()) >= 0.999

@@ -123,8 +123,10 @@ def test_runner_imports_only_stdlib_numpy_and_runtime():
     runtimes = {"onnx_runner.py": {"onnxruntime"},
                 "tflite_runner.py": {"ai_edge_litert", "tflite_runtime", "tensorflow"},
                 "coreml_runner.py": {"coremltools"}}
-    folder = Path(rc.__file__).parent
-    for py in folder.glob("*.py"):
+    folder = Path(rc.__file__).parents[1]
+    files = sorted(folder.glob("**/*.py"))
+    assert folder / "runner_common" / "bundle.py" in files
+    for py in files:
         allowed = set(sys.stdlib_module_names) | {"numpy", "runner_common"} | runtimes.get(py.name, set())
         tree = ast.parse(py.read_text())
         for node in ast.walk(tree):
@@ -142,7 +144,7 @@ def test_runner_parses_as_python_39():
     import ast
     from pathlib import Path
 
-    for py in Path(rc.__file__).parent.glob("*.py"):
+    for py in Path(rc.__file__).parents[1].glob("**/*.py"):
         ast.parse(py.read_text(), filename=str(py), feature_version=(3, 9))
 
 
@@ -186,3 +188,91 @@ def test_stale_profile_dirs_are_swept_like_extraction_dirs(tmp_path):
     live.mkdir()
     rc.remove_stale_workdirs(str(tmp_path))
     assert not stale.exists() and live.exists()
+
+
+# --------------------------------------------------------------------------- backend interface, result schema
+
+RUNTIME_MODULES = ("onnx_runner", "tflite_runner", "coreml_runner")
+
+
+def test_runtimes_implement_the_backend_interface():
+    """Every runtime subclasses Backend and implements what has no default; the shared runner probes nothing."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    for name in RUNTIME_MODULES:
+        mod = importlib.import_module(f"edgepack.device_runners.{name}")
+        backends = [v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, rc.Backend)
+                    and v is not rc.Backend]
+        assert len(backends) == 1, name
+        cls = backends[0]
+        assert cls.runtime, name
+        for method in ("version", "load", "run"):
+            assert getattr(cls, method) is not getattr(rc.Backend, method), (name, method)
+    folder = Path(rc.__file__).parents[1]
+    for py in folder.glob("**/*.py"):
+        assert "hasattr(backend" not in py.read_text(), py
+
+
+def test_backend_defaults():
+    import argparse
+
+    b = rc.Backend()
+    manifest = {"model": {"member": "model.onnx"}}
+    assert b.model_member(manifest, argparse.Namespace()) == "model.onnx"
+    assert b.details() == {} and b.analyze({}) == {}
+    parser = rc.build_parser("x")
+    b.add_arguments(parser)
+    assert parser.parse_args(["b.edgepack"]).runs == 50
+    with pytest.raises(NotImplementedError):
+        b.run({})
+
+
+def test_published_result_schema_is_current():
+    from pathlib import Path
+
+    from edgepack.types import RESULT_SCHEMA, RunResult
+
+    committed = (Path(__file__).resolve().parents[1] / "edgepack" / "schemas" / "result.schema.json").read_text()
+    assert committed == RunResult.json_schema_text(), \
+        "regenerate: python -c 'from edgepack.types import RunResult; print(RunResult.json_schema_text(), end=\"\")' " \
+        "> edgepack/schemas/result.schema.json"
+    assert rc.RESULT_SCHEMA == RESULT_SCHEMA
+
+
+def test_runner_document_has_exactly_the_schema_fields():
+    """runner_common.result.document() spells every top-level field of RunResult, and no other."""
+    import inspect
+
+    from edgepack.types import RunResult
+
+    schema = json.loads(RunResult.json_schema_text())
+    params = set(inspect.signature(rc.document).parameters)
+    assert params | {"schema"} == set(schema["properties"])
+    assert set(schema["required"]) <= params | {"schema"}
+
+
+def test_real_runner_output_validates_against_the_published_schema(tiny_bundle):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import jsonschema
+
+    from edgepack.types import RunResult
+
+    runner = Path(rc.__file__).parents[1] / "onnx_runner.py"
+    out = subprocess.run([sys.executable, "-I", str(runner), str(tiny_bundle), "--runs", "3", "--min-seconds", "0",
+                          "--repeat", "2", "--cooldown", "0", "--profile", "--profile-runs", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    schema = json.loads(RunResult.json_schema_text())
+    jsonschema.validate(result, schema)
+    assert set(result) == set(schema["properties"])
+    assert result["op_timing"]["source"] == "onnxruntime-profile" and len(result["latency_ms"]["windows"]) == 2
+    RunResult.model_validate(result)
+    result["latency_ms"] = {"p50": "fast"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(result, schema)

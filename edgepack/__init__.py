@@ -14,7 +14,11 @@ its framework when it runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    from edgepack.registry import Route
+    from edgepack.types import BenchResult, BuildResult, Manifest
 
 __version__ = "0.1.0"
 
@@ -27,7 +31,7 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
           io_dtype: Optional[str] = None, layout: Optional[str] = None, npu: Optional[str] = None,
           npu_config: Optional[PathLike] = None, npu_system_config: Optional[str] = None,
           npu_memory_mode: Optional[str] = None, npu_strict: bool = False, coreml_target: Optional[str] = None,
-          route: Optional[str] = None, verbose: bool = False):
+          route: Optional[str] = None, verbose: bool = False) -> BuildResult:
     """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
 
     ``inputs`` are ``NAME:1x3x224x224[:dtype]`` strings (needed for file.py:callable sources).
@@ -57,7 +61,7 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
     return _build(str(source), options)
 
 
-def bench(bundle: PathLike, device: str = "local", **kwargs):
+def bench(bundle: PathLike, device: str = "local", **kwargs: Any) -> BenchResult:
     """Upload (if needed) and run ``bundle`` on ``device``; returns a BenchResult.
 
     kwargs: the fields of :class:`edgepack.types.BenchOptions` (runs, warmup, min_seconds, max_runs, threads,
@@ -72,28 +76,28 @@ def bench(bundle: PathLike, device: str = "local", **kwargs):
     return _bench(Path(bundle), device, options, ssh)
 
 
-def deploy(bundle: PathLike, device: str = "local", **kwargs):
+def deploy(bundle: PathLike, device: str = "local", **kwargs: Any) -> str:
     """Upload ``bundle`` and the runner to ``device``; returns the remote bundle path."""
     from edgepack.bencher import deploy as _deploy
 
     return _deploy(Path(bundle), device, **kwargs)
 
 
-def inspect(bundle: PathLike):
+def inspect(bundle: PathLike) -> Manifest:
     """Read and schema-check a bundle's manifest; returns the Manifest."""
     from edgepack.bundle import read_manifest
 
     return read_manifest(Path(bundle))
 
 
-def verify(bundle: PathLike):
+def verify(bundle: PathLike) -> tuple[Manifest, list[str]]:
     """Check schema and every member's sha256; returns (Manifest, problems)."""
     from edgepack.bundle import verify_bundle
 
     return verify_bundle(Path(bundle))
 
 
-def routes():
+def routes() -> tuple[Route, ...]:
     """The declared conversion routes, in fallback order (``edgepack.registry.Route``)."""
     from edgepack.registry import routes as _routes
 

@@ -8,15 +8,16 @@ import math
 import os
 import signal
 from pathlib import Path
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from edgepack import registry
 from edgepack.bundle import sha256_file, verify_bundle
 from edgepack.device_runners import runner_common
-from edgepack.devices import SSHOptions, open_device, parse_device
+from edgepack.devices import Execution, SSHOptions, open_device, parse_device
 from edgepack.errors import DeviceError, EdgepackError, UsageError
-from edgepack.types import BenchOptions, BenchResult, RunResult
+from edgepack.types import BenchOptions, BenchResult, Manifest, RunResult
 from edgepack.ui import step
 
 _EXIT_MEANING = {
@@ -26,7 +27,7 @@ _EXIT_MEANING = {
 }
 
 
-def _checked(bundle: Path):
+def _checked(bundle: Path) -> Manifest:
     manifest, problems = verify_bundle(bundle)
     if problems:
         raise EdgepackError(f"{bundle.name} failed verification: {problems[0]}"
@@ -35,7 +36,7 @@ def _checked(bundle: Path):
     return manifest
 
 
-def _ssh_options(kwargs: dict) -> SSHOptions:
+def _ssh_options(kwargs: dict[str, Any]) -> SSHOptions:
     fields = SSHOptions.__dataclass_fields__
     unknown = set(kwargs) - set(fields)
     if unknown:
@@ -43,11 +44,12 @@ def _ssh_options(kwargs: dict) -> SSHOptions:
     return SSHOptions(**kwargs)
 
 
-def deploy(bundle: Path, device: str = "local", **ssh) -> str:
+def deploy(bundle: Path, device: str = "local", **ssh: Any) -> str:
     """Upload the bundle and the runner; returns the bundle's path on the device."""
     _checked(bundle)
     sha = sha256_file(bundle)
     dev = open_device(device, _ssh_options(ssh))
+    remote: str
     try:
         with step(f"upload runner and {bundle.name} to {dev.name}"):
             dev.put_runners()
@@ -57,7 +59,7 @@ def deploy(bundle: Path, device: str = "local", **ssh) -> str:
         dev.close()
 
 
-def split_kwargs(kwargs: dict) -> tuple[BenchOptions, SSHOptions]:
+def split_kwargs(kwargs: dict[str, Any]) -> tuple[BenchOptions, SSHOptions]:
     """``edgepack.bench(**kwargs)``: timing settings, runtime flags (by their declared names) and SSH options."""
     timing = {k: kwargs.pop(k) for k in list(kwargs) if k in BenchOptions.__dataclass_fields__ and k != "flags"}
     if "delegate_options" in kwargs:  # the API's older spelling of the flag
@@ -79,7 +81,7 @@ def default_timeout(min_seconds: float, repeat: int, cooldown: float) -> float:
 
 def check_settings(o: BenchOptions) -> None:
     """Every bench setting checked before anything connects (nan/inf and negative values are usage errors)."""
-    def bad(option, value, rule):
+    def bad(option: str, value: object, rule: str) -> NoReturn:
         raise UsageError(f"{option} {value} is out of range: {rule}", f"pass {option} {rule}")
 
     for option, value in (("--min-seconds", o.min_seconds), ("--cooldown", o.cooldown)):
@@ -164,7 +166,7 @@ def bench(bundle: Path, device: str = "local", options: BenchOptions | None = No
                        bundle_bytes=bundle.stat().st_size, uploaded=uploaded)
 
 
-def _parse(res, device: str) -> RunResult:
+def _parse(res: Execution, device: str) -> RunResult:
     lines = res.stderr.strip().splitlines()
     tail = "\n".join(lines[-5:])
     runner_line = next((ln for ln in reversed(lines) if ln.startswith("edgepack-runner: error:")), None)

@@ -6,18 +6,29 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Literal, Optional
 
-from edgepack import __version__, converters, registry
-from edgepack.bundle import expand_members, member_digests, sha256_file, write_bundle
-from edgepack.data import (eval_arrays, golden_arrays, load_dataset, map_tensors, npz_bytes, random_dataset,
-                           take)
+from edgepack import __version__, converters, registry  # type: ignore[attr-defined]  # converters/: package-dir
+from edgepack.bundle import Content, expand_members, member_digests, sha256_file, write_bundle
 from edgepack.capture import framework_output
+from edgepack.data import eval_arrays, golden_arrays, load_dataset, map_tensors, npz_bytes, random_dataset, take
 from edgepack.errors import EdgepackError, MissingExtraError, UsageError, ValidationFailed, first_line
 from edgepack.outputs import check_build_output
 from edgepack.placement_view import npu_summary
-from edgepack.types import (BuildOptions, BuildResult, ConvertedModel, DataMember, Manifest, ModelMember,
-                            ModelSource, RouteAttempt, RouteInfo, SourceInfo, ValidationInfo)
+from edgepack.types import (
+    BuildOptions,
+    BuildResult,
+    ConvertedModel,
+    DataMember,
+    Manifest,
+    ModelMember,
+    ModelSource,
+    NpuCompile,
+    RouteAttempt,
+    RouteInfo,
+    SourceInfo,
+    ValidationInfo,
+)
 from edgepack.ui import note, step
 from edgepack.validate import reference_outputs, validate
 
@@ -33,10 +44,10 @@ def default_output(source: str, options: BuildOptions) -> Path:
 class Data:
     """The build's data sets, in the source's names and layouts."""
 
-    calibration: Optional[dict]
-    evaluation: Optional[dict]
-    validation: dict  # the inputs both models run on at build time
-    inputs_from: str  # calibration | random
+    calibration: Optional[dict[str, Any]]
+    evaluation: Optional[dict[str, Any]]
+    validation: dict[str, Any]  # the inputs both models run on at build time
+    inputs_from: Literal["calibration", "random"]
 
 
 @dataclass
@@ -45,8 +56,8 @@ class Built:
 
     converted: ConvertedModel
     validation: ValidationInfo
-    inputs: dict  # validation inputs, in the converted model's names and layouts
-    reference: dict  # the source's outputs on them, likewise
+    inputs: dict[str, Any]  # validation inputs, in the converted model's names and layouts
+    reference: dict[str, Any]  # the source's outputs on them, likewise
     route_name: str
     route: Optional[RouteInfo] = None
 
@@ -102,11 +113,12 @@ def build(source: str, options: BuildOptions) -> BuildResult:
             if options.verbose:
                 e.hint = f"{e.hint}; the converters' log is {log}" if e.hint else f"the converters' log is {log}"
             elif type(e) is EdgepackError:  # a converter failed: its log has the details
-                e.hint = f"{e.hint}; --verbose keeps the converters' log" if e.hint else "--verbose keeps the converters' log"
+                e.hint = (f"{e.hint}; --verbose keeps the converters' log" if e.hint
+                          else "--verbose keeps the converters' log")
             raise
 
 
-def _build(source: str, options: BuildOptions, npu, out: Path, work: Path, log: Path) -> BuildResult:
+def _build(source: str, options: BuildOptions, npu: Any, out: Path, work: Path, log: Path) -> BuildResult:
     with step(f"load {source}"), framework_output(log):
         src = converters.load_source(str(source), options.inputs)
     plan = registry.plan(src.framework, src.kind, options.target, options.quantize, options.route)
@@ -154,6 +166,8 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
     errors: list[EdgepackError] = []
     overridable: Optional[Built] = None  # the first model that failed validation, for --allow-mismatch
     candidates = plan.candidates
+    built: Optional[Built]
+    failure: Optional[EdgepackError]
     for i, route in enumerate(candidates):
         missing = route.missing()
         if missing:
@@ -176,6 +190,7 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
             failure, built = EdgepackError(f"{type(e).__name__}: {first_line(e)[:300]}",
                                            "report this model to edgepack, or try another --to"), None
         if failure is None:
+            assert built is not None  # _validate returned it
             attempts.append(RouteAttempt(route=route.name, status="used"))
             built.route = RouteInfo(name=route.name, pinned=bool(options.route), attempts=attempts)
             return built
@@ -197,7 +212,7 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
     raise _all_failed(src, options, attempts, errors)
 
 
-def _validate(src: ModelSource, converted: ConvertedModel, options: BuildOptions, data: Data, reference: dict,
+def _validate(src: ModelSource, converted: ConvertedModel, options: BuildOptions, data: Data, reference: dict[str, Any],
               route: registry.Route, log: Path) -> tuple[Built, Optional[ValidationFailed]]:
     # from here on, tensors carry the converted model's names and layouts
     ref = map_tensors(reference, src.outputs, converted.outputs)
@@ -235,13 +250,16 @@ def _all_failed(src: ModelSource, options: BuildOptions, attempts: list[RouteAtt
     return errors[0]
 
 
-def bundle_contents(src: ModelSource, built: Built, data: Data, options: BuildOptions, npu_path, npu_info):
+def bundle_contents(src: ModelSource, built: Built, data: Data, options: BuildOptions, npu_path: Optional[Path],
+                    npu_info: Optional[NpuCompile]) -> tuple[Manifest, dict[str, Content]]:
     """The manifest and the members (name -> path or bytes) of the bundle."""
     converted = built.converted
     golden_n = min(options.golden_samples, len(next(iter(built.inputs.values()))))
     golden = golden_arrays(take(built.inputs, golden_n), take(built.reference, golden_n))
-    members = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}  # a dir: one per file
+    # a directory member (an .mlpackage) becomes one member per file
+    members: dict[str, Content] = {converted.member: converted.path, "golden.npz": npz_bytes(golden)}
     if npu_info is not None:
+        assert npu_path is not None  # compiled together
         members[npu_info.model.member] = npu_path
     if data.evaluation is not None:
         members["eval.npz"] = npz_bytes(eval_arrays(map_tensors(data.evaluation, src.inputs, converted.inputs)))

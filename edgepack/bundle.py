@@ -13,7 +13,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Union
+from typing import Any, Union, cast
 
 from pydantic import ValidationError
 
@@ -31,7 +31,7 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    return runner_common.sha256_file(str(path))
+    return cast(str, runner_common.sha256_file(str(path)))
 
 
 def expand_members(members: dict[str, Content]) -> dict[str, Content]:
@@ -105,7 +105,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
                             "rebuild it with edgepack build")
 
 
-def _manifest(zf: zipfile.ZipFile, name: str) -> tuple[dict, Manifest]:
+def _manifest(zf: zipfile.ZipFile, name: str) -> tuple[dict[str, Any], Manifest]:
     try:
         raw = runner_common.read_manifest(zf)
     except runner_common.RunnerError as e:

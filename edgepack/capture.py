@@ -1,8 +1,9 @@
 """Frameworks' own output during a build, kept out of the user's terminal.
 
 TensorFlow/absl (C++), XLA, torchao and coremltools write log lines and warnings straight to file descriptors 1
-and 2, below Python. ``framework_output(log)`` points both descriptors at a log file while a stage runs; edgepack's own progress goes to the terminal through ``ui``, which writes to a
-duplicate of the original stderr taken before any capture. With ``--verbose`` the build keeps the log and names
+and 2, below Python. ``framework_output(log)`` points both descriptors at a log file while a stage runs;
+edgepack's own progress goes to the terminal through ``ui``, which writes to a duplicate of the original stderr
+taken before any capture. With ``--verbose`` the build keeps the log and names
 it in errors.
 """
 
@@ -13,6 +14,7 @@ import io
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 # Environment the frameworks read at import: set before any route imports them.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VERBOSITY": "ERROR",
@@ -25,7 +27,7 @@ def quiet_environment() -> None:
 
 
 @contextlib.contextmanager
-def framework_output(log: Path):
+def framework_output(log: Path) -> Iterator[None]:
     """Send file descriptors 1 and 2 to ``log`` while the block runs: C++ logs and Python's ``sys.stdout``/
     ``sys.stderr`` writes (print, warnings, logging's handlers) alike. Python's stream objects stay the same, so
     a handler a framework makes meanwhile keeps working afterwards (it then writes to the terminal again)."""

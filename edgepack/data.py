@@ -6,19 +6,19 @@ import io
 import re
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from edgepack.device_runners.runner_common import INPUT_PREFIX, LABELS_KEY, OUTPUT_PREFIX, batch_size
 from edgepack.errors import UsageError
-from edgepack.types import TensorSpec
+from edgepack.types import Dim, TensorSpec
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _SHAPE_RE = re.compile(r"^\d+(x\d+)*$")
 
 
-def guess_layout(shape: list) -> Optional[str]:
+def guess_layout(shape: list[Any]) -> Optional[str]:
     """NCHW / NHWC / NC from a shape (channel dims are small, spatial dims are not)."""
     if len(shape) == 2:
         return "NC"
@@ -45,12 +45,12 @@ def parse_input_spec(text: str) -> TensorSpec:
     if len(parts) < 2 or not parts[0] or not _SHAPE_RE.match(parts[-1]):
         raise UsageError(f"bad --input {text!r}",
                          "write it as NAME:1x3x224x224 or NAME:1x3x224x224:float32")
-    shape = [int(d) for d in parts[-1].split("x")]
+    shape: list[Dim] = [int(d) for d in parts[-1].split("x")]
     name = ":".join(parts[:-1])
     return TensorSpec(name=name, shape=shape, dtype=dtype, layout=guess_layout(shape))
 
 
-def load_dataset(path: Path, inputs: list[TensorSpec], role: str, need_labels: bool = False) -> dict:
+def load_dataset(path: Path, inputs: list[TensorSpec], role: str, need_labels: bool = False) -> dict[str, np.ndarray]:
     """Read a user's .npz (one array per input, samples on axis 0) and check it fits the model.
 
     Returns ``{input name: array, ["labels": array]}``. Every problem is a UsageError naming it.
@@ -135,7 +135,7 @@ def load_dataset(path: Path, inputs: list[TensorSpec], role: str, need_labels: b
     return out
 
 
-def npz_bytes(arrays: dict) -> bytes:
+def npz_bytes(arrays: dict[str, Any]) -> bytes:
     """A .npz that is byte-identical for identical arrays (fixed member order and timestamps)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -149,19 +149,19 @@ def npz_bytes(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-def golden_arrays(inputs: dict, outputs: dict) -> dict:
+def golden_arrays(inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
     arrays = {INPUT_PREFIX + k: v for k, v in inputs.items()}
     arrays.update({OUTPUT_PREFIX + k: v for k, v in outputs.items()})
     return arrays
 
 
-def eval_arrays(dataset: dict) -> dict:
+def eval_arrays(dataset: dict[str, Any]) -> dict[str, Any]:
     arrays = {INPUT_PREFIX + k: v for k, v in dataset.items() if k != LABELS_KEY}
     arrays[LABELS_KEY] = dataset[LABELS_KEY]
     return arrays
 
 
-def random_dataset(inputs: list[TensorSpec], samples: int, seed: int) -> dict:
+def random_dataset(inputs: list[TensorSpec], samples: int, seed: int) -> dict[str, np.ndarray]:
     """Seeded random inputs (standard normal for floats), sample-major like a user data set."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -184,7 +184,7 @@ def relayout(arr: np.ndarray, src: Optional[str], dst: Optional[str]) -> np.ndar
     return np.ascontiguousarray(arr.transpose([src.index(c) for c in dst]))
 
 
-def map_tensors(data: dict, src_specs: list[TensorSpec], dst_specs: list[TensorSpec]) -> dict:
+def map_tensors(data: dict[str, Any], src_specs: list[TensorSpec], dst_specs: list[TensorSpec]) -> dict[str, Any]:
     """Source-named, source-layout arrays -> the converted model's names and layouts (by position)."""
     out = {k: v for k, v in data.items() if k == LABELS_KEY}
     for s, d in zip(src_specs, dst_specs):
@@ -193,5 +193,5 @@ def map_tensors(data: dict, src_specs: list[TensorSpec], dst_specs: list[TensorS
     return out
 
 
-def take(dataset: dict, n: int) -> dict:
+def take(dataset: dict[str, Any], n: int) -> dict[str, Any]:
     return {k: v[:n] for k, v in dataset.items()}

@@ -7,6 +7,8 @@ traceback only when ``EDGEPACK_DEBUG=1``.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 
 class EdgepackError(Exception):
     exit_code = 1
@@ -58,7 +60,7 @@ def first_line(e: BaseException) -> str:
     return next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
 
 
-def require(module: str, extra: str):
+def require(module: str, extra: str) -> ModuleType:
     """Import a framework lazily; when missing, say which extra installs it."""
     import importlib
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from edgepack.errors import UsageError
 from edgepack.stats import ratio_of_medians
-from edgepack.types import BenchRecord, Check
+from edgepack.types import BenchRecord, Check, CheckStatus
 
 
 @dataclass
@@ -32,7 +32,7 @@ class GateSettings:
     strict_device: bool = False  # a device fingerprint that differs from the baseline's fails instead of flagging
     seed: int = 0
 
-    def recorded(self) -> dict:
+    def recorded(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -87,13 +87,13 @@ def check_number(value: Optional[float], option: str, high: Optional[float] = No
         raise UsageError(f"{option} {value} is out of range", f"use {rule}")
 
 
-def _finite(*values) -> bool:
+def _finite(*values: Optional[float]) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
 # --------------------------------------------------------------------------- device fingerprints
 
-def fingerprint(rec: BenchRecord) -> dict:
+def fingerprint(rec: BenchRecord) -> dict[str, Any]:
     """What must match for two latency figures to be comparable."""
     d = rec.result.device
     return {
@@ -119,6 +119,7 @@ def _pct(x: float) -> str:
 
 
 def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
+    assert s.max_latency_regression is not None  # evaluate() checks only what is switched on
     limit = 1.0 + s.max_latency_regression
     for which, rec in (("current", cur), ("baseline", base)):
         lat = rec.result.latency_ms
@@ -134,7 +135,7 @@ def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -
         span += " (single timing windows: run bench --repeat 3+ to include run-to-run drift)"
     diffs = fingerprint_diff(base, cur)
     if diffs:
-        status = "fail" if s.strict_device else "flag"
+        status: CheckStatus = "fail" if s.strict_device else "flag"
         return Check(entry=entry, name="latency", status=status, value=ci.ratio, limit=limit,
                      interval=[ci.low, ci.high],
                      message=f"not compared: measured on a different device than the baseline ({'; '.join(diffs)}); "
@@ -150,6 +151,7 @@ def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -
 
 
 def _accuracy(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
+    assert s.max_accuracy_drop is not None  # evaluate() checks only what is switched on
     a, b = base.result.accuracy, cur.result.accuracy
     if a is None or b is None:
         return Check(entry=entry, name="accuracy", status="skip",
@@ -158,18 +160,20 @@ def _accuracy(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) 
         return Check(entry=entry, name="accuracy", status="fail",
                      message=f"top-1 is not a finite number (baseline {a.top1}, current {b.top1})")
     drop = round((a.top1 - b.top1) * 100.0, 6)
-    status = "fail" if drop > s.max_accuracy_drop + 1e-9 else "pass"
-    return Check(entry=entry, name="accuracy", status=status, value=b.top1 * 100, limit=a.top1 * 100 - s.max_accuracy_drop,
+    status: CheckStatus = "fail" if drop > s.max_accuracy_drop + 1e-9 else "pass"
+    return Check(entry=entry, name="accuracy", status=status, value=b.top1 * 100,
+                 limit=a.top1 * 100 - s.max_accuracy_drop,
                  message=f"top-1 {a.top1 * 100:.2f}% -> {b.top1 * 100:.2f}% ({-drop + 0.0:+.2f} points; "
                          f"allowed drop {s.max_accuracy_drop:g})")
 
 
 def _size(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
+    assert s.max_size_growth is not None  # evaluate() checks only what is switched on
     if base.bundle_bytes <= 0 or cur.bundle_bytes < 0:
         return Check(entry=entry, name="size", status="fail",
                      message=f"bundle sizes {base.bundle_bytes} -> {cur.bundle_bytes} bytes are not comparable")
     growth = cur.bundle_bytes / base.bundle_bytes - 1.0
-    status = "fail" if growth > s.max_size_growth + 1e-12 else "pass"
+    status: CheckStatus = "fail" if growth > s.max_size_growth + 1e-12 else "pass"
     return Check(entry=entry, name="size", status=status, value=float(cur.bundle_bytes),
                  limit=base.bundle_bytes * (1 + s.max_size_growth),
                  message=f"{base.bundle_bytes} -> {cur.bundle_bytes} bytes ({_pct(growth)}; "

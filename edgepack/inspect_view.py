@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from rich.console import Console
 from rich.table import Table
@@ -61,14 +62,14 @@ def summary(m: Manifest, path: Path, size: int, console: Console | None = None) 
     if v.pending_reason:
         console.print(f"[yellow]validation pending-device:[/yellow] {safe(v.pending_reason)}")
     if v.checks:
-        c = v.checks
-        weights = ", ".join(f"{k} {n}" for k, n in sorted((c.get("weights") or {}).items())) or "–"
-        console.print(safe(f"static checks passed: {c.get('model_type')} (spec v{c.get('specification_version')}, "
-                           f"target {c.get('deployment_target')}), compute {c.get('compute_precision')}, "
-                           f"{sum((c.get('ops') or {}).values())} ops, unsupported ops: "
-                           f"{', '.join(map(str, c.get('unsupported_ops') or [])) or 'none'}; "
+        ch = v.checks  # not `c`: that is the column-name loop variable (a str) above and below
+        weights = ", ".join(f"{k} {n}" for k, n in sorted((ch.get("weights") or {}).items())) or "–"
+        console.print(safe(f"static checks passed: {ch.get('model_type')} (spec v{ch.get('specification_version')}, "
+                           f"target {ch.get('deployment_target')}), compute {ch.get('compute_precision')}, "
+                           f"{sum((ch.get('ops') or {}).values())} ops, unsupported ops: "
+                           f"{', '.join(map(str, ch.get('unsupported_ops') or [])) or 'none'}; "
                            f"weight tensors: {weights}"))
-        stage = c.get("tensorflow_stage")
+        stage = ch.get("tensorflow_stage")
         if stage:
             worst = min(o["cosine"] for o in stage["outputs"].values())
             console.print(safe(f"intermediate stage run here, {stage['status']}: {stage['stage']}, "
@@ -91,5 +92,5 @@ def summary(m: Manifest, path: Path, size: int, console: Console | None = None) 
         print_npu(m.npu, console, layers=40)
 
 
-def _f(x) -> str:
+def _f(x: Optional[float]) -> str:
     return "–" if x is None else f"{x:.3g}"

@@ -33,6 +33,7 @@ def refuse_overwrite(output: Optional[PathLike], inputs: Iterable[Optional[PathL
     """UsageError when ``output`` is (the same file as) one of ``inputs``."""
     if _is_stdout(output):
         return
+    assert output is not None  # _is_stdout
     out = Path(output)
     for i in inputs:
         if i is None or str(i) == "-":
@@ -48,6 +49,7 @@ def check_writable(path: Optional[PathLike], flag: str) -> None:
     Tried for real (a temp file is created and removed), so read-only mounts count even for root."""
     if _is_stdout(path):
         return
+    assert path is not None  # _is_stdout
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{flag} {p} is a directory", f"pass a file name to {flag}")
@@ -78,6 +80,7 @@ def check_outputs(outputs: dict[str, Optional[PathLike]], inputs: Iterable[Optio
             continue
         refuse_overwrite(path, inputs, flag)
         check_writable(path, flag)
+        assert path is not None  # _is_stdout
         key = os.path.realpath(path)
         if key in seen:
             raise UsageError(f"{seen[key]} and {flag} name the same file {path}", "pass different files")

@@ -8,13 +8,17 @@ or plain dicts, so the report module can call them as they are.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from edgepack.types import NpuCompile, OpTiming, Placement
+from edgepack.types import BenchRecord, NpuCompile, OpTiming, Placement
 from edgepack.ui import safe  # result and bundle strings: never read as markup
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
-def _get(obj: Any, key: str):
+
+def _get(obj: Any, key: str) -> Any:
     """``obj.key`` / ``obj[key]``, looking through BenchResult.result and Manifest.npu."""
     if obj is None:
         return None
@@ -121,7 +125,7 @@ def _npu_rows(npu: NpuCompile) -> list[tuple[str, str]]:
     ]
 
 
-def placement_table(p: Placement, title: Optional[str] = None):
+def placement_table(p: Placement, title: Optional[str] = None) -> Table:
     from rich.table import Table
 
     t = Table(title=title or f"op placement — {safe(headline(p))}", title_justify="left")
@@ -135,7 +139,7 @@ def placement_table(p: Placement, title: Optional[str] = None):
     return t
 
 
-def op_timing_table(t: OpTiming, n: int = 10, title: Optional[str] = None):
+def op_timing_table(t: OpTiming, n: int = 10, title: Optional[str] = None) -> Table:
     from rich.table import Table
 
     overhead = ""
@@ -151,7 +155,7 @@ def op_timing_table(t: OpTiming, n: int = 10, title: Optional[str] = None):
     return table
 
 
-def npu_tables(npu: NpuCompile, layers: int = 0):
+def npu_tables(npu: NpuCompile, layers: int = 0) -> list[Table]:
     from rich.table import Table
 
     head = Table(title=f"NPU build ({npu.accelerator})", title_justify="left", show_header=False)
@@ -177,7 +181,7 @@ def npu_tables(npu: NpuCompile, layers: int = 0):
     return out
 
 
-def print_npu(npu: NpuCompile, console=None, layers: int = 0) -> None:
+def print_npu(npu: NpuCompile, console: Optional[Console] = None, layers: int = 0) -> None:
     from rich.console import Console
 
     console = console or Console()
@@ -206,17 +210,18 @@ def npu_summary(npu: NpuCompile) -> None:
     note("  (--npu-strict makes any CPU fallback an error)")
 
 
-def results_markdown(records: list, top: int = 10) -> str:
+def results_markdown(records: list[BenchRecord], top: int = 10) -> str:
     """Placement and per-op timing sections for bench records that have them ("" when none has)."""
     parts = []
     for r in records:
-        body = placement_markdown(r) + ("\n" if as_placement(r) and as_op_timing(r) else "") + op_timing_markdown(r, top)
+        body = (placement_markdown(r) + ("\n" if as_placement(r) and as_op_timing(r) else "")
+                + op_timing_markdown(r, top))
         if body:
             parts.append(f"#### {r.key}\n\n{body}")
     return ("\n" + "\n".join(parts)) if parts else ""
 
 
-def print_result(result: Any, console=None, top: int = 10, title: str = "") -> None:
+def print_result(result: Any, console: Optional[Console] = None, top: int = 10, title: str = "") -> None:
     """Placement and per-op timing of one runner result (bench)."""
     from rich.console import Console
 

@@ -16,9 +16,12 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from edgepack.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgepack.types import ConvertedModel, Manifest
 
 # Precisions, once: name -> (bundle file-name suffix, default min cosine vs the source).
 # README "Validation thresholds" documents the cosines; types.Precision names the same keys.
@@ -73,7 +76,7 @@ class Route:
     sources: tuple[str, ...]
     target: str
     precisions: tuple[str, ...]
-    convert: Callable
+    convert: Callable[..., ConvertedModel]
     summary: str
     extra: str
     requires: tuple[str, ...] = ()
@@ -117,7 +120,7 @@ class Flag:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def argv(self, value) -> list[str]:
+    def argv(self, value: Any) -> list[str]:
         if self.kind is bool:
             return [self.flag] if value else []
         if self.kind is list:
@@ -139,12 +142,12 @@ class Runtime:
     runner: str
     device_packages: tuple[str, ...]
     probe_packages: tuple[str, ...]
-    advice: Callable[[dict, str], Optional[dict]]
+    advice: Callable[[dict[str, Any], str], Optional[dict[str, Any]]]
     flags: tuple[Flag, ...] = ()
-    check: Optional[Callable[[Any, dict], None]] = None
+    check: Optional[Callable[[Manifest, dict[str, Any]], None]] = None
     notes: str = ""
 
-    def runner_args(self, manifest, values: dict) -> list[str]:
+    def runner_args(self, manifest: Manifest, values: dict[str, Any]) -> list[str]:
         """Bench flag values (flag name -> value) as runner arguments; a flag of another runtime is an error."""
         mine = {f.name: f for f in self.flags}
         wrong = [n for n, v in values.items() if v and n not in mine]
@@ -163,7 +166,7 @@ class Runtime:
 
 @lru_cache(maxsize=None)
 def routes() -> tuple[Route, ...]:
-    from edgepack import converters
+    from edgepack import converters  # type: ignore[attr-defined]  # converters/ (package-dir): unseen by mypy
 
     return tuple(importlib.import_module(f"{converters.__name__}.{m}").ROUTE for m in converters.ROUTE_MODULES)
 

@@ -12,7 +12,7 @@ import re
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Collection, Optional
 from xml.etree import ElementTree as ET
 
 from pydantic import ValidationError
@@ -20,10 +20,22 @@ from pydantic import ValidationError
 from edgepack import __version__
 from edgepack.errors import UsageError
 from edgepack.gate import GateSettings, evaluate, fingerprint
-from edgepack.report_rows import (_NUMERIC, COLUMNS, DEVICE_COLUMNS, ICON, _baseline_of, device_rows, notes, row,
-                                  summary_line)
+from edgepack.report_rows import (
+    _NUMERIC,
+    COLUMNS,
+    DEVICE_COLUMNS,
+    ICON,
+    _baseline_of,
+    device_rows,
+    notes,
+    row,
+    summary_line,
+)
 from edgepack.types import BenchRecord, Check, Report
 from edgepack.ui import printable, safe
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 BENCH_SCHEMA = "edgepack.bench/1"
 REPORT_SCHEMA = "edgepack.report/1"
@@ -41,7 +53,7 @@ def load_records(path: Path) -> list[BenchRecord]:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{path} is not JSON ({e})", "pass the JSON written by edgepack bench --json or report")
-    schema = data.get("schema") if isinstance(data, dict) else None
+    schema: Any = data.get("schema") if isinstance(data, dict) else None
     key = {BENCH_SCHEMA: "results", REPORT_SCHEMA: "records"}.get(schema)
     if key is None:
         raise UsageError(f"{path}: schema {schema!r} is not {BENCH_SCHEMA} or {REPORT_SCHEMA}",
@@ -78,7 +90,7 @@ def make_report(records: list[BenchRecord], baseline: Optional[list[BenchRecord]
                   records=records, baseline=baseline, settings=settings.recorded(), checks=checks)
 
 
-def table(rep: Report):
+def table(rep: Report) -> Table:
     """A rich table for the terminal."""
     from rich.table import Table
 
@@ -92,14 +104,14 @@ def table(rep: Report):
     return t
 
 
-def checks_table(rep: Report):
+def checks_table(rep: Report) -> Table:
     from rich.table import Table
 
     t = Table(title=summary_line(rep), title_justify="left")
     for c in ("", "bundle @ device", "check", "result"):
         t.add_column(c)
-    for c in rep.checks:
-        t.add_row(ICON[c.status], safe(c.entry), safe(c.name), safe(c.message))
+    for chk in rep.checks:  # not `c`, the column names' loop variable (a str)
+        t.add_row(ICON[chk.status], safe(chk.entry), safe(chk.name), safe(chk.message))
     return t
 
 
@@ -109,7 +121,7 @@ def _md_cell(text: str) -> str:
     return printable(str(text).replace("\n", " ")).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _md_table(header: list[str], rows: list[list[str]], numeric=()) -> list[str]:
+def _md_table(header: list[str], rows: list[list[str]], numeric: Collection[str] = ()) -> list[str]:
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if h in numeric else "---" for h in header) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]

@@ -11,6 +11,7 @@ import base64
 import html as _html
 import io
 import math
+from typing import Any, Sequence
 
 from edgepack.errors import require
 from edgepack.report_rows import COLUMNS, DEVICE_COLUMNS, ICON, _baseline_of, device_rows, notes, row, summary_line
@@ -22,7 +23,7 @@ _COLOR = {"current": "#1f77b4", "baseline": "#9a9a9a", "pass": "#2ca02c", "fail"
           "skip": "#7f7f7f"}
 
 
-def _pyplot():
+def _pyplot() -> Any:
     require("matplotlib", "report")
     import matplotlib
 
@@ -32,7 +33,7 @@ def _pyplot():
     return plt
 
 
-def _png(fig) -> str:
+def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -59,6 +60,7 @@ def latency_chart(rep: Report) -> str:
         log = lo > 0 and hi / lo > 4  # heavy tails (a few slow runs): a log axis keeps the body readable
         bins = np.geomspace(lo, hi, 40) if log else np.linspace(lo, hi, 40)
         if ref is not None:
+            assert b is not None  # ref holds b's samples
             ax.hist(np.clip(ref, lo, hi), bins=bins, color=_COLOR["baseline"], alpha=0.6, density=True,
                     label=f"baseline p50 {b.result.latency_ms.p50:.3g}")
         ax.hist(np.clip(cur, lo, hi), bins=bins, color=_COLOR["current"], alpha=0.6, density=True,
@@ -89,8 +91,10 @@ def ratio_chart(rep: Report) -> str | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(checks) + 1.4))
     for i, c in enumerate(checks):
+        assert c.value is not None and c.interval is not None  # a latency check with an interval has its ratio
         mid, lo, hi = (c.value - 1) * 100, (c.interval[0] - 1) * 100, (c.interval[1] - 1) * 100
         ax.errorbar(mid, i, xerr=[[mid - lo], [hi - mid]], fmt="o", color=_COLOR[c.status], capsize=4)
+    assert checks[0].limit is not None  # a latency check has its limit (edgepack.gate._latency)
     limit = (checks[0].limit - 1) * 100
     ax.axvline(limit, color=_COLOR["fail"], ls="--", lw=1, label=f"allowed +{limit:g}%")
     ax.axvline(0, color="black", lw=0.8)
@@ -106,7 +110,7 @@ def ratio_chart(rep: Report) -> str | None:
     return data
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: Sequence[Sequence[object]]) -> str:
     e = _html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows)
@@ -146,7 +150,8 @@ def html(rep: Report, top: int = 10) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>", f"<p><b>{e(summary_line(rep))}</b>"
              f" — {e(rep.created)}, edgepack {e(rep.edgepack)}</p>",
-             "<h2>Results</h2>", _table(["bundle"] + COLUMNS, [[r.bundle] + row(r, base.get(r.key)) for r in rep.records]),
+             "<h2>Results</h2>",
+             _table(["bundle"] + COLUMNS, [[r.bundle] + row(r, base.get(r.key)) for r in rep.records]),
              "<h2>Checks</h2>"]
     check_rows = "".join(f"<tr class='{c.status}'><td>{ICON[c.status]}</td><td>{e(c.entry)}</td><td>{e(c.name)}</td>"
                          f"<td>{e(c.message)}</td></tr>" for c in rep.checks)

@@ -73,7 +73,7 @@ def row(rec: BenchRecord, base: Optional[BenchRecord] = None) -> list[str]:
     r = rec.result
     b = base.result if base else None
 
-    def lat(q):
+    def lat(q: str) -> str:
         return _ms(getattr(r.latency_ms, q)) + _delta(getattr(r.latency_ms, q), getattr(b.latency_ms, q) if b else None)
 
     acc = "–" if r.accuracy is None else f"{r.accuracy.top1 * 100:.2f}% (n={r.accuracy.n})"

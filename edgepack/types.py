@@ -326,8 +326,8 @@ class RunResult(BaseModel):
 
 # --------------------------------------------------------------------------- in-process stages
 
-Feeds = dict  # input name -> numpy array (one model batch)
-Predict = Callable[[Feeds], dict]
+Feeds = dict[str, Any]  # input name -> numpy array (one model batch)
+Predict = Callable[[Feeds], dict[str, Any]]
 
 
 @dataclass
@@ -370,7 +370,7 @@ class BuildOptions:
     route: Optional[str] = None  # --route NAME: this route only, no fallback
     verbose: bool = False  # keep the frameworks' log beside the bundle (not recorded)
 
-    def recorded(self) -> dict:
+    def recorded(self) -> dict[str, Any]:
         """The options worth recording in the manifest (no absolute paths)."""
         return {
             "target": self.target,
@@ -407,7 +407,7 @@ class BenchOptions:
     cooldown: float = 1.0
     install_runtime: bool = False
     timeout: Optional[float] = None  # seconds the runner may take; None = sized from the settings, 0 = no limit
-    flags: dict = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)
 
     def runner_argv(self) -> list[str]:
         return ["--runs", str(self.runs), "--warmup", str(self.warmup), "--min-seconds", str(self.min_seconds),
@@ -427,7 +427,7 @@ class ConvertedModel:
     predict: Optional[Predict]
     quantization: QuantizationInfo
     pending_reason: Optional[str] = None  # set when ``predict`` is None: why the model cannot run here
-    checks: Optional[dict] = None  # the route's static checks of the converted model
+    checks: Optional[dict[str, Any]] = None  # the route's static checks of the converted model
 
 
 @dataclass

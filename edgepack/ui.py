@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+from typing import Any, Iterator, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,7 +16,7 @@ from rich.markup import escape
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _terminal():
+def _terminal() -> TextIO | None:
     """A duplicate of stderr taken at import, so progress still reaches the terminal while a build stage points
     fd 2 at a converter log (edgepack.capture)."""
     try:
@@ -31,13 +32,13 @@ console = Console(file=_tty, highlight=False) if _tty is not None else Console(s
 _quiet = False
 
 
-def printable(text) -> str:
+def printable(text: Any) -> str:
     """Text from a bundle, a result file, a device or the command line with its control characters (ANSI
     escapes, carriage returns, ...) shown as \\xNN instead of acting on the terminal."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
-def safe(text) -> str:
+def safe(text: Any) -> str:
     """:func:`printable` and with rich markup escaped: for any user- or bundle-supplied string that goes into
     a rich console or table (``[/x]`` would otherwise be markup, or crash rich)."""
     return escape(printable(text))
@@ -49,7 +50,7 @@ def set_quiet(value: bool) -> None:
 
 
 @contextlib.contextmanager
-def step(description: str):
+def step(description: str) -> Iterator[None]:
     """Show a spinner while the step runs and a ✓ line with its duration after."""
     if _quiet:
         yield

@@ -9,17 +9,20 @@ threshold, ``--allow-mismatch`` to record the failure and bundle anyway).
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 
 from edgepack.device_runners.runner_common import compare, iter_batches
 from edgepack.errors import ValidationFailed
 from edgepack.registry import min_cosine as default_min_cosine
-from edgepack.types import ConvertedModel, ModelSource, OutputMetrics, ValidationInfo
+from edgepack.types import ConvertedModel, ModelSource, OutputMetrics, Predict, TensorSpec, ValidationInfo
 
 
-def run_batches(predict, dataset: dict, inputs: list, outputs: list[str]) -> dict:
+def run_batches(predict: Predict, dataset: dict[str, Any], inputs: list[TensorSpec],
+                outputs: list[str]) -> dict[str, np.ndarray]:
     specs = [s.model_dump() for s in inputs]
-    got: dict[str, list] = {}
+    got: dict[str, list[np.ndarray]] = {}
     for feeds in iter_batches(dataset, specs):
         res = predict(feeds)
         for i, name in enumerate(outputs):
@@ -28,15 +31,18 @@ def run_batches(predict, dataset: dict, inputs: list, outputs: list[str]) -> dic
     return {k: np.concatenate(v, axis=0) for k, v in got.items()}
 
 
-def reference_outputs(source: ModelSource, dataset: dict) -> dict:
+def reference_outputs(source: ModelSource, dataset: dict[str, Any]) -> dict[str, np.ndarray]:
+    assert source.predict is not None  # every source loader sets it
     return run_batches(source.predict, dataset, source.inputs, [s.name for s in source.outputs])
 
 
-def validate(source: ModelSource, converted: ConvertedModel, dataset: dict, reference: dict,
-             mode: str, inputs_from: str, min_cosine: float | None) -> tuple[ValidationInfo, ValidationFailed | None]:
+def validate(source: ModelSource, converted: ConvertedModel, dataset: dict[str, Any], reference: dict[str, Any],
+             mode: str, inputs_from: Literal["calibration", "random", "none"],
+             min_cosine: float | None) -> tuple[ValidationInfo, ValidationFailed | None]:
     """``dataset`` and ``reference`` are already in the converted model's names and layouts. Returns the record
     and, when an output misses the threshold or is not finite, the failure (the caller raises it, tries another
     route, or overrides it with --allow-mismatch)."""
+    assert converted.predict is not None  # the caller records a model that cannot run here as pending-device
     threshold = default_min_cosine(mode) if min_cosine is None else min_cosine
     names = [s.name for s in converted.outputs]
     got = run_batches(converted.predict, dataset, converted.inputs, names)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from edgepack.registry import Flag, Runtime
 
 
-def advice(facts: dict, pip: str) -> Optional[dict]:
+def advice(facts: dict[str, Any], pip: str) -> Optional[dict[str, Any]]:
     if facts["system"] != "Darwin":
         return None  # CoreML prediction needs macOS: not offered on this device
     pk = facts["packages"]

@@ -3,11 +3,16 @@ tensorflow.lite)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from edgepack.errors import UsageError
 from edgepack.registry import Flag, Runtime
 
+if TYPE_CHECKING:
+    from edgepack.types import Manifest
 
-def advice(facts: dict, pip: str) -> dict:
+
+def advice(facts: dict[str, Any], pip: str) -> dict[str, Any]:
     pk, arch = facts["packages"], facts["machine"]
     numpy_major = int(pk["numpy"].split(".")[0]) if pk.get("numpy") else None
     if pk.get("ai-edge-litert") and pk.get("numpy"):
@@ -25,7 +30,7 @@ def advice(facts: dict, pip: str) -> dict:
     return {"ready": False, "install": f"{pip} numpy ai-edge-litert"}
 
 
-def check(manifest, values: dict) -> None:
+def check(manifest: Manifest, values: dict[str, Any]) -> None:
     if values.get("npu_model") and manifest.npu is None:
         raise UsageError("--npu-model: this bundle has no NPU model",
                          "build it with --npu ethos-u55-128 (or your board's accelerator)")

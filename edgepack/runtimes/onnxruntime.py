@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgepack.registry import Flag, Runtime
 
 
-def advice(facts: dict, pip: str) -> dict:
+def advice(facts: dict[str, Any], pip: str) -> dict[str, Any]:
     pk, arch = facts["packages"], facts["machine"]
     if pk.get("onnxruntime") and pk.get("numpy"):
         return {"ready": True, "runtime": f"onnxruntime {pk['onnxruntime']}"}

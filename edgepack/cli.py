@@ -91,7 +91,8 @@ def _bench_flag_params() -> list[pyinspect.Parameter]:
             annotation, default = List[str], typer.Option([], f.flag, *f.aliases, help=f.help)
         else:
             annotation, default = Optional[str], typer.Option(None, f.flag, *f.aliases, help=f.help)
-        out.append(pyinspect.Parameter(f.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+        out.append(pyinspect.Parameter(f.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                       default=default))
     return out
 
 
@@ -147,7 +148,8 @@ def routes(as_json: bool = typer.Option(False, "--json", help="print the routes 
 
     from edgepack import registry
 
-    rows: list[dict[str, Any]] = [{"route": r.name, "from": list(r.sources) + ([f"({', '.join(r.kinds)})"] if r.kinds else []),
+    rows: list[dict[str, Any]] = [
+            {"route": r.name, "from": list(r.sources) + ([f"({', '.join(r.kinds)})"] if r.kinds else []),
              "to": r.target, "precisions": list(r.precisions), "options": [o.flag for o in r.options],
              "installed": not r.missing(), "install": None if not r.missing() else r.install_hint(),
              "summary": r.summary} for r in registry.routes()]

@@ -525,7 +525,7 @@ class Device(Protocol):
     """What bench, deploy and doctor use of a device (LocalDevice and SSHDevice)."""
 
     name: str
-    python: str
+    python: Any  # the device's Python (str); bench sets it to venv_python()'s result after checking it
 
     def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]: ...
     def put_runners(self) -> str: ...

@@ -10,7 +10,6 @@ from edgepack.devices import SSHDevice, SSHOptions, open_device
 from edgepack.errors import DeviceError
 from edgepack.transport import _hint, q
 
-
 MIN_FREE_KB = 2048  # the runner (~200 KiB) and a small bundle; the error names the directory and the fix
 
 
@@ -97,8 +96,8 @@ def advice(facts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     pip = f"{facts['python_executable']} -m pip install"
     if facts.get("externally_managed"):
         pip = ("python3 -m venv ~/.venv-edgepack && ~/.venv-edgepack/bin/pip install"
-               "   # this Python is externally managed (PEP 668); then pass --remote-python ~/.venv-edgepack/bin/python,"
-               " or use edgepack bench --install-runtime")
+               "   # this Python is externally managed (PEP 668); then pass --remote-python "
+               "~/.venv-edgepack/bin/python, or use edgepack bench --install-runtime")
     out: dict[str, dict[str, Any]] = {}
     for rt in registry.runtimes():
         a = rt.advice(facts, pip)

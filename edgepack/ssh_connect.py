@@ -31,6 +31,7 @@ from edgepack.errors import DeviceError, UsageError
 DEFAULT_KEYS = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk")
 MAX_HOPS = 8
 
+HopSettings = tuple[str, int, str, dict[str, Any]]  # host, port, user, its ssh_config lookup
 _HOP_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:@/\s\[\]]+)(?::(?P<port>\d+))?/?$")
 
 
@@ -119,7 +120,7 @@ class ConnectOptions:
 def _client_class() -> Any:
     import paramiko
 
-    class ChainClient(paramiko.SSHClient):  # type: ignore[misc]
+    class ChainClient(paramiko.SSHClient):
         """An SSHClient that also closes the jump-host connections (or ProxyCommand) below it."""
 
         def __init__(self) -> None:
@@ -190,9 +191,9 @@ def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, w
     identities_only = _is_true(lookup.get("identitiesonly", "no"))
     use_agent = options.use_agent and str(lookup.get("identityagent", "")).lower() != "none"
 
-    class Strategy(AuthStrategy):  # type: ignore[misc]
+    class Strategy(AuthStrategy):
         def __init__(self) -> None:
-            super().__init__(ssh_config=None)
+            super().__init__(ssh_config=paramiko.SSHConfig())  # the lookup is done already
             self.locked: list[str] = []
             self.unreadable: list[str] = []
             self.tried: list[str] = []
@@ -228,7 +229,8 @@ def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, w
                         self.locked.append(path)
                         continue
                     try:
-                        pkey = paramiko.PKey.from_path(path, phrase.encode())  # cryptography wants bytes
+                        # cryptography wants bytes (the stubs say str)
+                        pkey = paramiko.PKey.from_path(path, phrase.encode())  # type: ignore[arg-type]
                     except (paramiko.SSHException, ValueError, TypeError) as e:
                         raise DeviceError(f"cannot decrypt {path} (wrong passphrase?)", "check the passphrase; "
                                           f"ssh-keygen -y -f {shlex.quote(path)} tests it") from e
@@ -238,7 +240,7 @@ def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, w
                     self.unreadable.append(f"{path} ({e})")
                     continue
                 self.tried.append(path)
-                yield OnDiskPrivateKey(user, source, path, pkey)
+                yield OnDiskPrivateKey(user, source, Path(path), pkey)
             if options.ask_password:
                 if options.password is None and not (sys.stdin and sys.stdin.isatty()):
                     self.no_terminal = True  # paramiko would swallow the getter's error: say it after the keys
@@ -281,7 +283,7 @@ def _ask_password(where: str) -> str:
 # --------------------------------------------------------------------------- connect
 
 
-def _hop_settings(hop: Hop, options: ConnectOptions) -> tuple[str, int, str, dict[str, Any]]:
+def _hop_settings(hop: Hop, options: ConnectOptions) -> HopSettings:
     look = options.config.lookup(hop.host) if options.config is not None else {}
     host = look.get("hostname", hop.host)
     port = hop.port or int(look.get("port", 22))
@@ -289,7 +291,7 @@ def _hop_settings(hop: Hop, options: ConnectOptions) -> tuple[str, int, str, dic
     return validate_host(host, "jump host"), port, validate_user(user), look
 
 
-def _expand_hops(hops: list[Hop], options: ConnectOptions, depth: int = 0) -> list[tuple[str, int, str, dict[str, Any]]]:
+def _expand_hops(hops: list[Hop], options: ConnectOptions, depth: int = 0) -> list[HopSettings]:
     """Each hop's (host, port, user, lookup), with the hops a jump host's own ProxyJump puts before it."""
     out = []
     for hop in hops:
@@ -393,7 +395,7 @@ def _translate(e: BaseException, where: str, host: str, port: int, known: Option
     return e
 
 
-def route(host: str, port: int, user: str, options: ConnectOptions) -> tuple[list[tuple[str, int, str, dict[str, Any]]], Optional[str]]:
+def route(host: str, port: int, user: str, options: ConnectOptions) -> tuple[list[HopSettings], Optional[str]]:
     """(jump hops as (host, port, user, lookup), ProxyCommand line or None) for this device."""
     look = options.lookup or {}
     if options.jump:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import cli, one_line_error
 from sshd import Dropbear, SshAgent, Sshd, agent_unavailable, dropbear_unavailable, why_unavailable
 

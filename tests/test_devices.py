@@ -341,3 +341,22 @@ def test_ask_password_without_a_terminal_is_one_line(tiny_bundle, net, tmp_path)
     line = one_line_error(proc)
     assert proc.returncode == 5 and "--ask-password needs a terminal" in line, line
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_bench_through_two_jump_hosts(tiny_bundle, net, tmp_path):
+    """A two-hop chain through real servers: jump -> jump again (via its own forwarding) -> target."""
+    j, t = net["jump"], net["target"]
+    home = _home(tmp_path, "", net["known"])
+    before = j.log().count("direct-tcpip")
+    hop = f"{j.user}@127.0.0.1:{j.port}"
+    _ok(_bench(tiny_bundle, f"{t.user}@127.0.0.2:{t.port}", home, tmp_path / "cache", "--jump", f"{hop},{hop}",
+               "--identity", str(net["key"])))
+    assert j.log().count("direct-tcpip") >= before + 2, "two forwarded channels: one per hop"
+
+
+@pytest.mark.parametrize("jump,expect", [("u@h:99999", "bad port in jump host"), ("x;touch y", "bad jump host"),
+                                         ("-oProxyCommand=sh", "bad jump host")])
+def test_bad_jump_is_a_usage_error(tiny_bundle, tmp_path, jump, expect):
+    proc = cli("bench", str(tiny_bundle), "--device", "127.0.0.1:1", "--jump", jump, env={"HOME": str(tmp_path)})
+    assert proc.returncode == 2 and expect in one_line_error(proc), proc.stderr

@@ -3,12 +3,13 @@
 Both run the very same ``device_runners/`` code and return the runner's exit code,
 stdout and stderr; everything above this module is the same for both.
 
-SSH (paramiko): host keys are checked against known_hosts by default (unknown or
-changed keys are refused; ``accept_new_host_key`` adds unknown ones, like OpenSSH's
-``StrictHostKeyChecking=accept-new``). ``~/.ssh/config`` is honoured (HostName, User,
-Port, IdentityFile, UserKnownHostsFile, ConnectTimeout). Remote paths and arguments
-are quoted. Uploads go to a temp name and are renamed into a content-addressed cache
-(``~/.cache/edgepack/bundles/<sha256>.edgepack``), so a re-run uploads nothing.
+SSH (paramiko, connected by :mod:`edgepack.ssh_connect`): host keys are checked against known_hosts at
+every hop (unknown or changed keys are refused; ``accept_new_host_key`` adds unknown ones, like OpenSSH's
+``StrictHostKeyChecking=accept-new``). ``~/.ssh/config`` is honoured (HostName, User, Port, IdentityFile,
+IdentitiesOnly, UserKnownHostsFile, ConnectTimeout, ProxyJump, ProxyCommand); ``jump`` is ``ssh -J``.
+Files move with :mod:`edgepack.transport` (SFTP, else an exec channel), each checked by size and sha256 on
+the device and renamed into a content-addressed cache (``~/.cache/edgepack/bundles/<sha256>.edgepack``), so
+a re-run uploads nothing. Remote paths and arguments are quoted.
 """
 
 from __future__ import annotations

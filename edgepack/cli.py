@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Convert, quantize and bundle models for edge devices; run and measure them there.")
 
 
-def _version(value: bool):
+def _version(value: bool) -> None:
     if value:
         typer.echo(f"edgepack {__version__}")
         raise typer.Exit()
@@ -31,7 +31,7 @@ def _version(value: bool):
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit"),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output")):
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output")) -> None:
     from edgepack.ui import set_quiet
 
     set_quiet(quiet)
@@ -53,16 +53,16 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _declared(func, params: list):
+def _declared(func: Callable[..., None], params: list[pyinspect.Parameter]) -> Callable[..., None]:
     """Give a command the parameters read from the route/runtime declarations (typer reads ``__signature__``)."""
     sig = pyinspect.signature(func)
     fixed = [p for p in sig.parameters.values() if p.kind is not pyinspect.Parameter.VAR_KEYWORD]
-    func.__signature__ = sig.replace(parameters=fixed + params)
+    func.__signature__ = sig.replace(parameters=fixed + params)  # type: ignore[attr-defined]
     func.__annotations__ = {**func.__annotations__, **{p.name: p.annotation for p in params}}
     return func
 
 
-def _route_option_params() -> list:
+def _route_option_params() -> list[pyinspect.Parameter]:
     from edgepack import registry
 
     out = []
@@ -73,24 +73,26 @@ def _route_option_params() -> list:
     return out
 
 
-def _readers(o) -> str:
+def _readers(o: Any) -> str:
     from edgepack import registry
 
     return f" [routes: {', '.join(r.name for r in registry.routes() if o in r.options)}]"
 
 
-def _bench_flag_params() -> list:
+def _bench_flag_params() -> list[pyinspect.Parameter]:
     from edgepack import registry
 
     out = []
     for f in registry.bench_flags():
+        annotation: Any
         if f.kind is bool:
             annotation, default = bool, typer.Option(False, f.flag, *f.aliases, help=f.help)
         elif f.kind is list:
             annotation, default = List[str], typer.Option([], f.flag, *f.aliases, help=f.help)
         else:
             annotation, default = Optional[str], typer.Option(None, f.flag, *f.aliases, help=f.help)
-        out.append(pyinspect.Parameter(f.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+        out.append(pyinspect.Parameter(f.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                       default=default))
     return out
 
 
@@ -117,8 +119,8 @@ def build(
     npu_system_config: Optional[str] = typer.Option(None, "--npu-system-config", help="vela --system-config"),
     npu_memory_mode: Optional[str] = typer.Option(None, "--npu-memory-mode", help="vela --memory-mode"),
     npu_strict: bool = typer.Option(False, "--npu-strict", help="fail if any op falls back to the CPU"),
-    **route_options,
-):
+    **route_options: Any,
+) -> None:
     """Convert SOURCE to a bundle, check it against the source model, and write OUT.edgepack."""
     import edgepack
 
@@ -140,13 +142,14 @@ app.command()(_declared(build, _route_option_params()))
 
 
 @app.command()
-def routes(as_json: bool = typer.Option(False, "--json", help="print the routes as JSON")):
+def routes(as_json: bool = typer.Option(False, "--json", help="print the routes as JSON")) -> None:
     """List the conversion routes, in the order a build tries them, and whether each can run here."""
     import json
 
     from edgepack import registry
 
-    rows = [{"route": r.name, "from": list(r.sources) + ([f"({', '.join(r.kinds)})"] if r.kinds else []),
+    rows: list[dict[str, Any]] = [
+            {"route": r.name, "from": list(r.sources) + ([f"({', '.join(r.kinds)})"] if r.kinds else []),
              "to": r.target, "precisions": list(r.precisions), "options": [o.flag for o in r.options],
              "installed": not r.missing(), "install": None if not r.missing() else r.install_hint(),
              "summary": r.summary} for r in registry.routes()]
@@ -166,7 +169,7 @@ def routes(as_json: bool = typer.Option(False, "--json", help="print the routes 
 
 @app.command()
 def inspect(bundle: Path = typer.Argument(..., help="a .edgepack file"),
-            as_json: bool = typer.Option(False, "--json", help="print manifest.json")):
+            as_json: bool = typer.Option(False, "--json", help="print manifest.json")) -> None:
     """Show what a bundle holds: model, tensors, quantization, source, validation."""
     import edgepack
 
@@ -180,7 +183,7 @@ def inspect(bundle: Path = typer.Argument(..., help="a .edgepack file"),
 
 
 @app.command()
-def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")):
+def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")) -> None:
     """Check the manifest schema and every member's sha256; exit 1 on any mismatch."""
     import edgepack
 
@@ -196,10 +199,13 @@ def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")):
                f"{manifest.quantization.mode})")
 
 
-def _ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout, remote_python, remote_dir):
+def _ssh(accept_new_host_key: bool, identity: Optional[Path], known_hosts: Optional[Path],
+         ssh_config: Optional[Path], connect_timeout: float, remote_python: str, remote_dir: str,
+         jump: Optional[str] = None, ask_password: bool = False, transport: str = "auto") -> dict[str, Any]:
     return dict(accept_new_host_key=accept_new_host_key, identity=identity, known_hosts=known_hosts,
                 ssh_config=ssh_config, connect_timeout=connect_timeout, remote_python=remote_python,
-                remote_dir=remote_dir)
+                remote_dir=remote_dir, jump=jump, ask_password=ask_password,
+                transport=None if transport == "auto" else transport)
 
 
 _DEVICE = typer.Option("local", "--device", "-d", help="local | [user@]host[:port] | ~/.ssh/config Host alias")
@@ -210,18 +216,26 @@ _CONFIG = typer.Option(None, "--ssh-config", help="ssh config file (default ~/.s
 _TIMEOUT = typer.Option(10.0, "--connect-timeout", help="seconds to wait for the device")
 _PYTHON = typer.Option("python3", "--remote-python", help="Python on the device")
 _RDIR = typer.Option(".cache/edgepack", "--remote-dir", help="cache directory on the device (relative to ~)")
+_JUMP = typer.Option(None, "--jump", "-J", help="jump host(s) USER@HOST:PORT (USER@ and :PORT optional), "
+                                                "comma-separated for a chain, like ssh -J; 'none' ignores the "
+                                                "config's ProxyJump")
+_ASKPASS = typer.Option(False, "--ask-password", help="also try password login, asked on the terminal")
+_TRANSPORT = typer.Option("auto", "--transport", help="auto | sftp | exec: how files reach the device (auto: "
+                                                      "SFTP when the server offers it, else an exec channel)")
 
 
 @app.command()
 def deploy(bundle: Path = typer.Argument(...), device: str = _DEVICE, accept_new_host_key: bool = _ACCEPT,
            identity: Optional[Path] = _IDENTITY, known_hosts: Optional[Path] = _KNOWN,
            ssh_config: Optional[Path] = _CONFIG, connect_timeout: float = _TIMEOUT,
-           remote_python: str = _PYTHON, remote_dir: str = _RDIR):
+           remote_python: str = _PYTHON, remote_dir: str = _RDIR, jump: Optional[str] = _JUMP,
+           ask_password: bool = _ASKPASS, transport: str = _TRANSPORT) -> None:
     """Upload BUNDLE and the device runner to the device's cache."""
     import edgepack
 
     remote = edgepack.deploy(bundle, device, **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
-                                                    connect_timeout, remote_python, remote_dir))
+                                                    connect_timeout, remote_python, remote_dir, jump,
+                                                    ask_password, transport))
     typer.echo(f"{bundle.name} -> {device}:{remote}")
 
 
@@ -246,7 +260,8 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
           known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR,
-          **runtime_flags):
+          jump: Optional[str] = _JUMP, ask_password: bool = _ASKPASS, transport: str = _TRANSPORT,
+          **runtime_flags: Any) -> None:
     """Run bundle(s) on the device: verify, time, check agreement and accuracy; print a report."""
     from edgepack import report
     from edgepack.bencher import bench as run_bench
@@ -259,7 +274,7 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
                            repeat=repeat, cooldown=cooldown, install_runtime=install_runtime, timeout=timeout,
                            flags=runtime_flags)
     ssh = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
-                            remote_python, remote_dir))
+                            remote_python, remote_dir, jump, ask_password, transport))
     records = [run_bench(b, device, options, ssh).record() for b in bundle]
     rep = report.make_report(records)
     if not (str(json_out) == "-" or str(md_out) == "-"):
@@ -283,7 +298,7 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
 app.command()(_declared(bench, _bench_flag_params()))
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     console = Console(stderr=stderr)
@@ -317,7 +332,7 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
            strict_device: bool = typer.Option(False, "--strict-device",
                                               help="fail (not flag) latency measured on another device than "
                                                    "its baseline"),
-           top: int = typer.Option(10, "--top", help="rows of the per-op timing tables")):
+           top: int = typer.Option(10, "--top", help="rows of the per-op timing tables")) -> None:
     """Merge bench results into one report (md/json/junit/html) and gate them; exit 1 when a check fails."""
     from edgepack import report as rp
     from edgepack.gate import GateSettings, check_number, parse_fraction, parse_points
@@ -365,7 +380,8 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
 def doctor(device: str = _DEVICE, as_json: bool = typer.Option(False, "--json", help="print the facts as JSON"),
            accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
            known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
-           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR):
+           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR,
+           jump: Optional[str] = _JUMP, ask_password: bool = _ASKPASS, transport: str = _TRANSPORT) -> None:
     """Probe a device: arch, OS, Python, runtimes, CPU, memory, NPUs; and what to install for each format."""
     import json
 
@@ -373,7 +389,7 @@ def doctor(device: str = _DEVICE, as_json: bool = typer.Option(False, "--json", 
     from edgepack.devices import SSHOptions
 
     opts = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
-                             remote_python, remote_dir))
+                             remote_python, remote_dir, jump, ask_password, transport))
     facts = doc.probe(device, opts)
     adv = doc.advice(facts)
     if as_json:
@@ -383,7 +399,7 @@ def doctor(device: str = _DEVICE, as_json: bool = typer.Option(False, "--json", 
 
 
 @app.command()
-def schema(which: str = typer.Argument("manifest", help="manifest")):
+def schema(which: str = typer.Argument("manifest", help="manifest")) -> None:
     """Print the published JSON schema of manifest.json."""
     from edgepack.bundle import manifest_json_schema
 
@@ -395,7 +411,7 @@ def schema(which: str = typer.Argument("manifest", help="manifest")):
 _signalled: list[int] = []
 
 
-def _on_signal(signum, frame):
+def _on_signal(signum: int, frame: Any) -> None:
     """SIGINT/SIGTERM/SIGHUP all become KeyboardInterrupt, so every cleanup path runs (temp bundle and temp
     dirs of a build, the runner on the device); the exit status is then 128 + the signal number."""
     if not _signalled:
@@ -403,7 +419,7 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     import signal
 
     for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):

@@ -3,22 +3,20 @@
 Both run the very same ``device_runners/`` code and return the runner's exit code,
 stdout and stderr; everything above this module is the same for both.
 
-SSH (paramiko): host keys are checked against known_hosts by default (unknown or
-changed keys are refused; ``accept_new_host_key`` adds unknown ones, like OpenSSH's
-``StrictHostKeyChecking=accept-new``). ``~/.ssh/config`` is honoured (HostName, User,
-Port, IdentityFile, UserKnownHostsFile, ConnectTimeout). Remote paths and arguments
-are quoted. Uploads go to a temp name and are renamed into a content-addressed cache
-(``~/.cache/edgepack/bundles/<sha256>.edgepack``), so a re-run uploads nothing.
+SSH (paramiko, connected by :mod:`edgepack.ssh_connect`): host keys are checked against known_hosts at
+every hop (unknown or changed keys are refused; ``accept_new_host_key`` adds unknown ones, like OpenSSH's
+``StrictHostKeyChecking=accept-new``). ``~/.ssh/config`` is honoured (HostName, User, Port, IdentityFile,
+IdentitiesOnly, UserKnownHostsFile, ConnectTimeout, ProxyJump, ProxyCommand); ``jump`` is ``ssh -J``.
+Files move with :mod:`edgepack.transport` (SFTP, else an exec channel), each checked by size and sha256 on
+the device and renamed into a content-addressed cache (``~/.cache/edgepack/bundles/<sha256>.edgepack``), so
+a re-run uploads nothing. Remote paths and arguments are quoted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import posixpath
 import re
-import secrets
 import shlex
 import socket
 import subprocess
@@ -26,11 +24,15 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from edgepack.errors import DeviceError, UsageError
 
+if TYPE_CHECKING:
+    from edgepack.transport import Transfer
+
 REMOTE_DIR = ".cache/edgepack"
+TRANSPORTS = ("auto", "sftp", "exec")
 RUNNER_FILES_GLOB = "**/*.py"  # the runtime modules and the runner_common/ package
 
 
@@ -44,6 +46,9 @@ class SSHOptions:
     remote_python: str = "python3"
     remote_dir: str = REMOTE_DIR
     run_timeout: Optional[float] = None
+    jump: Optional[str] = None  # ProxyJump chain: [user@]host[:port][,...] ("none": ignore the config's)
+    ask_password: bool = False  # password authentication (prompted on a terminal) after the keys
+    transport: Optional[str] = None  # "auto" (None) | "sftp" | "exec"
 
 
 def check_options(options: "SSHOptions") -> None:
@@ -58,6 +63,16 @@ def check_options(options: "SSHOptions") -> None:
         raise UsageError(f"--timeout {rt} is not a number of seconds >= 0", "use e.g. --timeout 600 (0 = no limit)")
     if options.identity is not None:
         check_identity(Path(options.identity))
+    if options.transport is not None and options.transport not in TRANSPORTS:
+        raise UsageError(f"--transport {options.transport!r} is not one of {', '.join(TRANSPORTS)}",
+                         "use --transport auto (SFTP when offered, else exec), sftp or exec")
+    if options.jump is not None:
+        from edgepack.ssh_connect import parse_jump, validate_host, validate_user
+
+        for hop in parse_jump(options.jump):  # a bad --jump is a usage error before anything connects
+            validate_host(hop.host, "jump host")
+            if hop.user is not None:
+                validate_user(hop.user)
 
 
 _PUBLIC_KEY_PREFIXES = (b"ssh-", b"ecdsa-", b"sk-ssh-", b"sk-ecdsa-", b"---- BEGIN SSH2 PUBLIC KEY")
@@ -120,6 +135,16 @@ _IPV6_OK = re.compile(r"^\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]$")
 _USER_OK = re.compile(r"^(?!-)[A-Za-z0-9_.+-]+$")
 
 
+def host_ok(host: str) -> bool:
+    """The one host-name check (``--device``, ``--jump``, ssh_config HostName/ProxyJump, ProxyCommand %h): a
+    name or alias of letters, digits, '.', '-', '_', or an IPv6 address (bracketed or not)."""
+    return bool(host) and bool(_HOST_OK.match(host) or _IPV6_OK.match(host if host.startswith("[") else f"[{host}]"))
+
+
+def user_ok(user: str) -> bool:
+    return bool(user) and bool(_USER_OK.match(user))
+
+
 @dataclass
 class DeviceSpec:
     text: str
@@ -136,11 +161,11 @@ def parse_device(text: str) -> DeviceSpec:
     m = _SPEC_RE.match(text)
     if not m:
         raise UsageError(f"bad --device {text!r}", "use local, [user@]host[:port], or a Host alias from ~/.ssh/config")
-    if not (_HOST_OK.match(m["host"]) or _IPV6_OK.match(m["host"])):
+    if not host_ok(m["host"]):
         raise UsageError(f"bad host name in --device {text!r}: only letters, digits, '.', '-' and '_' (or a "
                          "[bracketed] IPv6 address) are allowed, as a host name or ssh_config alias",
                          "use local, [user@]host[:port], or a Host alias from ~/.ssh/config")
-    if m["user"] is not None and not _USER_OK.match(m["user"]):
+    if m["user"] is not None and not user_ok(m["user"]):
         raise UsageError(f"bad user name in --device {text!r}: only letters, digits, '.', '-', '_' and '+' are "
                          "allowed", "use local, [user@]host[:port], or a Host alias from ~/.ssh/config")
     port = int(m["port"]) if m["port"] else None
@@ -196,17 +221,25 @@ class LocalDevice:
                 t.join(timeout=10)
             for f in (proc.stdin, proc.stdout, proc.stderr):
                 try:
-                    f.close()
+                    if f is not None:
+                        f.close()
                 except OSError:
                     pass
         return Execution(proc.returncode, chunks.get("out", b"").decode("utf-8", "replace"),
                          chunks.get("err", b"").decode("utf-8", "replace"))
 
+    def venv_python(self) -> Optional[str]:
+        return None
+
+    def install_runtime(self, packages: tuple[str, ...]) -> str:
+        raise UsageError("--install-runtime is for SSH devices",
+                         f"install the runtime here with: pip install {' '.join(packages)}")
+
     def close(self) -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def _stop(proc: "subprocess.Popen[bytes]", grace: float = 10.0) -> None:
     """SIGTERM (the runner cleans up its extraction dir), then SIGKILL after ``grace`` seconds."""
     try:
         proc.terminate()
@@ -227,7 +260,7 @@ class _AcceptNewPolicy:
     def __init__(self, path: Path):
         self.path = path
 
-    def missing_host_key(self, client, hostname, key):
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
@@ -235,13 +268,15 @@ class _AcceptNewPolicy:
 
 
 class SSHDevice:
-    """A device reached over SSH with paramiko."""
+    """A device reached over SSH with paramiko (through jump hosts or a ProxyCommand when asked), files moved
+    by :mod:`edgepack.transport` (SFTP, else an exec channel)."""
 
     def __init__(self, spec: DeviceSpec, options: SSHOptions):
         import logging
-        import time
 
         import paramiko
+
+        from edgepack import ssh_connect
 
         check_options(options)
         # paramiko's transport thread logs a traceback for a non-SSH peer, which Python's last-resort handler
@@ -253,18 +288,22 @@ class SSHDevice:
         self.spec = spec
         self.options = options
         self.name = spec.text
+        host = spec.host or ""
         cfg_path = options.ssh_config or Path.home() / ".ssh" / "config"
-        cfg = {}
+        config = None
+        cfg: dict[str, Any] = {}
         if cfg_path.is_file():
-            cfg = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(spec.host)
-        self.hostname = cfg.get("hostname", spec.host)
-        self.port = spec.port or int(cfg.get("port", 22))
-        self.user = spec.user or cfg.get("user") or _local_user()
+            config = paramiko.SSHConfig.from_path(str(cfg_path))
+            cfg = dict(config.lookup(host))
+        self.hostname: str = cfg.get("hostname", host)
+        self.port: int = spec.port or int(cfg.get("port", 22))
+        self.user: str = spec.user or cfg.get("user") or _local_user()
         timeout = float(cfg.get("connecttimeout", options.connect_timeout))
         if not timeout > 0:
             raise UsageError(f"ConnectTimeout {timeout:g} in {cfg_path} is not a positive number of seconds",
                              "fix ConnectTimeout there")
-        keys = [str(options.identity)] if options.identity else [os.path.expanduser(p) for p in cfg.get("identityfile", [])]
+        keys = [str(options.identity)] if options.identity else [os.path.expanduser(p)
+                                                                  for p in cfg.get("identityfile", [])]
         for k in keys:  # like OpenSSH, a missing IdentityFile from ssh_config is skipped; a wrong one is an error
             if os.path.exists(k):
                 check_identity(Path(k))
@@ -273,76 +312,31 @@ class SSHDevice:
             known = Path(os.path.expanduser(cfg["userknownhostsfile"].split()[0]))
         known = known or Path.home() / ".ssh" / "known_hosts"
         self.known_hosts = known
-        where = f"{self.user}@{self.hostname}:{self.port}"
-
-        client = paramiko.SSHClient()
-        if known.is_file():
-            try:
-                client.load_host_keys(str(known))
-            except (UnicodeDecodeError, ValueError, paramiko.SSHException, OSError) as e:
-                raise UsageError(f"known_hosts file {known} cannot be read ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0][:120] if str(e) else ''})",
-                                 "remove or fix the damaged line (ssh-keygen -R HOST -f FILE rewrites it)")
-        started = time.monotonic()
-        if options.accept_new_host_key:
-            client.set_missing_host_key_policy(_AcceptNewPolicy(known))
-        else:
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        try:
-            client.connect(self.hostname, port=self.port, username=self.user,
-                           key_filename=[k for k in keys if os.path.exists(k)] or None,
-                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                           allow_agent=True, look_for_keys=not options.identity)
-        except paramiko.BadHostKeyException as e:
-            raise DeviceError(f"host key for {where} has CHANGED (expected {e.expected_key.get_name()} "
-                              f"{e.expected_key.get_fingerprint().hex()[:16]}..., got "
-                              f"{e.key.get_fingerprint().hex()[:16]}...): possible man-in-the-middle",
-                              f"if the device was reinstalled, remove its line from {known} "
-                              f"(ssh-keygen -R '[{self.hostname}]:{self.port}' -f {known}) and connect again")
-        except paramiko.AuthenticationException as e:
-            raise DeviceError(f"authentication failed for {where} ({e})",
-                              "pass --identity KEY or add the key to ssh-agent; install your public key on "
-                              "the device with ssh-copy-id")
-        except paramiko.SSHException as e:
-            text = str(e)
-            if "not found in known_hosts" in text:
-                raise DeviceError(f"host key for {where} is unknown (not in {known})",
-                                  "check the key, then add it with ssh-keyscan -p PORT HOST >> known_hosts, "
-                                  "or pass --accept-new-host-key to trust it on first use")
-            if "banner" in text or "No existing session" in text:
-                if time.monotonic() - started >= timeout * 0.9:
-                    raise DeviceError(f"cannot reach {where}: timed out after {timeout:g}s waiting for the SSH "
-                                      "server's greeting", "check that this port is the device's sshd and that "
-                                      "the device is not overloaded; raise --connect-timeout for a slow device")
-                raise DeviceError(f"{where} does not speak SSH (no SSH greeting on port {self.port})",
-                                  "check the port (host:PORT in --device, or Port in ~/.ssh/config)")
-            if "No authentication methods available" in text or "not a valid" in text or "private key" in text:
-                raise DeviceError(f"no usable SSH key for {where} ({text})",
-                                  "pass --identity with your private key, set IdentityFile in ~/.ssh/config, or "
-                                  "add the key to ssh-agent")
-            raise DeviceError(f"SSH to {where} failed: {text}", "check that an SSH server runs on that port")
-        except paramiko.ssh_exception.NoValidConnectionsError as e:
-            raise DeviceError(f"connection to {where} refused", "check the host, the port and that sshd runs") from e
-        except ConnectionRefusedError as e:
-            raise DeviceError(f"connection to {where} refused", "check the host, the port and that sshd runs") from e
-        except socket.gaierror as e:
-            raise DeviceError(f"unknown host {self.hostname!r} ({e.strerror})",
-                              "check the name, or add a Host entry to ~/.ssh/config") from e
-        except (socket.timeout, TimeoutError) as e:
-            raise DeviceError(f"cannot reach {where}: timed out after {timeout:.0f}s",
-                              "check the device is on and reachable (ping, firewall)") from e
-        except OSError as e:
-            raise DeviceError(f"cannot reach {where}: {e.strerror or e}", "check the network and the port") from e
-        self.client = client
-        self._sftp = None
+        policy = _AcceptNewPolicy(known) if options.accept_new_host_key else paramiko.RejectPolicy()
+        copts = ssh_connect.ConnectOptions(
+            policy=policy, known_hosts=known, lookup=cfg, config=config, alias=host, jump=options.jump,
+            identity_files=[str(options.identity)] if options.identity else [], ask_password=options.ask_password,
+            timeout=timeout)
+        self.client = ssh_connect.connect(self.hostname, self.port, self.user, copts)
+        self.route: list[str] = list(getattr(self.client, "route", []))
+        self._transfer: Optional[Transfer] = None
+        self._shell_facts: Optional[dict[str, str]] = None
+        self._python_checked = False
         self.python = options.remote_python
 
     # -- primitives
 
-    def sftp(self):
-        if self._sftp is None:
-            self._sftp = self.client.open_sftp()
-        return self._sftp
+    def transfer(self) -> "Transfer":
+        """The file mover for this connection (SFTP, else exec; ``--transport`` chooses), opened once."""
+        if self._transfer is None:
+            from edgepack.transport import open_transfer
+            from edgepack.ui import note, safe
+
+            prefer = None if self.options.transport in (None, "auto") else self.options.transport
+            self._transfer = open_transfer(self.client, name=self.name, python=self.python, prefer=prefer,
+                                           timeout=max(self.options.connect_timeout, 120.0),
+                                           warn=lambda text: note(safe(f"edgepack: note: {text}")))
+        return self._transfer
 
     def exec(self, command: str, timeout: Optional[float] = None, keep_stdin: bool = False) -> Execution:
         """Run ``command``; ``keep_stdin`` holds the remote stdin open until the command ends (a runner with
@@ -380,84 +374,68 @@ class SSHDevice:
         return res
 
     def _exists(self, path: str) -> Optional[int]:
-        try:
-            return self.sftp().stat(path).st_size
-        except IOError:
-            return None
-
-    @contextlib.contextmanager
-    def _undo_on_failure(self, undo, what: str):
-        """Run ``undo`` (remove a partial upload) if the block fails; I/O errors become one DeviceError."""
-        try:
-            yield
-        except BaseException as e:
-            try:
-                undo()
-            except Exception:  # the connection may be gone; the temp name is never used again
-                pass
-            if isinstance(e, (IOError, OSError, EOFError)):
-                raise DeviceError(f"{what} on {self.name} failed: {e}",
-                                  "check free disk space (df -h ~) and permissions on the device") from e
-            raise
-
-    def _upload_file(self, local: Path, remote: str) -> None:
-        tmp = f"{remote}.part-{secrets.token_hex(4)}"
-        sftp = self.sftp()
-        with self._undo_on_failure(lambda: sftp.remove(tmp), f"upload of {local.name}"):
-            sftp.put(str(local), tmp, confirm=True)
-            sftp.posix_rename(tmp, remote)
+        return self.transfer().stat_size(path)
 
     # -- device interface
 
     def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]:
         base = self.options.remote_dir
         remote = f"{base}/bundles/{sha256}.edgepack"
-        if self._exists(remote) == Path(path).stat().st_size:
-            if self.remote_sha256(remote) == sha256:
+        t = self.transfer()
+        if t.stat_size(remote) == Path(path).stat().st_size:
+            if t.remote_sha256(remote) == sha256:
                 return remote, False
             # a damaged cached copy (disk error, edited by hand): replace it
-        self._sh(f"mkdir -p {shlex.quote(base + '/bundles')}")
-        self._upload_file(Path(path), remote)
+        t.mkdirs(f"{base}/bundles")
+        t.put(Path(path), remote, sha256)
         return remote, True
 
     def remote_sha256(self, remote: str) -> Optional[str]:
-        """sha256 of a file on the device: hashed there by its Python, else read back over SFTP."""
-        code = ("import hashlib,sys\nh=hashlib.sha256()\nf=open(sys.argv[1],'rb')\n"
-                "for b in iter(lambda: f.read(1<<20), b''): h.update(b)\nprint(h.hexdigest())")
-        try:
-            res = self.exec(f"{shlex.quote(self.python)} -c {shlex.quote(code)} {shlex.quote(remote)}", timeout=600)
-            if res.code == 0 and re.fullmatch(r"[0-9a-f]{64}", res.stdout.strip()):
-                return res.stdout.strip()
-        except DeviceError:
-            pass
-        h = hashlib.sha256()
-        try:
-            with self.sftp().open(remote, "rb") as f:
-                f.prefetch()
-                while block := f.read(1 << 20):
-                    h.update(block)
-        except (IOError, OSError, EOFError):
-            return None
-        return h.hexdigest()
+        """sha256 of a file on the device (hashed there; read back over SFTP when it has no sha256 tool)."""
+        return self.transfer().remote_sha256(remote)
+
+    def shell_facts(self) -> dict[str, str]:
+        """What a POSIX sh (dash, BusyBox ash) on the device tells without Python: arch, shell, the Python at
+        ``self.python`` and its version, the package manager. One command, cached."""
+        if self._shell_facts is None:
+            script = (f"py={shlex.quote(self.python)}\n"
+                      'echo "arch=$(uname -m 2>/dev/null)"\n'
+                      's=$(readlink -f /bin/sh 2>/dev/null); case "$s" in *busybox*) echo shell=busybox;; '
+                      '*) echo "shell=${s:-sh}";; esac\n'
+                      'p=$(command -v "$py" 2>/dev/null); echo "python=$p"\n'
+                      'if [ -n "$p" ]; then echo "pyver=$("$py" -c \'import sys; print("%d.%d" % '
+                      'sys.version_info[:2])\' 2>/dev/null)"; fi\n'
+                      "for m in apt-get apk opkg dnf yum; do if command -v $m >/dev/null 2>&1; then "
+                      "echo pkg=$m; break; fi; done\n")
+            code, out, err = self.transfer().run(script, what="looking at the device's shell and Python")
+            self._shell_facts = dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+        return self._shell_facts
+
+    def check_python(self) -> None:
+        """A device without the Python edgepack runs its runner with is one line naming the install command."""
+        if self._python_checked:
+            return
+        f = self.shell_facts()
+        if not f.get("python"):
+            what = " (a BusyBox system)" if f.get("shell") == "busybox" else ""
+            raise DeviceError(f"no Python at {self.python!r} on {self.name}{what}: the runner needs Python 3.9+",
+                              f"{install_python_hint(f.get('pkg'))}, or pass --remote-python PATH")
+        self._python_checked = True
 
     def put_runners(self) -> str:
+        from edgepack.transport import put_dir
+
+        self.check_python()  # before anything is uploaded
+
         base = self.options.remote_dir
-        remote = f"{base}/runners/{runner_digest()}"
-        if self._exists(remote + "/.complete") is not None:
+        digest = runner_digest()
+        remote = f"{base}/runners/{digest}"
+        t = self.transfer()
+        if t.stat_size(remote + "/.complete") is not None:
             return remote
-        tmp = f"{remote}.part-{secrets.token_hex(4)}"
-        dirs = sorted({posixpath.dirname(f"{tmp}/{runner_path(p)}") for p in runner_files()} | {tmp})
-        self._sh("mkdir -p " + " ".join(shlex.quote(d) for d in dirs))
-        with self._undo_on_failure(lambda: self.exec(f"rm -rf {shlex.quote(tmp)}"), "installing the runner"):
-            for p in runner_files():
-                self.sftp().put(str(p), f"{tmp}/{runner_path(p)}")
-            with self.sftp().open(f"{tmp}/.complete", "w") as f:
-                f.write(runner_digest())
-            try:
-                self.sftp().posix_rename(tmp, remote)
-            except IOError:  # another run installed the same runner first: use that one
-                self.exec(f"rm -rf {shlex.quote(tmp)}")
-        if self._exists(remote + "/.complete") is None:
+        t.mkdirs(f"{base}/runners")
+        put_dir(t, runner_files(), remote, marker_text=digest, name=runner_path)
+        if t.stat_size(remote + "/.complete") is None:
             raise DeviceError(f"could not install the runner on {self.name}", "check disk space and permissions")
         return remote
 
@@ -478,32 +456,64 @@ class SSHDevice:
         return py if self._exists(py) is not None else None
 
     def install_runtime(self, packages: tuple[str, ...]) -> str:
-        """Create (once) a venv in the device's edgepack cache, pip-install ``packages`` there, and use it."""
+        """Create (once) a venv in the device's edgepack cache, pip-install ``packages`` there, and use it.
+        pip's temporary files go to the cache too (``TMPDIR``), so a noexec /tmp does not matter."""
         venv = f"{self.options.remote_dir}/venv"
         py = f"{venv}/bin/python"
+        f = self.shell_facts()
+        pyver, arch = f.get("pyver") or "3", f.get("arch") or "?"
         if self._exists(py) is None:
             res = self.exec(f"{shlex.quote(self.options.remote_python)} -m venv {shlex.quote(venv)}")
             if res.code != 0:
                 self.exec(f"rm -rf {shlex.quote(venv)}")
-                raise DeviceError(f"could not create a venv on {self.name}: {(res.stderr or res.stdout).strip()[-200:]}",
-                                  "install the venv module on the device (Debian/Raspberry Pi OS: sudo apt install "
-                                  "python3-venv)")
-        res = self.exec(" ".join([shlex.quote(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                                  *(shlex.quote(p) for p in packages)]), timeout=1800)
+                raise DeviceError(f"could not create a venv with {self.options.remote_python} (Python {pyver}) on "
+                                  f"{self.name}: {_last_line(res.stderr or res.stdout)}",
+                                  install_venv_hint(f.get("pkg"), pyver))
+        tmp = f"{self.options.remote_dir}/tmp"
+        res = self.exec(f"mkdir -p {shlex.quote(tmp)} && TMPDIR={shlex.quote(tmp)} "
+                        + " ".join([shlex.quote(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                    *(shlex.quote(p) for p in packages)])
+                        + f"; c=$?; rm -rf {shlex.quote(tmp)}; exit $c", timeout=1800)
         if res.code != 0:
-            raise DeviceError(f"pip install {' '.join(packages)} failed on {self.name}: "
-                              f"{(res.stderr or res.stdout).strip().splitlines()[-1:] or ''}",
-                              "check the device reaches its package index and that wheels exist for its "
-                              "architecture and Python")
+            raise DeviceError(f"pip install {' '.join(packages)} failed on {self.name} ({arch}, Python {pyver}): "
+                              f"{_last_line(res.stderr or res.stdout)}",
+                              f"check the device reaches its package index (run {py} -m pip install "
+                              f"{' '.join(packages)} there to see why) and that PyPI has {' and '.join(packages)} "
+                              f"wheels for {arch} with Python {pyver}")
         self.python = py
         return py
 
     def close(self) -> None:
         try:
-            if self._sftp is not None:
-                self._sftp.close()
+            if self._transfer is not None:
+                self._transfer.close()
         finally:
             self.client.close()
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][-300:] if lines else "no output"
+
+
+def install_python_hint(pkg: Optional[str]) -> str:
+    """The command that installs Python 3 with the package manager the device has."""
+    return {"apt-get": "install it: sudo apt-get install python3 python3-venv",
+            "apk": "install it: apk add python3 py3-pip",
+            "opkg": "install it: opkg update && opkg install python3 python3-pip",
+            "dnf": "install it: sudo dnf install python3",
+            "yum": "install it: sudo yum install python3"}.get(
+        pkg or "", "the image has no package manager: add Python 3 to it (Buildroot: BR2_PACKAGE_PYTHON3=y; "
+                   "Yocto: IMAGE_INSTALL:append = \" python3 python3-pip\")")
+
+
+def install_venv_hint(pkg: Optional[str], pyver: str) -> str:
+    if pkg == "apt-get":
+        return f"install the venv module: sudo apt-get install python{pyver}-venv"
+    if pkg == "apk":
+        return "install pip and venv: apk add py3-pip py3-virtualenv"
+    return (f"install Python {pyver}'s venv and ensurepip modules on the device, or pass --remote-python with a "
+            "Python that has numpy and the runtime")
 
 
 def _local_user() -> str:
@@ -512,7 +522,22 @@ def _local_user() -> str:
     return getpass.getuser()
 
 
-def open_device(text: str, options: Optional[SSHOptions] = None):
+class Device(Protocol):
+    """What bench, deploy and doctor use of a device (LocalDevice and SSHDevice)."""
+
+    name: str
+    python: Any  # the device's Python (str); bench sets it to venv_python()'s result after checking it
+
+    def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]: ...
+    def put_runners(self) -> str: ...
+    def workdir(self) -> Optional[str]: ...
+    def run(self, argv: list[str]) -> Execution: ...
+    def venv_python(self) -> Optional[str]: ...
+    def install_runtime(self, packages: tuple[str, ...]) -> str: ...
+    def close(self) -> None: ...
+
+
+def open_device(text: str, options: Optional[SSHOptions] = None) -> Device:
     spec = parse_device(text)
     options = options or SSHOptions()
     if spec.local:

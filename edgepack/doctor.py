@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 from edgepack import registry
-from edgepack.devices import SSHOptions, open_device
+from edgepack.devices import SSHDevice, SSHOptions, open_device
 from edgepack.errors import DeviceError
+from edgepack.transport import _hint, q
+
+MIN_FREE_KB = 2048  # the runner (~200 KiB) and a small bundle; the error names the directory and the fix
 
 
-def probe(device: str, options: Optional[SSHOptions] = None) -> dict:
+def probe(device: str, options: Optional[SSHOptions] = None) -> dict[str, Any]:
+    """The device's facts (``device_runners/probe.py``) plus, over SSH, how files reach it: ``transport``
+    (sftp|exec), ``sha256_tool`` and ``notes`` (one line each, with the fix). A device edgepack cannot use
+    (no Python, an unwritable or full ``--remote-dir``) is a one-line DeviceError before anything is uploaded."""
     dev = open_device(device, options or SSHOptions())
+    link: dict[str, Any] = {"transport": "local", "sha256_tool": None, "notes": [], "route": []}
     try:
+        if isinstance(dev, SSHDevice):
+            link = _link_facts(dev)
         runners = dev.put_runners()
         packages = sorted({p for rt in registry.runtimes() for p in rt.probe_packages})
         res = dev.run([f"{runners}/probe.py", *packages])
@@ -22,19 +31,74 @@ def probe(device: str, options: Optional[SSHOptions] = None) -> dict:
         raise DeviceError(f"the probe failed on {device} (exit {res.code}): {res.stderr.strip()[-300:]}",
                           "check that --remote-python points at a working Python 3.9+")
     try:
-        return json.loads(res.stdout)
+        facts: dict[str, Any] = json.loads(res.stdout)
     except ValueError as e:
         raise DeviceError(f"the probe on {device} printed no JSON ({e})", f"stderr: {res.stderr.strip()[-300:]}")
+    facts.update(link)
+    return facts
 
 
-def advice(facts: dict) -> dict[str, dict]:
+def _dir_script(remote_dir: str) -> str:
+    """POSIX sh: can the SSH user write ``remote_dir``, how much is free there, may files there be executed
+    (native libraries of a venv there are mapped executable), and is $TMPDIR (/tmp) noexec. Its probe files
+    are removed; nothing else is written."""
+    return (f"d={q(remote_dir)}\n"
+            'if ! e=$(mkdir -p "$d" 2>&1); then echo "dir_error=$e"; exit 0; fi\n'
+            'f="$d/.edgepack-probe-$$"\n'
+            "if ! e=$( { printf '#!/bin/sh\\nexit 0\\n' > \"$f\"; } 2>&1); then rm -f \"$f\"; "
+            'echo "dir_error=$e"; exit 0; fi\n'
+            'if chmod +x "$f" 2>/dev/null && "$f" 2>/dev/null; then echo dir_exec=yes; else echo dir_exec=no; fi\n'
+            'rm -f "$f"\n'
+            'set -- $(df -k "$d" 2>/dev/null | tail -n 1); echo "dir_free_kb=$4"\n'
+            't=${TMPDIR:-/tmp}; echo "tmp=$t"; g="$t/.edgepack-probe-$$"\n'
+            "if { printf '#!/bin/sh\\nexit 0\\n' > \"$g\"; } 2>/dev/null && chmod +x \"$g\" 2>/dev/null; then "
+            'if "$g" 2>/dev/null; then echo tmp_exec=yes; else echo tmp_exec=no; fi; rm -f "$g"; '
+            "else echo tmp_exec=unwritable; fi\n")
+
+
+def _link_facts(dev: SSHDevice) -> dict[str, Any]:
+    t = dev.transfer()
+    shell = dev.shell_facts()
+    dev.check_python()
+    rd = dev.options.remote_dir
+    code, out, err = t.run(_dir_script(rd), what=f"checking {rd}")
+    d = dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+    if d.get("dir_error") or code != 0:
+        problem = d.get("dir_error") or err.strip() or f"exit {code}"
+        raise DeviceError(f"--remote-dir {rd} on {dev.name} cannot be written: {problem.splitlines()[-1]}",
+                          _hint(problem, rd + "/x"))
+    free = int(d["dir_free_kb"]) if d.get("dir_free_kb", "").isdigit() else None
+    if free is not None and free < MIN_FREE_KB:
+        raise DeviceError(f"--remote-dir {rd} on {dev.name} is (nearly) full: {free} KiB free, the runner and a "
+                          f"bundle need at least {MIN_FREE_KB} KiB", _hint("no space left", rd + "/x"))
+    tool = t.hash_tool()
+    if tool is None:
+        t.note(f"no sha256 tool on {dev.name} (sha256sum, {dev.python} hashlib, openssl): uploads are checked by "
+               "size only (fix: install coreutils or BusyBox sha256sum on the device)")
+    if d.get("dir_exec") == "no":
+        t.note(f"{rd} on {dev.name} is on a noexec mount: a venv there (--install-runtime) cannot load numpy or "
+               "the runtime's native libraries (fix: pass --remote-dir on a mount without noexec, e.g. "
+               "--remote-dir .cache/edgepack in the home directory)")
+    if d.get("tmp_exec") in ("no", "unwritable"):
+        what = "noexec" if d["tmp_exec"] == "no" else "not writable"
+        t.note(f"{d.get('tmp', '/tmp')} on {dev.name} is {what}: edgepack itself does not need it (the runner "
+               f"extracts into {rd}/work, --install-runtime's pip uses {rd}/tmp), but a pip install run by hand "
+               f"may fail (fix: TMPDIR={rd}/tmp {dev.python} -m pip install ...)")
+    if shell.get("shell") == "busybox":
+        t.note(f"{dev.name} runs BusyBox sh: fine for edgepack (uploads need only cat, wc, mv, rm, mkdir and a "
+               "sha256 tool)")
+    return {"transport": t.kind, "sha256_tool": tool, "notes": list(t.notes), "route": list(dev.route),
+            "shell": shell.get("shell"), "remote_dir_free_kb": free}
+
+
+def advice(facts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per format (each declared Runtime): ready or not, and the exact command to get it ready on this device."""
     pip = f"{facts['python_executable']} -m pip install"
     if facts.get("externally_managed"):
         pip = ("python3 -m venv ~/.venv-edgepack && ~/.venv-edgepack/bin/pip install"
-               "   # this Python is externally managed (PEP 668); then pass --remote-python ~/.venv-edgepack/bin/python,"
-               " or use edgepack bench --install-runtime")
-    out: dict[str, dict] = {}
+               "   # this Python is externally managed (PEP 668); then pass --remote-python "
+               "~/.venv-edgepack/bin/python, or use edgepack bench --install-runtime")
+    out: dict[str, dict[str, Any]] = {}
     for rt in registry.runtimes():
         a = rt.advice(facts, pip)
         if a is not None:
@@ -42,7 +106,7 @@ def advice(facts: dict) -> dict[str, dict]:
     return out
 
 
-def render(device: str, facts: dict, adv: dict) -> str:
+def render(device: str, facts: dict[str, Any], adv: dict[str, dict[str, Any]]) -> str:
     cpu = facts["cpu"]
     lines = [
         f"device    {device}",
@@ -56,6 +120,10 @@ def render(device: str, facts: dict, adv: dict) -> str:
         "packages  " + (", ".join(f"{k} {v}" for k, v in facts["packages"].items() if v) or "(none)"),
         "npu       " + (", ".join(facts["npu_device_nodes"]) or "no NPU device nodes found"),
         "delegates " + (", ".join(facts["delegate_libraries"]) or "no delegate libraries found"),
+        f"transport {facts.get('transport', 'local')}" + (f", sha256 checked with {facts['sha256_tool']}"
+                                                          if facts.get("sha256_tool") else "")
+        + (f", via {' -> '.join(facts['route'])}" if facts.get("route") else ""),
+        *(f"note      {n}" for n in facts.get("notes", [])),
         "",
     ]
     for fmt, a in adv.items():

@@ -24,28 +24,31 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from edgepack.errors import DeviceError, UsageError
 
 DEFAULT_KEYS = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk")
 MAX_HOPS = 8
 
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?|[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)$")
-_USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*\$?$")
+HopSettings = tuple[str, int, str, dict[str, Any]]  # host, port, user, its ssh_config lookup
 _HOP_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:@/\s\[\]]+)(?::(?P<port>\d+))?/?$")
 
 
 def validate_host(host: str, what: str = "host") -> str:
-    """A host name or address safe to put in a shell command (no metacharacters, no leading '-')."""
-    if not host or not _HOST_RE.match(host):
+    """A host name or address safe to put in a shell command: the check ``--device`` gets (devices.host_ok)."""
+    from edgepack.devices import host_ok
+
+    if not host_ok(host):
         raise UsageError(f"bad {what} name {host!r}", "a host is letters, digits, '.', '-', '_' or an IP address")
     return host
 
 
 def validate_user(user: str) -> str:
-    if not user or not _USER_RE.match(user):
-        raise UsageError(f"bad user name {user!r}", "a user name is letters, digits, '.', '-', '_'")
+    from edgepack.devices import user_ok
+
+    if not user_ok(user):
+        raise UsageError(f"bad user name {user!r}", "a user name is letters, digits, '.', '-', '_', '+'")
     return user
 
 
@@ -102,11 +105,11 @@ class ConnectOptions:
 
     policy: Any
     known_hosts: Optional[Path] = None
-    lookup: dict = field(default_factory=dict)
+    lookup: dict[str, Any] = field(default_factory=dict)
     config: Any = None
     alias: Optional[str] = None
     jump: Optional[str] = None
-    identity_files: list = field(default_factory=list)
+    identity_files: list[Any] = field(default_factory=list)
     use_agent: bool = True
     ask_password: bool = False
     timeout: float = 10.0
@@ -114,19 +117,19 @@ class ConnectOptions:
     password: Optional[Callable[[str], str]] = None  # default: getpass
 
 
-def _client_class():
+def _client_class() -> Any:
     import paramiko
 
     class ChainClient(paramiko.SSHClient):
         """An SSHClient that also closes the jump-host connections (or ProxyCommand) below it."""
 
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
-            self.hops: list = []
-            self.proxy = None
+            self.hops: list[Any] = []
+            self.proxy: Any = None
             self.route: list[str] = []
 
-        def close(self):
+        def close(self) -> None:
             try:
                 super().close()
             finally:
@@ -159,7 +162,7 @@ def _pub_blob(path: str) -> Optional[bytes]:
         return None
 
 
-def _is_true(v) -> bool:
+def _is_true(v: Any) -> bool:
     return str(v).strip().lower() in ("yes", "true", "1")
 
 
@@ -169,7 +172,7 @@ def _terminal_passphrase(path: str) -> Optional[str]:
     return getpass.getpass(f"Enter passphrase for key '{path}': ")
 
 
-def _auth_strategy(user: str, lookup: dict, options: ConnectOptions, where: str):
+def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, where: str) -> Any:
     import paramiko
     from paramiko.auth_strategy import (
         AuthFailure,
@@ -189,13 +192,14 @@ def _auth_strategy(user: str, lookup: dict, options: ConnectOptions, where: str)
     use_agent = options.use_agent and str(lookup.get("identityagent", "")).lower() != "none"
 
     class Strategy(AuthStrategy):
-        def __init__(self):
-            super().__init__(ssh_config=None)
+        def __init__(self) -> None:
+            super().__init__(ssh_config=paramiko.SSHConfig())  # the lookup is done already
             self.locked: list[str] = []
             self.unreadable: list[str] = []
             self.tried: list[str] = []
+            self.no_terminal = False
 
-        def get_sources(self):
+        def get_sources(self) -> Iterator[Any]:
             agent_keys = []
             if use_agent and os.environ.get("SSH_AUTH_SOCK"):
                 try:
@@ -225,7 +229,8 @@ def _auth_strategy(user: str, lookup: dict, options: ConnectOptions, where: str)
                         self.locked.append(path)
                         continue
                     try:
-                        pkey = paramiko.PKey.from_path(path, phrase.encode())  # cryptography wants bytes
+                        # cryptography wants bytes (the stubs say str)
+                        pkey = paramiko.PKey.from_path(path, phrase.encode())  # type: ignore[arg-type]
                     except (paramiko.SSHException, ValueError, TypeError) as e:
                         raise DeviceError(f"cannot decrypt {path} (wrong passphrase?)", "check the passphrase; "
                                           f"ssh-keygen -y -f {shlex.quote(path)} tests it") from e
@@ -235,12 +240,15 @@ def _auth_strategy(user: str, lookup: dict, options: ConnectOptions, where: str)
                     self.unreadable.append(f"{path} ({e})")
                     continue
                 self.tried.append(path)
-                yield OnDiskPrivateKey(user, source, path, pkey)
+                yield OnDiskPrivateKey(user, source, Path(path), pkey)
             if options.ask_password:
-                self.tried.append("password")
-                yield Password(user, password_getter=lambda: (options.password or _ask_password)(where))
+                if options.password is None and not (sys.stdin and sys.stdin.isatty()):
+                    self.no_terminal = True  # paramiko would swallow the getter's error: say it after the keys
+                else:
+                    self.tried.append("password")
+                    yield Password(user, password_getter=lambda: (options.password or _ask_password)(where))
 
-        def authenticate(self, transport):
+        def authenticate(self, transport: Any) -> Any:
             try:
                 return super().authenticate(transport)
             except AuthFailure as e:
@@ -250,6 +258,11 @@ def _auth_strategy(user: str, lookup: dict, options: ConnectOptions, where: str)
                                       "and there is no terminal to ask for the passphrase",
                                       f"load it into your agent first: ssh-add {shlex.quote(key)} "
                                       "(then SSH_AUTH_SOCK must reach edgepack)") from e
+                if self.no_terminal:
+                    raise DeviceError(f"authentication failed for {where} with the keys "
+                                      f"({', '.join(self.tried) or 'none found'}), and --ask-password needs a "
+                                      "terminal to ask for the password",
+                                      "run edgepack from a terminal, or use a key (ssh-copy-id, ssh-add)") from e
                 tried = ", ".join(self.tried) or "no key found (no agent, no IdentityFile, no ~/.ssh/id_*)"
                 bad = f"; unreadable: {'; '.join(self.unreadable)}" if self.unreadable else ""
                 raise DeviceError(f"authentication failed for {where} (tried {tried}{bad})",
@@ -270,7 +283,7 @@ def _ask_password(where: str) -> str:
 # --------------------------------------------------------------------------- connect
 
 
-def _hop_settings(hop: Hop, options: ConnectOptions) -> tuple[str, int, str, dict]:
+def _hop_settings(hop: Hop, options: ConnectOptions) -> HopSettings:
     look = options.config.lookup(hop.host) if options.config is not None else {}
     host = look.get("hostname", hop.host)
     port = hop.port or int(look.get("port", 22))
@@ -278,7 +291,7 @@ def _hop_settings(hop: Hop, options: ConnectOptions) -> tuple[str, int, str, dic
     return validate_host(host, "jump host"), port, validate_user(user), look
 
 
-def _expand_hops(hops: list[Hop], options: ConnectOptions, depth: int = 0) -> list[tuple[str, int, str, dict]]:
+def _expand_hops(hops: list[Hop], options: ConnectOptions, depth: int = 0) -> list[HopSettings]:
     """Each hop's (host, port, user, lookup), with the hops a jump host's own ProxyJump puts before it."""
     out = []
     for hop in hops:
@@ -296,14 +309,31 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def _open(host: str, port: int, user: str, look: dict, options: ConnectOptions, sock, label: str):
+def load_known_hosts(client: Any, known: Optional[Path]) -> None:
+    """Load ``known`` into ``client``; a damaged file is a usage error, not a traceback."""
+    import paramiko
+
+    if known is None or not Path(known).is_file():
+        return
+    try:
+        client.load_host_keys(str(known))
+    except (UnicodeDecodeError, ValueError, paramiko.SSHException, OSError) as e:
+        raise UsageError(f"known_hosts file {known} cannot be read ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else ''})",
+                         "remove or fix the damaged line (ssh-keygen -R HOST -f FILE rewrites it)") from e
+
+
+def _open(host: str, port: int, user: str, look: dict[str, Any], options: ConnectOptions, sock: Any,
+          label: str) -> Any:
+    import time
+
     where = f"{label}{user}@{host}:{port}"
     client = _client_class()()
     known = options.known_hosts
-    if known is not None and Path(known).is_file():
-        client.load_host_keys(str(known))
+    load_known_hosts(client, known)
     client.set_missing_host_key_policy(options.policy)
     t = options.timeout
+    started = time.monotonic()
     try:
         client.connect(host, port=port, username=user, sock=sock, timeout=t, banner_timeout=t, auth_timeout=t,
                        auth_strategy=_auth_strategy(user, look, options, where))
@@ -312,11 +342,12 @@ def _open(host: str, port: int, user: str, look: dict, options: ConnectOptions, 
         raise
     except BaseException as e:
         client.close()
-        raise _translate(e, where, host, port, known) from e
+        raise _translate(e, where, host, port, known, t, time.monotonic() - started) from e
     return client
 
 
-def _translate(e: BaseException, where: str, host: str, port: int, known: Optional[Path]) -> BaseException:
+def _translate(e: BaseException, where: str, host: str, port: int, known: Optional[Path], timeout: float = 10.0,
+               elapsed: float = 0.0) -> BaseException:
     import paramiko
 
     if isinstance(e, paramiko.BadHostKeyException):
@@ -324,6 +355,10 @@ def _translate(e: BaseException, where: str, host: str, port: int, known: Option
                            f"{e.expected_key.fingerprint}, got {e.key.fingerprint}): possible man-in-the-middle",
                            f"if the host was reinstalled, remove its line (ssh-keygen -R "
                            f"'{_known_hosts_name(host, port)}' -f {known}) and connect again")
+    if isinstance(e, paramiko.AuthenticationException):
+        return DeviceError(f"authentication failed for {where} ({e})",
+                           "pass --identity KEY or add the key to ssh-agent; install your public key on "
+                           "the device with ssh-copy-id")
     if isinstance(e, paramiko.ProxyCommandFailure):
         return DeviceError(f"ProxyCommand for {where} failed: {e}", "run the ProxyCommand by hand to see why")
     if isinstance(e, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
@@ -334,18 +369,33 @@ def _translate(e: BaseException, where: str, host: str, port: int, known: Option
             return DeviceError(f"host key for {where} is unknown (not in {known})",
                                f"check the key, then add it: ssh-keyscan -p {port} {host} >> {known}, "
                                "or pass --accept-new-host-key to trust it on first use")
+        if "banner" in text or "No existing session" in text:
+            if elapsed >= timeout * 0.9:
+                return DeviceError(f"cannot reach {where}: timed out after {timeout:g}s waiting for the SSH "
+                                   "server's greeting", "check that this port is the device's sshd and that "
+                                   "the device is not overloaded; raise --connect-timeout for a slow device")
+            return DeviceError(f"{where} does not speak SSH (no SSH greeting on port {port})",
+                               "check the port (host:PORT in --device, or Port in ~/.ssh/config)")
+        if "No authentication methods available" in text or "not a valid" in text or "private key" in text:
+            return DeviceError(f"no usable SSH key for {where} ({text})",
+                               "pass --identity with your private key, set IdentityFile in ~/.ssh/config, or "
+                               "add the key to ssh-agent")
         return DeviceError(f"SSH to {where} failed: {text}", "check that an SSH server runs on that port")
     if isinstance(e, socket.gaierror):
         return DeviceError(f"unknown host {host!r} ({e.strerror})",
                            "check the name, or add a Host entry to ~/.ssh/config")
     if isinstance(e, (socket.timeout, TimeoutError)):
-        return DeviceError(f"cannot reach {where}: timed out", "check the host is on and reachable (ping, firewall)")
+        return DeviceError(f"cannot reach {where}: timed out after {timeout:g}s",
+                           "check the host is on and reachable (ping, firewall)")
+    if isinstance(e, EOFError):
+        return DeviceError(f"{where} closed the connection during the SSH handshake",
+                           "check that this port is the device's sshd and its logs")
     if isinstance(e, OSError):
         return DeviceError(f"cannot reach {where}: {e.strerror or e}", "check the network and the port")
     return e
 
 
-def route(host: str, port: int, user: str, options: ConnectOptions) -> tuple[list, Optional[str]]:
+def route(host: str, port: int, user: str, options: ConnectOptions) -> tuple[list[HopSettings], Optional[str]]:
     """(jump hops as (host, port, user, lookup), ProxyCommand line or None) for this device."""
     look = options.lookup or {}
     if options.jump:
@@ -358,7 +408,7 @@ def route(host: str, port: int, user: str, options: ConnectOptions) -> tuple[lis
     return [], None
 
 
-def connect(host: str, port: int, user: str, options: ConnectOptions):
+def connect(host: str, port: int, user: str, options: ConnectOptions) -> Any:
     """A connected, authenticated ``paramiko.SSHClient`` to ``user@host:port`` (``host`` is the HostName),
     through the jump hosts or ProxyCommand the options and config ask for. ``client.route`` lists the hops."""
     import paramiko
@@ -366,7 +416,7 @@ def connect(host: str, port: int, user: str, options: ConnectOptions):
     validate_host(host)
     validate_user(user)
     hops, command = route(host, port, user, options)
-    opened: list = []
+    opened: list[Any] = []
     sock, proxy = None, None
     try:
         for i, (h, p, u, look) in enumerate(hops):

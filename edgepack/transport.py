@@ -23,7 +23,7 @@ import secrets
 import shlex
 import socket
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 from edgepack.errors import DeviceError
 
@@ -55,7 +55,7 @@ def _hint(stderr: str, path: str) -> str:
     s = stderr.lower()
     parent = path.rsplit("/", 1)[0] if "/" in path else "."
     if "no space left" in s or "disk quota" in s:
-        return f"free space on the device (df -h {parent}) or pass --remote-dir on a larger filesystem"
+        return f"free disk space on the device (df -h {parent}) or pass --remote-dir on a larger filesystem"
     if "read-only file system" in s:
         return "pass --remote-dir to a writable directory on the device (e.g. /data/edgepack or /tmp/edgepack)"
     if "permission denied" in s:
@@ -75,7 +75,7 @@ class Transfer:
 
     kind = "exec"
 
-    def __init__(self, client, name: str = "device", python: str = "python3", timeout: float = 120.0,
+    def __init__(self, client: Any, name: str = "device", python: str = "python3", timeout: float = 120.0,
                  warn: Optional[Callable[[str], None]] = None):
         self.client = client
         self.name = name
@@ -222,6 +222,16 @@ class Transfer:
             raise self._fail(code, err, local_name, remote_final)
         return tool
 
+    def remote_sha256(self, path: str) -> Optional[str]:
+        """sha256 of ``path`` hashed on the device, or None (absent, unreadable, or no sha256 tool there)."""
+        tool = self.hash_tool()
+        if tool is None:
+            return None
+        code, out, _ = self.run(f"t={q(path)}; [ -f \"$t\" ] || exit 1; h=$({self._hash_command(tool)}) || exit 1; "
+                                'h=${h##*= }; echo "${h%% *}"', what=f"hashing {path}")
+        h = out.strip().lower()
+        return h if code == 0 and len(h) == 64 and all(c in "0123456789abcdef" for c in h) else None
+
     def mkdirs(self, path: str) -> None:
         self._check(f"mkdir -p {q(path)}", f"creating {path}", path + "/x")
 
@@ -261,8 +271,9 @@ class SftpTransfer(Transfer):
 
     kind = "sftp"
 
-    def __init__(self, client, sftp, **kw):
-        super().__init__(client, **kw)
+    def __init__(self, client: Any, sftp: Any, name: str = "device", python: str = "python3",
+                 timeout: float = 120.0, warn: Optional[Callable[[str], None]] = None):
+        super().__init__(client, name=name, python=python, timeout=timeout, warn=warn)
         self.sftp = sftp
 
     def put_stream(self, stream: BinaryIO, size: int, remote_final: str, sha256: Optional[str] = None,
@@ -281,14 +292,35 @@ class SftpTransfer(Transfer):
         code, _, err = self.run(script, what=f"checking the upload of {local_name}")
         if code != 0:
             self._remove_quietly(tmp)
+            if code == _E_SIZE and limited.left == 0:
+                # all bytes were sent, fewer stored: paramiko drops the status of pipelined SFTP writes
+                msg = err.strip().splitlines()
+                detail = msg[-1] if msg else f"exit {code}"
+                raise DeviceError(f"upload of {local_name} to {self.name} failed: the device did not store all of "
+                                  f"it ({detail}; a full disk or a quota?)", _hint("no space left", remote_final))
             raise self._fail(code, err, local_name, remote_final)
         return tool
 
     def stat_size(self, path: str) -> Optional[int]:
         try:
-            return self.sftp.stat(path).st_size
+            size: Optional[int] = self.sftp.stat(path).st_size
+            return size
         except IOError:
             return None
+
+    def remote_sha256(self, path: str) -> Optional[str]:
+        """Hashed on the device; without a sha256 tool there, read back over SFTP and hashed here."""
+        if self.hash_tool() is not None:
+            return super().remote_sha256(path)
+        h = hashlib.sha256()
+        try:
+            with self.sftp.open(path, "rb") as f:
+                f.prefetch()
+                while block := f.read(1 << 20):
+                    h.update(block)
+        except (IOError, OSError, EOFError):
+            return None
+        return h.hexdigest()
 
     def close(self) -> None:
         try:
@@ -313,14 +345,13 @@ class _Limited(io.RawIOBase):
         return data
 
 
-def open_transfer(client, name: str = "device", python: str = "python3", prefer: Optional[str] = None,
+def open_transfer(client: Any, name: str = "device", python: str = "python3", prefer: Optional[str] = None,
                   timeout: float = 120.0, warn: Optional[Callable[[str], None]] = None) -> Transfer:
     """SFTP when the server offers it, else exec; ``prefer="exec"`` skips SFTP, ``prefer="sftp"`` requires it."""
     import paramiko
 
-    kw = dict(name=name, python=python, timeout=timeout, warn=warn)
     if prefer == "exec":
-        return Transfer(client, **kw)
+        return Transfer(client, name=name, python=python, timeout=timeout, warn=warn)
     transport = client.get_transport()
     chan = None
     try:
@@ -336,24 +367,32 @@ def open_transfer(client, name: str = "device", python: str = "python3", prefer:
         if prefer == "sftp":
             raise DeviceError(f"{name} refuses SFTP ({e})",
                               "enable the sftp Subsystem in the device's sshd_config, or let edgepack use exec") from e
-        t = Transfer(client, **kw)
+        t = Transfer(client, name=name, python=python, timeout=timeout, warn=warn)
         t.note(f"{name} has no SFTP ({e}): files go over an exec channel (cat), checked on the device")
         return t
-    return SftpTransfer(client, sftp, **kw)
+    return SftpTransfer(client, sftp, name=name, python=python, timeout=timeout, warn=warn)
 
 
 def put_dir(transfer: Transfer, files: list[Path], remote: str, marker: str = ".complete",
-            marker_text: str = "") -> bool:
+            marker_text: str = "", name: Optional[Callable[[Path], str]] = None) -> bool:
     """Install ``files`` as directory ``remote`` all at once: each file verified into a temp directory beside
-    it, then ``marker`` written, then one rename. False when ``remote`` is complete already (nothing sent);
-    when another run installed it first, the temp directory is removed and that one is kept."""
+    it (at ``name(path)``, a relative path with '/', default its file name), then ``marker`` written, then one
+    rename. False when ``remote`` is complete already (nothing sent); when another run installed it first,
+    the temp directory is removed and that one is kept."""
     if transfer.stat_size(f"{remote}/{marker}") is not None:
         return False
+    rel = {Path(p): (name or (lambda x: x.name))(Path(p)) for p in files}
+    for r in rel.values():
+        if r.startswith("/") or ".." in r.split("/"):
+            raise ValueError(f"put_dir: {r!r} is not a relative path inside the directory")
     tmp = f"{remote}{TEMP_MARK}{secrets.token_hex(4)}"
     transfer.mkdirs(tmp)
     try:
-        for p in files:
-            transfer.put(Path(p), f"{tmp}/{Path(p).name}", sha256_file(Path(p)))
+        subdirs = sorted({r.rsplit("/", 1)[0] for r in rel.values() if "/" in r})
+        for d in subdirs:
+            transfer.mkdirs(f"{tmp}/{d}")
+        for p, r in rel.items():
+            transfer.put(p, f"{tmp}/{r}", sha256_file(p))
         transfer.put_bytes(marker_text.encode(), f"{tmp}/{marker}")
         if not transfer.rename(tmp, remote):
             transfer.remove(tmp, recursive=True)

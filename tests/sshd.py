@@ -194,7 +194,7 @@ class Dropbear:
     file outside the fixture is touched. With ``busybox=True`` /usr/bin (= /bin) is replaced there by a
     directory of BusyBox applets: BusyBox ash as /bin/sh, BusyBox cat/wc/sha256sum/mv..., and no python3
     (``without`` leaves applets out, e.g. sha256sum). In the namespace ``readonly_dir`` is a read-only bind
-    mount and ``full_dir`` a 64 KiB tmpfs; both vanish with the server.
+    mount, ``full_dir`` a 64 KiB tmpfs and ``noexec_dir`` a noexec tmpfs; all vanish with the server.
     """
 
     def __init__(self, root: Path, busybox: bool = False, sftp: bool = False, without: tuple[str, ...] = ()):
@@ -204,8 +204,10 @@ class Dropbear:
         # seen only by the server's sessions: a read-only directory and a 64 KiB filesystem (a full disk)
         self.readonly_dir = root / "readonly"
         self.full_dir = root / "full"
+        self.noexec_dir = root / "noexec"
         self.readonly_dir.mkdir()
         self.full_dir.mkdir()
+        self.noexec_dir.mkdir()
         root.mkdir(parents=True, exist_ok=True)
         self.address = "127.0.0.1"
         self.host_key = root / "dropbear_ed25519"
@@ -252,7 +254,8 @@ class Dropbear:
         ro, full = shlex.quote(str(self.readonly_dir)), shlex.quote(str(self.full_dir))
         mounts = [f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
                   f"mount --bind {ro} {ro}", f"mount -o remount,ro,bind {ro}",
-                  f"mount -t tmpfs -o size=64k edgepack-full {full}"]
+                  f"mount -t tmpfs -o size=64k edgepack-full {full}",
+                  f"mount -t tmpfs -o size=8m,noexec edgepack-noexec {shlex.quote(str(self.noexec_dir))}"]
         server = Path("/usr/lib/sftp-server")
         if not self.sftp and server.exists():  # Debian's openssh-sftp-server would give dropbear SFTP
             (self.root / "no-sftp-server").write_text("")

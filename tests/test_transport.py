@@ -11,6 +11,10 @@ from pathlib import Path
 
 import paramiko
 import pytest
+
+from edgepack.errors import DeviceError, UsageError
+from edgepack.ssh_connect import ConnectOptions, connect, parse_jump
+from edgepack.transport import open_transfer, put_dir, sha256_file
 from sshd import (
     Dropbear,
     SshAgent,
@@ -20,10 +24,6 @@ from sshd import (
     keygen,
     why_unavailable,
 )
-
-from edgepack.errors import DeviceError, UsageError
-from edgepack.ssh_connect import ConnectOptions, connect, parse_jump
-from edgepack.transport import open_transfer, put_dir, sha256_file
 
 _reason = why_unavailable()
 if _reason and os.environ.get("EDGEPACK_REQUIRE_SSHD"):
@@ -356,11 +356,13 @@ def test_unknown_host_key_behind_the_jump_is_refused(net, tmp_path):
 
 def test_proxycommand_with_openssh_client(net, tmp_path):
     j, t = net["jump"], net["target"]
+    proxy = (f"ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="
+             f"{net['known_hosts']} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1")
     cfg = _config(tmp_path, f"""
 Host board
   HostName 127.0.0.2
   Port {t.port}
-  ProxyCommand ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={net['known_hosts']} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1
+  ProxyCommand {proxy}
 """)
     look = cfg.lookup("board")
     c = connect(look["hostname"], int(look["port"]), t.user,

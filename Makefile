@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 EXTRAS ?= torch,tensorflow,tflite,coreml,npu,report,test,zoo
 
-.PHONY: setup demo test test-fast test-zoo bench zoo clean
+.PHONY: setup demo test test-fast test-zoo lint bench zoo clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt converters/onnx_tools.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# ruff (lint + format) and mypy --strict on edgepack/ and device_runners/, as configured in pyproject.toml.
+lint: setup
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy
 
 # The whole model zoo as tests (~1 h on 2 cores); `make test` runs only its CI subset.
 test-zoo: setup

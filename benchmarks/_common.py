@@ -35,8 +35,15 @@ def build_mobilenet(out: Path, quantize: str = "none", calibration: Path | None 
     from edgepack.ui import set_quiet
 
     set_quiet(True)
-    return edgepack.build(f"{MOBILENET}:build_model", to=to, quantize=quantize, calibration=calibration,
-                          inputs=["image:1x3x224x224"], output=out, **kw)
+    return edgepack.build(
+        f"{MOBILENET}:build_model",
+        to=to,
+        quantize=quantize,
+        calibration=calibration,
+        inputs=["image:1x3x224x224"],
+        output=out,
+        **kw,
+    )
 
 
 def keras_twin(torch_model):
@@ -48,8 +55,12 @@ def keras_twin(torch_model):
 
     def bn(t_bn):
         layer = keras.layers.BatchNormalization(epsilon=t_bn.eps, momentum=0.9)
-        return layer, [t_bn.weight.detach().numpy(), t_bn.bias.detach().numpy(),
-                       t_bn.running_mean.numpy(), t_bn.running_var.numpy()]
+        return layer, [
+            t_bn.weight.detach().numpy(),
+            t_bn.bias.detach().numpy(),
+            t_bn.running_mean.numpy(),
+            t_bn.running_var.numpy(),
+        ]
 
     assigns = []
 
@@ -87,8 +98,9 @@ def keras_twin(torch_model):
     x = keras.layers.GlobalAveragePooling2D()(x)
     dense = keras.layers.Dense(torch_model.classifier.out_features)
     out = dense(x)
-    assigns.append((dense, [torch_model.classifier.weight.detach().numpy().T,
-                            torch_model.classifier.bias.detach().numpy()]))
+    assigns.append(
+        (dense, [torch_model.classifier.weight.detach().numpy().T, torch_model.classifier.bias.detach().numpy()])
+    )
     model = keras.Model(inp, out)
     for layer, weights in assigns:
         layer.set_weights(weights)

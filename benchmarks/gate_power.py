@@ -34,8 +34,10 @@ def main():
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
-    print(f"gate at +{args.limit:.0%}: {args.repeat} windows x {args.samples} samples per side, within-window "
-          f"sigma {args.spread:.0%}, window drift sigma {args.drift:.0%}, {args.trials} pairs per row")
+    print(
+        f"gate at +{args.limit:.0%}: {args.repeat} windows x {args.samples} samples per side, within-window "
+        f"sigma {args.spread:.0%}, window drift sigma {args.drift:.0%}, {args.trials} pairs per row"
+    )
     print(f"{'true slowdown':>14} {'fails (windows)':>16} {'fails (pooled)':>15} {'median interval width':>22}")
     t0 = time.perf_counter()
     for shift in (0.0, 0.02, 0.05, 0.10, 0.15, 0.20, 0.30):
@@ -49,8 +51,10 @@ def main():
             widths.append(ci.high - ci.low)
             pooled = ratio_of_medians([sum(base, [])], [sum(cur, [])], seed=t)
             pooled_fails += pooled.beyond(1 + args.limit)
-        print(f"{shift:>13.0%} {fails / args.trials:>16.0%} {pooled_fails / args.trials:>15.0%} "
-              f"{np.median(widths) * 100:>20.1f} pt")
+        print(
+            f"{shift:>13.0%} {fails / args.trials:>16.0%} {pooled_fails / args.trials:>15.0%} "
+            f"{np.median(widths) * 100:>20.1f} pt"
+        )
     per = (time.perf_counter() - t0) / (7 * args.trials * 2)
     print(f"one comparison (2000 bootstrap replicates): {per * 1000:.0f} ms")
 

@@ -52,14 +52,17 @@ def main() -> int:
         onnx_built = build_mobilenet(tmp / "mnv2.onnx.edgepack", to="onnx")
         (tmp / "mnv2.onnx").write_bytes(read_member(onnx_built.path, "model.onnx"))
         o_built = edgepack.build(tmp / "mnv2.onnx", to="tflite", layout="nhwc", output=tmp / "o2t.edgepack")
-        o = edgepack.bench(o_built.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs,
-                           threads=args.threads).result
+        o = edgepack.bench(
+            o_built.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs, threads=args.threads
+        ).result
         ratios, t_p50s, k_p50s = [], [], []
         for _ in range(args.rounds):
-            t = edgepack.bench(t_built.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs,
-                               threads=args.threads).result
-            k = edgepack.bench(k_built.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs,
-                               threads=args.threads).result
+            t = edgepack.bench(
+                t_built.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs, threads=args.threads
+            ).result
+            k = edgepack.bench(
+                k_built.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs, threads=args.threads
+            ).result
             t_p50s.append(t.latency_ms.p50)
             k_p50s.append(k.latency_ms.p50)
             ratios.append(t.latency_ms.p50 / k.latency_ms.p50)
@@ -69,8 +72,10 @@ def main() -> int:
     print(f"MobileNetV2 fp32 TFLite, {args.threads} threads, {args.runs} runs x {args.rounds} rounds")
     print(f"  PyTorch -> litert-torch (NHWC I/O): p50 {statistics.median(t_p50s):.2f} ms, Transpose ops {tr_t}")
     print(f"  Keras twin -> TFLiteConverter:      p50 {statistics.median(k_p50s):.2f} ms, Transpose ops {tr_k}")
-    print(f"  PyTorch -> ONNX -> onnx2tf (NHWC):  p50 {o.latency_ms.p50:.2f} ms (one run), Transpose ops "
-          f"{o.runtime_details['ops'].get('TRANSPOSE', 0)}")
+    print(
+        f"  PyTorch -> ONNX -> onnx2tf (NHWC):  p50 {o.latency_ms.p50:.2f} ms (one run), Transpose ops "
+        f"{o.runtime_details['ops'].get('TRANSPOSE', 0)}"
+    )
     print(f"median ratio torch/keras = {med:.3f} (target <= 1.1: {'met' if med <= 1.1 else 'NOT met'})")
     return 0
 

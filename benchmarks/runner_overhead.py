@@ -60,11 +60,20 @@ def main() -> int:
         print(f"MobileNetV2 fp32 ONNX, {args.threads} threads, {args.runs} runs x {args.rounds} rounds")
         for r in range(args.rounds):
             bare = bare_p50(str(tmp / "model.onnx"), x, args.runs, args.warmup, args.threads)
-            ep = edgepack.bench(built.path, "local", runs=args.runs, warmup=args.warmup, min_seconds=0,
-                                max_runs=args.runs, threads=args.threads).result.latency_ms.p50
+            ep = edgepack.bench(
+                built.path,
+                "local",
+                runs=args.runs,
+                warmup=args.warmup,
+                min_seconds=0,
+                max_runs=args.runs,
+                threads=args.threads,
+            ).result.latency_ms.p50
             ratios.append(ep / bare)
-            print(f"  round {r + 1}: bare session.run p50 {bare:.2f} ms | edgepack p50 {ep:.2f} ms | "
-                  f"ratio {ep / bare:.3f}")
+            print(
+                f"  round {r + 1}: bare session.run p50 {bare:.2f} ms | edgepack p50 {ep:.2f} ms | "
+                f"ratio {ep / bare:.3f}"
+            )
         med = statistics.median(ratios)
         verdict = "within" if abs(med - 1) <= 0.05 else "OUTSIDE"
         print(f"median ratio edgepack/bare = {med:.3f} ({verdict} the ±5% target)")

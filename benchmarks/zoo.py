@@ -27,8 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "samples" / "zoo"))
 
-from models import PRECISIONS, TARGETS, ZOO  # noqa: E402
 from runner import run_isolated  # noqa: E402
+
+from models import TARGETS, ZOO  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "zoo-results.json"
 BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"
@@ -47,10 +48,20 @@ def load(path: Path) -> dict:
 
 def save(path: Path, results: dict) -> None:
     order = {n: i for i, n in enumerate(ZOO)}
-    rows = sorted(results.values(), key=lambda r: (order.get(r["model"], 999), TARGETS.index(r["target"])
-                                                   if r["target"] in TARGETS else 9, r["precision"]))
-    doc = {"schema": "edgepack.zoo-results/1", "updated": _dt.datetime.now().isoformat(timespec="seconds"),
-           "machine": {"machine": platform.machine(), "python": platform.python_version()}, "results": rows}
+    rows = sorted(
+        results.values(),
+        key=lambda r: (
+            order.get(r["model"], 999),
+            TARGETS.index(r["target"]) if r["target"] in TARGETS else 9,
+            r["precision"],
+        ),
+    )
+    doc = {
+        "schema": "edgepack.zoo-results/1",
+        "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"machine": platform.machine(), "python": platform.python_version()},
+        "results": rows,
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     tmp.replace(path)
@@ -88,13 +99,17 @@ def _cell(r: dict) -> str:
 
 
 def table(results: dict) -> str:
-    rows = ["| model | family | route | precision | outcome | build s | size | min cosine |",
-            "|---|---|---|---|---|---:|---:|---:|"]
+    rows = [
+        "| model | family | route | precision | outcome | build s | size | min cosine |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
     results = {k: reclassify(r) for k, r in results.items()}
     order = {n: i for i, n in enumerate(ZOO)}
     prec_order = {p: i for i, p in enumerate(("none", "fp16", "dynamic", "int8"))}
-    for r in sorted(results.values(), key=lambda r: (order.get(r["model"], 999), TARGETS.index(r["target"]),
-                                                     prec_order.get(r["precision"], 9))):
+    for r in sorted(
+        results.values(),
+        key=lambda r: (order.get(r["model"], 999), TARGETS.index(r["target"]), prec_order.get(r["precision"], 9)),
+    ):
         m = ZOO.get(r["model"])
         route = f"{m.framework if m else '?'} → {r['target']}"
         if r.get("route"):
@@ -102,18 +117,22 @@ def table(results: dict) -> str:
             route += f" `{r['route']}`" + (f" (after {', '.join(failed)} failed)" if failed else "")
         cos = f"{r['cosine']:.6f}" if isinstance(r.get("cosine"), (int, float)) else ""
         secs = f"{r['seconds']:.1f}" if isinstance(r.get("seconds"), (int, float)) else ""
-        rows.append(f"| {r['model']} | {r.get('family', m.family if m else '')} | {route} | {r['precision']} | "
-                    f"{_cell(r)} | {secs} | {_size(r.get('bytes'))} | {cos} |")
+        rows.append(
+            f"| {r['model']} | {r.get('family', m.family if m else '')} | {route} | {r['precision']} | "
+            f"{_cell(r)} | {secs} | {_size(r.get('bytes'))} | {cos} |"
+        )
     counts: dict[str, int] = {}
     results = {k: reclassify(r) for k, r in results.items()}
     for r in results.values():
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
     summary = ", ".join(f"{counts[k]} {k}" for k in sorted(counts, key=lambda k: ORDER.get(k, 9)))
     total = sum(r.get("wall_seconds") or r.get("seconds") or 0 for r in results.values())
-    head = (f"Model zoo matrix (`benchmarks/zoo.py`, {len(results)} cases: {summary}; "
-            f"{total / 60:.0f} min of builds on 2 cores). *build s* is `edgepack.build` alone (no interpreter "
-            "start); *size* the bundle; *min cosine* the lowest over outputs (CoreML on Linux: not run, "
-            "checked statically). Models are random-weight, small configs (`samples/zoo/models.py`).")
+    head = (
+        f"Model zoo matrix (`benchmarks/zoo.py`, {len(results)} cases: {summary}; "
+        f"{total / 60:.0f} min of builds on 2 cores). *build s* is `edgepack.build` alone (no interpreter "
+        "start); *size* the bundle; *min cosine* the lowest over outputs (CoreML on Linux: not run, "
+        "checked statically). Models are random-weight, small configs (`samples/zoo/models.py`)."
+    )
     return head + "\n\n" + "\n".join(rows)
 
 
@@ -138,8 +157,12 @@ def update_readme(readme: Path, text: str) -> None:
 
 
 def status_md(results: dict, running: str = "") -> str:
-    lines = ["# Model zoo matrix on the current code (benchmarks/zoo.py, in progress)" if running else
-             "# Model zoo matrix on the current code (benchmarks/zoo.py)", ""]
+    lines = [
+        "# Model zoo matrix on the current code (benchmarks/zoo.py, in progress)"
+        if running
+        else "# Model zoo matrix on the current code (benchmarks/zoo.py)",
+        "",
+    ]
     if running:
         lines += [f"Running now: {running}", ""]
     lines.append(table(results))
@@ -183,8 +206,10 @@ def main(argv=None) -> int:
             save(args.results, results)
             if args.status:
                 args.status.write_text(status_md(results))
-            print(f"{'/'.join(case):45} {r['outcome']:9} {time.time() - t0:6.1f} s  {(r.get('message') or '')[:90]}",
-                  flush=True)
+            print(
+                f"{'/'.join(case):45} {r['outcome']:9} {time.time() - t0:6.1f} s  {(r.get('message') or '')[:90]}",
+                flush=True,
+            )
             return r
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

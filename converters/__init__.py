@@ -23,22 +23,27 @@ ROUTE_MODULES = (
     "torch_to_onnx",
     "keras_to_tflite",
     "tflite_to_tflite",
-    "torch_to_tflite",          # litert-torch; then, on failure:
-    "torch_onnx_to_tflite",     # torch -> ONNX -> onnx2tf
+    "torch_to_tflite",  # litert-torch; then, on failure:
+    "torch_onnx_to_tflite",  # torch -> ONNX -> onnx2tf
     "onnx_to_tflite",
-    "torch_to_coreml",          # coremltools' TorchScript frontend; then, on failure:
-    "torch_onnx_to_coreml",     # torch -> ONNX -> onnx2tf -> coremltools
+    "torch_to_coreml",  # coremltools' TorchScript frontend; then, on failure:
+    "torch_onnx_to_coreml",  # torch -> ONNX -> onnx2tf -> coremltools
     "keras_to_coreml",
     "onnx_to_coreml",
 )
 
 # Options several routes read (a route declares the ones it reads; the build command shows each once).
 LAYOUT = Option("layout", "nhwc | nchw I/O of 4-D tensors (default: the source's)", choices=("nhwc", "nchw"))
-IO_DTYPE = Option("io_dtype", "int8 TFLite I/O: float32 | int8 | uint8 (default float32; int8 with --npu)",
-                  choices=("float32", "int8", "uint8"), default="float32")
+IO_DTYPE = Option(
+    "io_dtype",
+    "int8 TFLite I/O: float32 | int8 | uint8 (default float32; int8 with --npu)",
+    choices=("float32", "int8", "uint8"),
+    default="float32",
+)
 OPSET = Option("opset", "ONNX opset of torch -> ONNX exports", type=int, default=18)
-COREML_TARGET = Option("coreml_target", "CoreML minimum deployment target: iOS15..iOS26, macOS12..macOS26 "
-                                        "(default iOS18)")
+COREML_TARGET = Option(
+    "coreml_target", "CoreML minimum deployment target: iOS15..iOS26, macOS12..macOS26 (default iOS18)"
+)
 
 # source kind -> (framework, loader module). Kinds are recognised from the path only.
 SOURCES: dict[str, tuple[str, str]] = {
@@ -87,8 +92,10 @@ def source_kind(source: str) -> str:
     if Path(source).is_dir():
         if (Path(source) / "saved_model.pb").is_file():
             return "savedmodel"
-        raise UsageError(f"{source} is a directory but not a SavedModel (no saved_model.pb)",
-                         "pass a SavedModel directory, or a model file")
+        raise UsageError(
+            f"{source} is a directory but not a SavedModel (no saved_model.pb)",
+            "pass a SavedModel directory, or a model file",
+        )
     suffix = Path(source).suffix.lower()
     if suffix in _SUFFIX_KIND:
         return _SUFFIX_KIND[suffix]
@@ -96,13 +103,18 @@ def source_kind(source: str) -> str:
         raise UsageError(
             f"{Path(source).name}: pickled checkpoints are not loaded (unpickling runs arbitrary code)",
             "save the model with torch.export.save(...) as .pt2, as TorchScript, as ONNX, "
-            "or pass path/to/file.py:callable that builds it")
+            "or pass path/to/file.py:callable that builds it",
+        )
     if suffix == ".py":
-        raise UsageError(f"{source}: name the callable that returns the model",
-                         f"pass {source}:build_model (any function returning an nn.Module)")
-    raise UsageError(f"{source}: unknown model type {suffix or '(no suffix)'}",
-                     "pass .onnx, .pt2, TorchScript .pt/.jit, .keras, .h5/.hdf5, .tflite, a SavedModel directory, "
-                     "or path/to/file.py:callable")
+        raise UsageError(
+            f"{source}: name the callable that returns the model",
+            f"pass {source}:build_model (any function returning an nn.Module)",
+        )
+    raise UsageError(
+        f"{source}: unknown model type {suffix or '(no suffix)'}",
+        "pass .onnx, .pt2, TorchScript .pt/.jit, .keras, .h5/.hdf5, .tflite, a SavedModel directory, "
+        "or path/to/file.py:callable",
+    )
 
 
 def import_tensorflow():
@@ -118,8 +130,9 @@ def import_tensorflow():
 
 def keep_layout(source, options, problem: str, fix: str) -> None:
     """Routes that keep the source's layout: refuse a ``--layout`` that differs from its 4-D inputs'."""
-    if options.layout and any(s.layout and s.layout.lower() != options.layout for s in source.inputs
-                              if len(s.shape) == 4):
+    if options.layout and any(
+        s.layout and s.layout.lower() != options.layout for s in source.inputs if len(s.shape) == 4
+    ):
         raise UsageError(problem, fix)
 
 
@@ -137,10 +150,13 @@ def npu_compiler(name: str, target_format: str):
     """The compile module for ``--npu name``, after checking the build can feed it."""
     hit = next(((p, v) for p, v in NPU_COMPILERS.items() if name.lower().startswith(p)), None)
     if hit is None:
-        raise UsageError(f"unknown --npu {name!r}",
-                         f"use one of {', '.join(p + '…' for p in NPU_COMPILERS)} (e.g. ethos-u55-128)")
+        raise UsageError(
+            f"unknown --npu {name!r}", f"use one of {', '.join(p + '…' for p in NPU_COMPILERS)} (e.g. ethos-u55-128)"
+        )
     prefix, (module, formats) = hit
     if target_format not in formats:
-        raise UsageError(f"--npu {name} needs --to {'|'.join(formats)}",
-                         f"build with --to {formats[0]} --quantize int8 --calibration DATA.npz")
+        raise UsageError(
+            f"--npu {name} needs --to {'|'.join(formats)}",
+            f"build with --to {formats[0]} --quantize int8 --calibration DATA.npz",
+        )
     return _module(module)

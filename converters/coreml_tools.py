@@ -30,20 +30,38 @@ from . import coreml_compat
 
 MEMBER = "model.mlpackage"
 DEFAULT_TARGET = "iOS18"  # = macOS15; what `--coreml-target` defaults to
-DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "iOS26",
-                      "macOS12", "macOS13", "macOS14", "macOS15", "macOS26")
+DEPLOYMENT_TARGETS = (
+    "iOS15",
+    "iOS16",
+    "iOS17",
+    "iOS18",
+    "iOS26",
+    "macOS12",
+    "macOS13",
+    "macOS14",
+    "macOS15",
+    "macOS26",
+)
 # Weight tensors with at most this many elements stay float (biases, norms); larger ones are compressed.
 WEIGHT_THRESHOLD = 64
 PALETTE_BITS = {"palettize4": 4, "palettize6": 6}
 QUANTIZE_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 PALETTE_OPS = ("constexpr_lut_to_dense",)
-PENDING_REASON = ("CoreML prediction runs only on macOS; the model was checked statically here (spec, I/O, "
-                  "ops, weight precision) and is validated against the golden data by the runner on a Mac")
+PENDING_REASON = (
+    "CoreML prediction runs only on macOS; the model was checked statically here (spec, I/O, "
+    "ops, weight precision) and is validated against the golden data by the runner on a Mac"
+)
 
 # CoreML has no 64-bit integer features: coremltools makes an int64 input (token ids) int32, and so does the runner
 COREML_DTYPES = {"int64": "int32"}
-_DTYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "DOUBLE": "float64", "INT32": "int32", "INT8": "int8",
-           "UINT8": "uint8"}
+_DTYPES = {
+    "FLOAT32": "float32",
+    "FLOAT16": "float16",
+    "DOUBLE": "float64",
+    "INT32": "int32",
+    "INT8": "int8",
+    "UINT8": "uint8",
+}
 
 
 def ct():
@@ -73,8 +91,10 @@ def deployment_target(name: str | None):
     canonical = lookup[name.lower()]
     target = getattr(ct().target, canonical, None)
     if target is None:
-        raise UsageError(f"this coremltools has no deployment target {canonical}",
-                         f"upgrade coremltools, or pass an older --coreml-target (default {DEFAULT_TARGET})")
+        raise UsageError(
+            f"this coremltools has no deployment target {canonical}",
+            f"upgrade coremltools, or pass an older --coreml-target (default {DEFAULT_TARGET})",
+        )
     return canonical, target
 
 
@@ -83,9 +103,11 @@ def check_options(options: BuildOptions, calibration: dict | None) -> None:
     off macOS (it calibrates by *running* the model, which coremltools can do only on macOS)."""
     deployment_target(options.coreml_target)
     if options.quantize == "int8" and calibration is not None and not can_predict():
-        raise UsageError("CoreML activation int8 (--calibration with --quantize int8) runs the model to calibrate, "
-                         "which coremltools can do only on macOS",
-                         "drop --calibration for int8 weights with fp16 activations, or build on a Mac")
+        raise UsageError(
+            "CoreML activation int8 (--calibration with --quantize int8) runs the model to calibrate, "
+            "which coremltools can do only on macOS",
+            "drop --calibration for int8 weights with fp16 activations, or build on a Mac",
+        )
 
 
 def compute_precision(mode: str):
@@ -113,10 +135,15 @@ def convert_kwargs(options: BuildOptions, outputs: list[TensorSpec], names: list
     ``names`` (the frontend's names for them) kept float32 like the source even when computing in fp16."""
     c = ct()
     _, target = deployment_target(options.coreml_target)
-    return {"convert_to": "mlprogram", "minimum_deployment_target": target,
-            "compute_precision": compute_precision(options.quantize),
-            "outputs": [c.TensorType(name=n, dtype=np.float32) if np.dtype(s.dtype) == np.float32
-                        else c.TensorType(name=n) for n, s in zip(names, outputs)]}
+    return {
+        "convert_to": "mlprogram",
+        "minimum_deployment_target": target,
+        "compute_precision": compute_precision(options.quantize),
+        "outputs": [
+            c.TensorType(name=n, dtype=np.float32) if np.dtype(s.dtype) == np.float32 else c.TensorType(name=n)
+            for n, s in zip(names, outputs)
+        ],
+    }
 
 
 def convert_tensorflow(make_function, source: ModelSource, options: BuildOptions, what: str):
@@ -130,20 +157,27 @@ def convert_tensorflow(make_function, source: ModelSource, options: BuildOptions
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             cf, owner = make_function()
             out_names = [t.name.split(":")[0] for t in cf.outputs]
-            inputs = [c.TensorType(name=n, shape=tuple(s.static_shape()),
-                                   dtype=np.dtype(s.dtype).type) for n, s in zip(feature_names(source.inputs),
-                                                                                 source.inputs)]
-            mlmodel = c.convert([cf], source="tensorflow", inputs=inputs,
-                                **convert_kwargs(options, source.outputs, out_names))
+            inputs = [
+                c.TensorType(name=n, shape=tuple(s.static_shape()), dtype=np.dtype(s.dtype).type)
+                for n, s in zip(feature_names(source.inputs), source.inputs)
+            ]
+            mlmodel = c.convert(
+                [cf], source="tensorflow", inputs=inputs, **convert_kwargs(options, source.outputs, out_names)
+            )
             del owner
     except UsageError:
         raise
     except Exception as e:
-        lines = [ln.strip() for ln in str(e).splitlines()
-                 if ln.strip() and not ln.strip().startswith(("in user code", "File "))]
+        lines = [
+            ln.strip()
+            for ln in str(e).splitlines()
+            if ln.strip() and not ln.strip().startswith(("in user code", "File "))
+        ]
         first = lines[-1] if lines else type(e).__name__
-        raise EdgepackError(f"coremltools could not convert the {what} model: {first[:300]}",
-                            "the model uses an op coremltools' TensorFlow frontend cannot lower; try --to tflite")
+        raise EdgepackError(
+            f"coremltools could not convert the {what} model: {first[:300]}",
+            "the model uses an op coremltools' TensorFlow frontend cannot lower; try --to tflite",
+        )
     return mlmodel
 
 
@@ -154,8 +188,11 @@ def compress(mlmodel, mode: str, calibration: dict | None, inputs: list[TensorSp
         return mlmodel, f"coremltools compute precision {'fp32' if mode == 'none' else 'fp16'}"
     cto = require("coremltools.optimize.coreml", "coreml")
     if mode == "int8":
-        cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD))
+        cfg = cto.OptimizationConfig(
+            global_config=cto.OpLinearQuantizerConfig(
+                mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD
+            )
+        )
         model = cto.linear_quantize_weights(mlmodel, cfg)
         method = "coremltools linear_quantize_weights (int8 symmetric, per-channel weights; fp16 compute)"
         if calibration is not None:
@@ -165,12 +202,16 @@ def compress(mlmodel, mode: str, calibration: dict | None, inputs: list[TensorSp
     if mode in PALETTE_BITS:
         nbits = PALETTE_BITS[mode]
         require("sklearn", "coreml")  # coremltools' k-means runs scikit-learn
-        cfg = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(
-            mode="kmeans", nbits=nbits, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD))
-        return (cto.palettize_weights(mlmodel, cfg),
-                f"coremltools palettize_weights (k-means, {nbits}-bit lookup table per tensor; fp16 compute)")
-    raise UsageError(f"--quantize {mode} is not available for coreml",
-                     "use none, fp16, int8, palettize4 or palettize6")
+        cfg = cto.OptimizationConfig(
+            global_config=cto.OpPalettizerConfig(
+                mode="kmeans", nbits=nbits, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD
+            )
+        )
+        return (
+            cto.palettize_weights(mlmodel, cfg),
+            f"coremltools palettize_weights (k-means, {nbits}-bit lookup table per tensor; fp16 compute)",
+        )
+    raise UsageError(f"--quantize {mode} is not available for coreml", "use none, fp16, int8, palettize4 or palettize6")
 
 
 def _quantize_activations(mlmodel, calibration: dict, inputs: list[TensorSpec]):
@@ -191,8 +232,10 @@ def _normalize_package(path: Path) -> None:
     UUIDs; replace them with UUIDs derived from each item's path (they are opaque identifiers)."""
     manifest_path = path / "Manifest.json"
     data = json.loads(manifest_path.read_text())
-    remap = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "edgepack:" + item["path"]))
-             for old, item in data.get("itemInfoEntries", {}).items()}
+    remap = {
+        old: str(uuid.uuid5(uuid.NAMESPACE_URL, "edgepack:" + item["path"]))
+        for old, item in data.get("itemInfoEntries", {}).items()
+    }
     data["itemInfoEntries"] = {remap[k]: v for k, v in data["itemInfoEntries"].items()}
     if data.get("rootModelIdentifier") in remap:
         data["rootModelIdentifier"] = remap[data["rootModelIdentifier"]]
@@ -206,8 +249,10 @@ def save(mlmodel, source: ModelSource, path: Path) -> None:
     spec = mlmodel.get_spec()
     for feats, wanted in ((spec.description.input, source.inputs), (spec.description.output, source.outputs)):
         if len(feats) != len(wanted):
-            raise EdgepackError(f"the CoreML model has {len(feats)} features where the source has {len(wanted)}",
-                                "report this model to the edgepack issue tracker")
+            raise EdgepackError(
+                f"the CoreML model has {len(feats)} features where the source has {len(wanted)}",
+                "report this model to the edgepack issue tracker",
+            )
         for feat, want in zip(list(feats), feature_names(wanted)):
             if feat.name != want:
                 c.utils.rename_feature(spec, feat.name, want)
@@ -225,8 +270,11 @@ def package_bytes(path: Path) -> int:
 
 def _tensor(feature) -> dict:
     arr = feature.type.multiArrayType
-    return {"name": feature.name, "shape": [int(d) for d in arr.shape],
-            "dtype": _DTYPES.get(type(arr).ArrayDataType.Name(arr.dataType), str(arr.dataType))}
+    return {
+        "name": feature.name,
+        "shape": [int(d) for d in arr.shape],
+        "dtype": _DTYPES.get(type(arr).ArrayDataType.Name(arr.dataType), str(arr.dataType)),
+    }
 
 
 def _dtype_name(var) -> str:
@@ -245,13 +293,18 @@ def inspect_package(path: Path) -> dict:
         model = c.models.MLModel(str(path), skip_model_load=True)
         spec = model.get_spec()
     except Exception as e:
-        raise EdgepackError(f"{Path(path).name} does not load as a CoreML model spec: {str(e).splitlines()[0][:200]}",
-                            "re-convert the model")
+        raise EdgepackError(
+            f"{Path(path).name} does not load as a CoreML model spec: {str(e).splitlines()[0][:200]}",
+            "re-convert the model",
+        )
     kind = spec.WhichOneof("Type")
-    facts = {"model_type": kind, "specification_version": int(spec.specificationVersion),
-             "inputs": [_tensor(f) for f in spec.description.input],
-             "outputs": [_tensor(f) for f in spec.description.output],
-             "bytes": package_bytes(path)}
+    facts = {
+        "model_type": kind,
+        "specification_version": int(spec.specificationVersion),
+        "inputs": [_tensor(f) for f in spec.description.input],
+        "outputs": [_tensor(f) for f in spec.description.output],
+        "bytes": package_bytes(path),
+    }
     if kind != "mlProgram":
         return facts
     prog = milproto.load(spec, spec.specificationVersion, file_weights_dir=model.weights_dir)
@@ -283,14 +336,17 @@ def inspect_package(path: Path) -> dict:
                     continue  # scales / lookup tables of a compressed weight, counted with it
                 if dt in ("fp16", "fp32") and val.shape and int(np.prod(val.shape)) > 1:
                     weights[dt] += 1
-    facts.update({
-        "ops": dict(sorted(ops.items())),
-        "unsupported_ops": sorted(set(unsupported)),
-        "weights": dict(sorted(weights.items())),
-        "palette_sizes": sorted(lut_sizes),
-        "compute_precision": "fp16" if ops.get("cast") and weights.get("fp16", 0) >= weights.get("fp32", 0)
-        and not weights.get("fp32") else "fp32",
-    })
+    facts.update(
+        {
+            "ops": dict(sorted(ops.items())),
+            "unsupported_ops": sorted(set(unsupported)),
+            "weights": dict(sorted(weights.items())),
+            "palette_sizes": sorted(lut_sizes),
+            "compute_precision": "fp16"
+            if ops.get("cast") and weights.get("fp16", 0) >= weights.get("fp32", 0) and not weights.get("fp32")
+            else "fp32",
+        }
+    )
     return facts
 
 
@@ -316,8 +372,9 @@ def check(facts: dict, inputs: list[TensorSpec], outputs: list[TensorSpec], mode
     palettized = weights.get("palettized", 0)
     precision = facts.get("compute_precision")
     if mode == "none" and (precision != "fp32" or weights.get("fp16")):
-        problems.append(f"fp32 was requested, the program computes in {precision} with {weights.get('fp16', 0)} "
-                        "fp16 weights")
+        problems.append(
+            f"fp32 was requested, the program computes in {precision} with {weights.get('fp16', 0)} fp16 weights"
+        )
     if mode in ("fp16", "int8", "palettize4", "palettize6") and precision != "fp16":
         problems.append(f"fp16 compute was expected, the program computes in {precision}")
     if mode == "int8":
@@ -329,7 +386,7 @@ def check(facts: dict, inputs: list[TensorSpec], outputs: list[TensorSpec], mode
         nbits = PALETTE_BITS[mode]
         if not palettized:
             problems.append(f"{mode} was requested, no weight is palettized (weights: {weights})")
-        if any(size > 2 ** nbits for size in facts.get("palette_sizes", [])):
+        if any(size > 2**nbits for size in facts.get("palette_sizes", [])):
             problems.append(f"{mode} was requested, lookup tables have {facts['palette_sizes']} entries")
         if quantized:
             problems.append(f"{mode} was requested, {quantized} weights are linearly quantized")
@@ -350,8 +407,9 @@ def predictor(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]):
     return predict
 
 
-def finish(mlmodel, source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path,
-           tools: dict) -> ConvertedModel:
+def finish(
+    mlmodel, source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path, tools: dict
+) -> ConvertedModel:
     """Compress, save as model.mlpackage (features named like the source), check it; the ConvertedModel."""
     canonical, _ = deployment_target(options.coreml_target)
     import contextlib
@@ -361,24 +419,36 @@ def finish(mlmodel, source: ModelSource, options: BuildOptions, calibration: dic
     with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
         mlmodel, method = compress(mlmodel, options.quantize, calibration, source.inputs)
         save(mlmodel, source, out)
+
     def as_featured(specs: list[TensorSpec]) -> list[TensorSpec]:  # CoreML's names, static shapes
-        return [TensorSpec(name=n, shape=s.static_shape(), dtype=COREML_DTYPES.get(s.dtype, s.dtype),
-                           layout=s.layout) for n, s in zip(feature_names(specs), specs)]
+        return [
+            TensorSpec(name=n, shape=s.static_shape(), dtype=COREML_DTYPES.get(s.dtype, s.dtype), layout=s.layout)
+            for n, s in zip(feature_names(specs), specs)
+        ]
 
     inputs, outputs = as_featured(source.inputs), as_featured(source.outputs)
     facts = inspect_package(out)
     problems = check(facts, inputs, outputs, options.quantize)
     if problems:
-        raise EdgepackError(f"the CoreML package failed its checks: {'; '.join(problems)}",
-                            "report the model to the edgepack issue tracker; try another --quantize")
+        raise EdgepackError(
+            f"the CoreML package failed its checks: {'; '.join(problems)}",
+            "report the model to the edgepack issue tracker; try another --quantize",
+        )
     facts["deployment_target"] = canonical
     from importlib import metadata
 
     predict = predictor(out, inputs, outputs)
     n = len(next(iter(calibration.values()))) if calibration is not None and options.quantize == "int8" else None
     return ConvertedModel(
-        path=out, member=MEMBER, inputs=inputs, outputs=outputs,
-        tools={"coremltools": metadata.version("coremltools"), **tools}, predict=predict,
-        quantization=QuantizationInfo(mode=options.quantize, method=method,
-                                      calibration_samples=n if "activations" in method else None),
-        pending_reason=None if predict else PENDING_REASON, checks=facts)
+        path=out,
+        member=MEMBER,
+        inputs=inputs,
+        outputs=outputs,
+        tools={"coremltools": metadata.version("coremltools"), **tools},
+        predict=predict,
+        quantization=QuantizationInfo(
+            mode=options.quantize, method=method, calibration_samples=n if "activations" in method else None
+        ),
+        pending_reason=None if predict else PENDING_REASON,
+        checks=facts,
+    )

@@ -37,8 +37,9 @@ def _keras_layout(shape: list) -> str | None:
     return guess_layout(shape)
 
 
-def from_model(path: Path, model, kind: str, input_specs: list[TensorSpec],
-               sha_path: Path | None = None) -> ModelSource:
+def from_model(
+    path: Path, model, kind: str, input_specs: list[TensorSpec], sha_path: Path | None = None
+) -> ModelSource:
     keras = require("keras", "tensorflow")
     overrides = {s.name: s for s in input_specs}
     ins = []
@@ -46,14 +47,24 @@ def from_model(path: Path, model, kind: str, input_specs: list[TensorSpec],
         name = t.name
         shape = _shape(list(t.shape), overrides.get(name))
         if any(not isinstance(d, int) for d in shape):
-            raise UsageError(f"input {name!r} of {path.name} has dynamic dims {list(t.shape)}",
-                             f"pass --input {name}:1x... with the full shape")
-        ins.append(TensorSpec(name=name, shape=shape, dtype=np.dtype(t.dtype).name if not isinstance(t.dtype, str)
-                              else t.dtype, layout=_keras_layout(shape)))
+            raise UsageError(
+                f"input {name!r} of {path.name} has dynamic dims {list(t.shape)}",
+                f"pass --input {name}:1x... with the full shape",
+            )
+        ins.append(
+            TensorSpec(
+                name=name,
+                shape=shape,
+                dtype=np.dtype(t.dtype).name if not isinstance(t.dtype, str) else t.dtype,
+                layout=_keras_layout(shape),
+            )
+        )
     unknown = set(overrides) - {s.name for s in ins}
     if unknown:
-        raise UsageError(f"--input {sorted(unknown)} is not an input of {path.name} (inputs: {[s.name for s in ins]})",
-                         "use the model's input names")
+        raise UsageError(
+            f"--input {sorted(unknown)} is not an input of {path.name} (inputs: {[s.name for s in ins]})",
+            "use the model's input names",
+        )
 
     def predict(feeds: dict) -> dict:
         out = model([feeds[s.name] for s in ins] if len(ins) > 1 else feeds[ins[0].name], training=False)
@@ -67,10 +78,21 @@ def from_model(path: Path, model, kind: str, input_specs: list[TensorSpec],
         names = [str(k) for k in raw]
     if len(names) != len(sample):
         names = ["output"] if len(sample) == 1 else [f"output_{i}" for i in range(len(sample))]
-    outs = [TensorSpec(name=n, shape=list(a.shape), dtype=np.asarray(a).dtype.name, layout=_keras_layout(list(a.shape)))
-            for n, a in zip(names, sample)]
-    return ModelSource(path=path, kind=kind, framework="keras", framework_version=keras.__version__,
-                       sha256=sha256_file(sha_path or path), inputs=ins, outputs=outs, handle=model, predict=predict)
+    outs = [
+        TensorSpec(name=n, shape=list(a.shape), dtype=np.asarray(a).dtype.name, layout=_keras_layout(list(a.shape)))
+        for n, a in zip(names, sample)
+    ]
+    return ModelSource(
+        path=path,
+        kind=kind,
+        framework="keras",
+        framework_version=keras.__version__,
+        sha256=sha256_file(sha_path or path),
+        inputs=ins,
+        outputs=outs,
+        handle=model,
+        predict=predict,
+    )
 
 
 def _as_list(out) -> list:
@@ -87,9 +109,11 @@ def _saved_model(path: Path, input_specs: list[TensorSpec]) -> ModelSource:
         loaded = tf.saved_model.load(str(path))
         fn = loaded.signatures["serving_default"]
     except Exception as e:
-        raise UsageError(f"{path} is not a loadable SavedModel with a serving_default signature "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                         "export it with model.export(dir) or tf.saved_model.save(model, dir, signatures=...)")
+        raise UsageError(
+            f"{path} is not a loadable SavedModel with a serving_default signature "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+            "export it with model.export(dir) or tf.saved_model.save(model, dir, signatures=...)",
+        )
     overrides = {s.name: s for s in input_specs}
     ins = []
     for name, spec in sorted(fn.structured_input_signature[1].items()):
@@ -102,11 +126,24 @@ def _saved_model(path: Path, input_specs: list[TensorSpec]) -> ModelSource:
         return {n: res[n].numpy() for n in names}
 
     sample = predict({s.name: np.zeros(s.shape, np.dtype(s.dtype)) for s in ins})
-    outs = [TensorSpec(name=n, shape=list(sample[n].shape), dtype=sample[n].dtype.name,
-                       layout=_keras_layout(list(sample[n].shape))) for n in names]
+    outs = [
+        TensorSpec(
+            name=n, shape=list(sample[n].shape), dtype=sample[n].dtype.name, layout=_keras_layout(list(sample[n].shape))
+        )
+        for n in names
+    ]
     pb = path / "saved_model.pb"
-    return ModelSource(path=path, kind="savedmodel", framework="tensorflow", framework_version=tf.__version__,
-                       sha256=sha256_file(pb), inputs=ins, outputs=outs, handle=path, predict=predict)
+    return ModelSource(
+        path=path,
+        kind="savedmodel",
+        framework="tensorflow",
+        framework_version=tf.__version__,
+        sha256=sha256_file(pb),
+        inputs=ins,
+        outputs=outs,
+        handle=path,
+        predict=predict,
+    )
 
 
 def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
@@ -120,8 +157,10 @@ def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
     try:
         model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
     except Exception as e:
-        raise UsageError(f"{path.name} is not a loadable Keras model ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200] if str(e) else ''})",
-                         "save it with model.save('model.keras'); files with Lambda layers need "
-                         "file.py:callable (trusted code) instead")
+        raise UsageError(
+            f"{path.name} is not a loadable Keras model ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''})",
+            "save it with model.save('model.keras'); files with Lambda layers need "
+            "file.py:callable (trusted code) instead",
+        )
     return from_model(path, model, kind, input_specs)

@@ -19,8 +19,10 @@ from . import COREML_TARGET, coreml_tools, import_tensorflow, keep_layout
 def concrete_function(source: ModelSource):
     """(concrete function, the object owning its variables: keep it alive while converting)."""
     tf = import_tensorflow()
-    signature = [tf.TensorSpec(s.static_shape(), tf.as_dtype(s.dtype), name=n)
-                 for n, s in zip(coreml_tools.feature_names(source.inputs), source.inputs)]
+    signature = [
+        tf.TensorSpec(s.static_shape(), tf.as_dtype(s.dtype), name=n)
+        for n, s in zip(coreml_tools.feature_names(source.inputs), source.inputs)
+    ]
     names = [s.name for s in source.inputs]
     if source.kind == "savedmodel":
         owner = tf.saved_model.load(str(source.handle))
@@ -44,12 +46,25 @@ def concrete_function(source: ModelSource):
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
     coreml_tools.check_options(options, calibration)
-    keep_layout(source, options, f"--layout {options.layout} differs from the Keras model's own layout",
-                "Keras/TF models keep their layout; drop --layout")
+    keep_layout(
+        source,
+        options,
+        f"--layout {options.layout} differs from the Keras model's own layout",
+        "Keras/TF models keep their layout; drop --layout",
+    )
     mlmodel = coreml_tools.convert_tensorflow(lambda: concrete_function(source), source, options, "TensorFlow/Keras")
     return coreml_tools.finish(mlmodel, source, options, calibration, workdir, {"tensorflow": tf.__version__})
 
 
-ROUTE = Route(name="keras-coreml", sources=("keras", "tensorflow"), target="coreml", precisions=("none", "fp16", "int8", "palettize4", "palettize6"), convert=convert,
-              extra="coreml", requires=("tensorflow", "coremltools"), calibrated=(), options=(COREML_TARGET,),
-              summary="coremltools' TensorFlow 2 frontend on one concrete function -> ML Program")
+ROUTE = Route(
+    name="keras-coreml",
+    sources=("keras", "tensorflow"),
+    target="coreml",
+    precisions=("none", "fp16", "int8", "palettize4", "palettize6"),
+    convert=convert,
+    extra="coreml",
+    requires=("tensorflow", "coremltools"),
+    calibrated=(),
+    options=(COREML_TARGET,),
+    summary="coremltools' TensorFlow 2 frontend on one concrete function -> ML Program",
+)

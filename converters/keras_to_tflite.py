@@ -13,21 +13,45 @@ from . import IO_DTYPE, LAYOUT, import_tensorflow, keep_layout, tflite_tools
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
-    keep_layout(source, options, f"--layout {options.layout} differs from the Keras model's own layout",
-                "Keras/TF models keep their layout; drop --layout (or build the model in that layout)")
+    keep_layout(
+        source,
+        options,
+        f"--layout {options.layout} differs from the Keras model's own layout",
+        "Keras/TF models keep their layout; drop --layout (or build the model in that layout)",
+    )
     if source.kind == "savedmodel":
         converter = tf.lite.TFLiteConverter.from_saved_model(str(source.handle))
     else:  # the signature keyed by the model's own names: the bundle's tensors are named like the source's
         converter = tflite_tools.keras_converter(source, workdir)
-    quant = tflite_tools.configure(converter, options.quantize, options.io_dtype, calibration, source.inputs,
-                                   signature_names=[[s.name] for s in source.inputs])
+    quant = tflite_tools.configure(
+        converter,
+        options.quantize,
+        options.io_dtype,
+        calibration,
+        source.inputs,
+        signature_names=[[s.name] for s in source.inputs],
+    )
     out = workdir / "model.tflite"
     out.write_bytes(tflite_tools.convert(converter))
-    return tflite_tools.finish(out, source, options, quant, [s.layout for s in source.inputs],
-                               [s.layout for s in source.outputs], {"tensorflow": tf.__version__})
+    return tflite_tools.finish(
+        out,
+        source,
+        options,
+        quant,
+        [s.layout for s in source.inputs],
+        [s.layout for s in source.outputs],
+        {"tensorflow": tf.__version__},
+    )
 
 
-ROUTE = Route(name="keras-tflite", sources=("keras", "tensorflow"), target="tflite",
-              precisions=("none", "fp16", "dynamic", "int8", "int16x8"), convert=convert, extra="tensorflow",
-              requires=("tensorflow",), options=(LAYOUT, IO_DTYPE),
-              summary="tf.lite.TFLiteConverter from the Keras model or SavedModel, its post-training quantization")
+ROUTE = Route(
+    name="keras-tflite",
+    sources=("keras", "tensorflow"),
+    target="tflite",
+    precisions=("none", "fp16", "dynamic", "int8", "int16x8"),
+    convert=convert,
+    extra="tensorflow",
+    requires=("tensorflow",),
+    options=(LAYOUT, IO_DTYPE),
+    summary="tf.lite.TFLiteConverter from the Keras model or SavedModel, its post-training quantization",
+)

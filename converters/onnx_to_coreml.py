@@ -34,16 +34,19 @@ STAGE_SAMPLES = 8
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
     coreml_tools.check_options(options, calibration)
-    keep_layout(source, options, "--layout is not supported for --to coreml",
-                "drop --layout (CoreML keeps the source's)")
+    keep_layout(
+        source, options, "--layout is not supported for --to coreml", "drop --layout (CoreML keeps the source's)"
+    )
     keep = [s.name for s in source.inputs if 3 <= len(s.shape) <= 5]
     saved = onnx_tools.to_saved_model(source, workdir, keep, "CoreML")
     # the TensorFlow stage, run: it decides the output transposes and checks onnx2tf against onnxruntime
     run = onnx_tools.run_saved_model(saved, source, calibration, options.seed, STAGE_SAMPLES)
     stage = stage_check(run, options)
 
-    signature = [tf.TensorSpec(s.static_shape(), tf.as_dtype(s.dtype), name=n)
-                 for n, s in zip(coreml_tools.feature_names(source.inputs), source.inputs)]
+    signature = [
+        tf.TensorSpec(s.static_shape(), tf.as_dtype(s.dtype), name=n)
+        for n, s in zip(coreml_tools.feature_names(source.inputs), source.inputs)
+    ]
 
     def call(*args):
         res = run.fn(**{run.in_names[s.name]: a for s, a in zip(source.inputs, args)})
@@ -51,10 +54,19 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         return [tf.transpose(t, perm) if perm else t for t, perm in zip(outs, run.perms)]
 
     mlmodel = coreml_tools.convert_tensorflow(
-        lambda: (tf.function(call, input_signature=signature).get_concrete_function(), run.owner), source, options,
-        "ONNX (as onnx2tf's SavedModel)")
-    converted = coreml_tools.finish(mlmodel, source, options, calibration, workdir,
-                                    {"onnx2tf": onnx_tools.onnx2tf_version(), "tensorflow": tf.__version__})
+        lambda: (tf.function(call, input_signature=signature).get_concrete_function(), run.owner),
+        source,
+        options,
+        "ONNX (as onnx2tf's SavedModel)",
+    )
+    converted = coreml_tools.finish(
+        mlmodel,
+        source,
+        options,
+        calibration,
+        workdir,
+        {"onnx2tf": onnx_tools.onnx2tf_version(), "tensorflow": tf.__version__},
+    )
     converted.checks["tensorflow_stage"] = stage
     return converted
 
@@ -63,21 +75,35 @@ def stage_check(run: onnx_tools.SavedModelRun, options: BuildOptions) -> dict:
     """The SavedModel's agreement with the source as a manifest record; below the fp32 threshold (or
     ``--min-cosine``) the build fails unless ``--allow-mismatch``."""
     threshold = min_cosine("none") if options.min_cosine is None else options.min_cosine  # this stage is fp32
-    stage = {"stage": "onnx2tf SavedModel (fp32) against onnxruntime on the source", "samples": run.samples,
-             "inputs_from": run.inputs_from, "min_cosine": threshold,
-             "outputs": {k: {"cosine": m["cosine"], "max_abs_err": m["max_abs_err"]} for k, m in run.metrics.items()}}
+    stage = {
+        "stage": "onnx2tf SavedModel (fp32) against onnxruntime on the source",
+        "samples": run.samples,
+        "inputs_from": run.inputs_from,
+        "min_cosine": threshold,
+        "outputs": {k: {"cosine": m["cosine"], "max_abs_err": m["max_abs_err"]} for k, m in run.metrics.items()},
+    }
     bad = [(k, m) for k, m in run.metrics.items() if m.get("nonfinite") or m["cosine"] < threshold]
     if bad and not options.allow_mismatch:
         name, m = bad[0]
         raise ValidationFailed(
             f"onnx2tf's TensorFlow model disagrees with the ONNX source on output {name!r} before CoreML conversion: "
             f"cosine {m['cosine']:.5f} < {threshold}",
-            "try --to onnx or --to tflite for this model, or pass --allow-mismatch to bundle anyway")
+            "try --to onnx or --to tflite for this model, or pass --allow-mismatch to bundle anyway",
+        )
     stage["status"] = "failed-overridden" if bad else "passed"
     return stage
 
 
-ROUTE = Route(name="onnx-coreml", sources=("onnx",), target="coreml", precisions=("none", "fp16", "int8", "palettize4", "palettize6"), convert=convert,
-              extra="coreml", requires=("tensorflow", "onnx2tf", "coremltools"), calibrated=(),
-              options=(COREML_TARGET,), install=onnx_tools.ONNX2TF_INSTALL,
-              summary="onnx2tf -> SavedModel (checked against onnxruntime) -> coremltools' TensorFlow 2 frontend")
+ROUTE = Route(
+    name="onnx-coreml",
+    sources=("onnx",),
+    target="coreml",
+    precisions=("none", "fp16", "int8", "palettize4", "palettize6"),
+    convert=convert,
+    extra="coreml",
+    requires=("tensorflow", "onnx2tf", "coremltools"),
+    calibrated=(),
+    options=(COREML_TARGET,),
+    install=onnx_tools.ONNX2TF_INSTALL,
+    summary="onnx2tf -> SavedModel (checked against onnxruntime) -> coremltools' TensorFlow 2 frontend",
+)

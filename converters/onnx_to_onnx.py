@@ -15,6 +15,13 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     return onnx_tools.finish(source.path, workdir, options, calibration, layouts)
 
 
-ROUTE = Route(name="onnx-onnx", sources=("onnx",), target="onnx", precisions=("none", "fp16", "dynamic", "int8"),
-              convert=convert, extra="", requires=("onnx", "onnxruntime"),
-              summary="the ONNX model as it is; precisions from onnxruntime.quantization / float16")
+ROUTE = Route(
+    name="onnx-onnx",
+    sources=("onnx",),
+    target="onnx",
+    precisions=("none", "fp16", "dynamic", "int8"),
+    convert=convert,
+    extra="",
+    requires=("onnx", "onnxruntime"),
+    summary="the ONNX model as it is; precisions from onnxruntime.quantization / float16",
+)

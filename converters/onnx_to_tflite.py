@@ -28,12 +28,19 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     # outputs: onnx2tf turns some channels-first outputs channels-last; which ones is read from a run of the
     # SavedModel against the source (shapes cannot tell for a [1,8,8,8] output)
     run = onnx_tools.run_saved_model(saved, source, calibration, options.seed, STAGE_SAMPLES, in_specs)
-    out_layouts = [s.layout if perm is None else onnx_tools.nhwc(s).layout
-                   for s, perm in zip(source.outputs, run.perms)]
+    out_layouts = [
+        s.layout if perm is None else onnx_tools.nhwc(s).layout for s, perm in zip(source.outputs, run.perms)
+    ]
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     cal = map_tensors(calibration, source.inputs, in_specs) if calibration is not None else None
-    quant = tflite_tools.configure(converter, options.quantize, options.io_dtype, cal, in_specs,
-                                   [[s.name, run.in_names[s.name]] for s in source.inputs])
+    quant = tflite_tools.configure(
+        converter,
+        options.quantize,
+        options.io_dtype,
+        cal,
+        in_specs,
+        [[s.name, run.in_names[s.name]] for s in source.inputs],
+    )
     out = workdir / "model.tflite"
     out.write_bytes(tflite_tools.convert(converter))
     tools = {"onnx2tf": onnx_tools.onnx2tf_version(), "tensorflow": tf.__version__}
@@ -42,7 +49,15 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
 
 ONNX2TF_REQUIRES = ("tensorflow", "onnx2tf")
 
-ROUTE = Route(name="onnx-onnx2tf", sources=("onnx",), target="tflite",
-              precisions=("none", "fp16", "dynamic", "int8", "int16x8"), convert=convert, extra="tensorflow",
-              requires=ONNX2TF_REQUIRES, options=(LAYOUT, IO_DTYPE), install=onnx_tools.ONNX2TF_INSTALL,
-              summary="onnx2tf -> SavedModel -> the TFLite converter (its post-training quantization)")
+ROUTE = Route(
+    name="onnx-onnx2tf",
+    sources=("onnx",),
+    target="tflite",
+    precisions=("none", "fp16", "dynamic", "int8", "int16x8"),
+    convert=convert,
+    extra="tensorflow",
+    requires=ONNX2TF_REQUIRES,
+    options=(LAYOUT, IO_DTYPE),
+    install=onnx_tools.ONNX2TF_INSTALL,
+    summary="onnx2tf -> SavedModel -> the TFLite converter (its post-training quantization)",
+)

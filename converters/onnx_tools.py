@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from edgepack.device_runners.runner_common import compare, iter_batches
 
 from edgepack.data import guess_layout
-from edgepack.device_runners.runner_common import compare, iter_batches
 from edgepack.errors import EdgepackError, MissingExtraError, UsageError
 from edgepack.types import QuantizationInfo, TensorSpec
 
@@ -59,8 +59,7 @@ def read_specs(model, layouts: dict | None = None) -> tuple[list[TensorSpec], li
 
     def spec(vi):
         shape = _dims(vi)
-        return TensorSpec(name=vi.name, shape=shape, dtype=_dtype(vi),
-                          layout=layouts.get(vi.name, guess_layout(shape)))
+        return TensorSpec(name=vi.name, shape=shape, dtype=_dtype(vi), layout=layouts.get(vi.name, guess_layout(shape)))
 
     ins = [spec(vi) for vi in model.graph.input if vi.name not in inits]
     outs = [spec(vi) for vi in model.graph.output]
@@ -74,8 +73,10 @@ def load_model(path: Path):
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as e:  # onnx raises DecodeError, ValidationError, ...
-        raise UsageError(f"{Path(path).name} is not a valid ONNX model: {str(e).splitlines()[0][:200]}",
-                         "re-export the model, or check the file was copied completely")
+        raise UsageError(
+            f"{Path(path).name} is not a valid ONNX model: {str(e).splitlines()[0][:200]}",
+            "re-export the model, or check the file was copied completely",
+        )
     return model
 
 
@@ -89,9 +90,11 @@ def session_predict(path: Path, threads: int = 0):
     try:
         sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise EdgepackError(f"onnxruntime cannot load {Path(path).name}: {str(e).splitlines()[0][:300]}",
-                            "the converted model uses an op or opset this onnxruntime lacks; "
-                            "try another --opset or upgrade onnxruntime")
+        raise EdgepackError(
+            f"onnxruntime cannot load {Path(path).name}: {str(e).splitlines()[0][:300]}",
+            "the converted model uses an op or opset this onnxruntime lacks; "
+            "try another --opset or upgrade onnxruntime",
+        )
     names = [o.name for o in sess.get_outputs()]
 
     def predict(feeds: dict) -> dict:
@@ -172,8 +175,9 @@ class _Reader:
         self._it = iter(self._batches)
 
 
-def apply_precision(fp32: Path, out: Path, mode: str, inputs: list[TensorSpec],
-                    calibration: dict | None) -> tuple[QuantizationInfo, dict]:
+def apply_precision(
+    fp32: Path, out: Path, mode: str, inputs: list[TensorSpec], calibration: dict | None
+) -> tuple[QuantizationInfo, dict]:
     """Write ``out`` from the fp32 model at ``fp32`` in precision ``mode``."""
     import onnxruntime
 
@@ -204,26 +208,46 @@ def apply_precision(fp32: Path, out: Path, mode: str, inputs: list[TensorSpec],
             # onnxruntime recommends dynamic quantization for MatMul/Gemm/RNN/attention weights; a dynamic
             # Conv becomes ConvInteger, which its CPU provider runs ~15x slower than fp32 (measured on
             # MobileNetV2), so convolutions keep fp32 here and CNNs should use static int8.
-            quantize_dynamic(str(prepped), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             op_types_to_quantize=DYNAMIC_OPS)
-            return QuantizationInfo(mode="dynamic", method="onnxruntime.quantization.quantize_dynamic "
-                                    f"(int8 {'per-channel' if per_channel else 'per-tensor'} weights of "
-                                    f"{'/'.join(DYNAMIC_OPS)}; Conv stays fp32)"), tools
+            quantize_dynamic(
+                str(prepped),
+                str(out),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                op_types_to_quantize=DYNAMIC_OPS,
+            )
+            return QuantizationInfo(
+                mode="dynamic",
+                method="onnxruntime.quantization.quantize_dynamic "
+                f"(int8 {'per-channel' if per_channel else 'per-tensor'} weights of "
+                f"{'/'.join(DYNAMIC_OPS)}; Conv stays fp32)",
+            ), tools
         if mode == "int8":
             if calibration is None:
-                raise UsageError("--quantize int8 needs calibration data",
-                                 "pass --calibration DATA.npz with ~100+ representative samples per input")
+                raise UsageError(
+                    "--quantize int8 needs calibration data",
+                    "pass --calibration DATA.npz with ~100+ representative samples per input",
+                )
             # U8S8 (uint8 activations, int8 per-channel weights): onnxruntime's fast path on x86 (VNNI) and
             # arm64 (UDOT). S8S8 measured 2x slower than U8S8 on MobileNetV2 with x86 VNNI.
-            quantize_static(str(prepped), str(out), _Reader(calibration, inputs),
-                            quant_format=QuantFormat.QDQ, per_channel=per_channel, op_types_to_quantize=static_ops(),
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            quantize_static(
+                str(prepped),
+                str(out),
+                _Reader(calibration, inputs),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                op_types_to_quantize=static_ops(),
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
             n = len(next(iter(calibration.values())))
-            return QuantizationInfo(mode="int8", method="onnxruntime.quantization.quantize_static "
-                                    f"(QDQ, U8S8: uint8 activations, {'per-channel' if per_channel else 'per-tensor'} "
-                                    "int8 weights, MinMax; "
-                                    f"{'/'.join(sorted(STATIC_FLOAT_OPS))} stay float)",
-                                    calibration_samples=n), tools
+            return QuantizationInfo(
+                mode="int8",
+                method="onnxruntime.quantization.quantize_static "
+                f"(QDQ, U8S8: uint8 activations, {'per-channel' if per_channel else 'per-tensor'} "
+                "int8 weights, MinMax; "
+                f"{'/'.join(sorted(STATIC_FLOAT_OPS))} stay float)",
+                calibration_samples=n,
+            ), tools
     finally:
         prepped.unlink(missing_ok=True)
     raise UsageError(f"unknown precision {mode!r} for ONNX", "use --quantize none|fp16|dynamic|int8")
@@ -240,8 +264,15 @@ def finish(fp32: Path, workdir: Path, options, calibration: dict | None, layouts
     import onnx
 
     tools["onnx"] = onnx.__version__
-    return ConvertedModel(path=out, member="model.onnx", inputs=ins, outputs=outs, tools=tools,
-                          predict=session_predict(out), quantization=quant)
+    return ConvertedModel(
+        path=out,
+        member="model.onnx",
+        inputs=ins,
+        outputs=outs,
+        tools=tools,
+        predict=session_predict(out),
+        quantization=quant,
+    )
 
 
 def _inputs_of(path: Path, layouts: dict) -> list[TensorSpec]:
@@ -296,11 +327,16 @@ def to_saved_model(source, workdir: Path, keep_nchw: list[str], target: str) -> 
     try:
         os.chdir(scratch)
         with contextlib.redirect_stdout(log):
-            onnx2tf.convert(input_onnx_file_path=model_path, output_folder_path=str(saved),
-                            non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
-                            keep_ncw_or_nchw_or_ncdhw_input_names=keep_nchw or None, not_use_onnxsim=True,
-                            # TFLite has no Erf builtin (GELU): onnx2tf writes it as TFLite-native ops
-                            replace_to_pseudo_operators=["erf"])
+            onnx2tf.convert(
+                input_onnx_file_path=model_path,
+                output_folder_path=str(saved),
+                non_verbose=True,
+                copy_onnx_input_output_names_to_tflite=True,
+                keep_ncw_or_nchw_or_ncdhw_input_names=keep_nchw or None,
+                not_use_onnxsim=True,
+                # TFLite has no Erf builtin (GELU): onnx2tf writes it as TFLite-native ops
+                replace_to_pseudo_operators=["erf"],
+            )
     except SystemExit as e:  # onnx2tf exits on some failures
         last = re.sub(r"\x1b\[[0-9;]*m", "", (log.getvalue().strip().splitlines() or [""])[-1])
         raise EdgepackError(f"onnx2tf could not convert {source.path.name} (exit {e.code}): {last[:300]}", fix)
@@ -333,13 +369,13 @@ def to_channels_first(rank: int) -> list[int]:
 def match_names(specs: list[TensorSpec], names: list[str], what: str) -> dict[str, str]:
     """Source tensor name -> the SavedModel signature's name: equal, or equal after onnx2tf's sanitising
     (non-alphanumerics -> '_'); by position when that leaves one of each."""
+
     def canon(n: str) -> str:
         return "".join(ch if ch.isalnum() else "_" for ch in n).strip("_").lower()
 
     out, free = {}, list(names)
     for s in specs:
-        hit = next((n for n in free if n == s.name), None) or next((n for n in free if canon(n) == canon(s.name)),
-                                                                    None)
+        hit = next((n for n in free if n == s.name), None) or next((n for n in free if canon(n) == canon(s.name)), None)
         if hit is not None:
             out[s.name] = hit
             free.remove(hit)
@@ -347,8 +383,10 @@ def match_names(specs: list[TensorSpec], names: list[str], what: str) -> dict[st
     if len(rest) == 1 and len(free) == 1:
         out[rest[0].name] = free[0]
     elif rest:
-        raise EdgepackError(f"onnx2tf renamed the {what}s {[s.name for s in rest]} to {free}: cannot pair them",
-                            "give the ONNX model's tensors alphanumeric names and retry")
+        raise EdgepackError(
+            f"onnx2tf renamed the {what}s {[s.name for s in rest]} to {free}: cannot pair them",
+            "give the ONNX model's tensors alphanumeric names and retry",
+        )
     return out
 
 
@@ -361,14 +399,22 @@ def best_orientation(got: np.ndarray, want: np.ndarray) -> tuple[Optional[list[i
         if got.transpose(perm).shape == want.shape:
             candidates.append(perm)
     if not candidates:
-        raise EdgepackError(f"onnx2tf changed an output's shape to {list(got.shape)} (the source's is "
-                            f"{list(want.shape)})", "try --to onnx for this model")
+        raise EdgepackError(
+            f"onnx2tf changed an output's shape to {list(got.shape)} (the source's is {list(want.shape)})",
+            "try --to onnx for this model",
+        )
     scored = [(p, compare(want, got if p is None else got.transpose(p))) for p in candidates]
     return max(scored, key=lambda pm: pm[1]["cosine"])
 
 
-def run_saved_model(saved: Path, source, calibration: Optional[dict], seed: int, samples: int,
-                    saved_inputs: Optional[list[TensorSpec]] = None) -> SavedModelRun:
+def run_saved_model(
+    saved: Path,
+    source,
+    calibration: Optional[dict],
+    seed: int,
+    samples: int,
+    saved_inputs: Optional[list[TensorSpec]] = None,
+) -> SavedModelRun:
     """Load onnx2tf's SavedModel and run it next to the source on ``samples`` inputs: the calibration data's
     first ones, else seeded random. ``saved_inputs``: its input specs where they differ from the source's
     (``--layout nhwc``)."""
@@ -390,14 +436,23 @@ def run_saved_model(saved: Path, source, calibration: Optional[dict], seed: int,
 
     data = take(calibration, samples) if calibration is not None else random_dataset(source.inputs, samples, seed)
     reference = reference_outputs(source, data)
-    got = run_batches(predict, map_tensors(data, source.inputs, saved_inputs), saved_inputs,
-                      [s.name for s in source.outputs])
+    got = run_batches(
+        predict, map_tensors(data, source.inputs, saved_inputs), saved_inputs, [s.name for s in source.outputs]
+    )
     perms, metrics = [], {}
     for s in source.outputs:
         perm, metrics[s.name] = best_orientation(got[s.name], reference[s.name])
         perms.append(perm)
-    return SavedModelRun(fn, owner, in_names, out_names, perms, metrics, len(next(iter(data.values()))),
-                         "calibration" if calibration is not None else "random")
+    return SavedModelRun(
+        fn,
+        owner,
+        in_names,
+        out_names,
+        perms,
+        metrics,
+        len(next(iter(data.values()))),
+        "calibration" if calibration is not None else "random",
+    )
 
 
 if __name__ == "__main__":  # python -m edgepack.converters.onnx_tools: the list for `pip install --no-deps`

@@ -47,5 +47,8 @@ def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
         from . import keras_source
 
         return keras_source.from_model(path, model, kind, input_specs)
-    raise UsageError(f"{path.name}:{source.rpartition(':')[2]} returned {type(model).__name__}, "
-                     "not a torch.nn.Module or keras.Model", "return the model object from the callable")
+    raise UsageError(
+        f"{path.name}:{source.rpartition(':')[2]} returned {type(model).__name__}, "
+        "not a torch.nn.Module or keras.Model",
+        "return the model object from the callable",
+    )

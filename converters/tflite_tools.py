@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-
 from edgepack.device_runners.runner_common import dequantize_output, iter_batches, quantize_input
+
 from edgepack.errors import EdgepackError, UsageError, require
 from edgepack.types import ConvertedModel, QuantizationInfo, QuantParams, TensorSpec
 
@@ -50,8 +50,10 @@ def open_interpreter(path: Path, threads: int = 0):
         interp = interpreter_class()(**kwargs)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
-        raise UsageError(f"{Path(path).name} is not a loadable TFLite model: {str(e).splitlines()[0][:200]}",
-                         "re-convert the model, or check the file was copied completely")
+        raise UsageError(
+            f"{Path(path).name} is not a loadable TFLite model: {str(e).splitlines()[0][:200]}",
+            "re-convert the model, or check the file was copied completely",
+        )
     return interp
 
 
@@ -61,11 +63,15 @@ def spec_from_detail(detail: dict, layout: Optional[str], name: Optional[str] = 
     quant = None
     if scales and np.dtype(detail["dtype"]).kind in "iu":
         zps = [int(x) for x in np.asarray(qp.get("zero_points", [])).ravel()]
-        quant = QuantParams(scale=scales, zero_point=zps or [0] * len(scales),
-                            axis=int(qp.get("quantized_dimension", 0)) if len(scales) > 1 else None)
+        quant = QuantParams(
+            scale=scales,
+            zero_point=zps or [0] * len(scales),
+            axis=int(qp.get("quantized_dimension", 0)) if len(scales) > 1 else None,
+        )
     shape = [int(d) for d in detail["shape"]]
-    return TensorSpec(name=name or detail["name"], shape=shape, dtype=np.dtype(detail["dtype"]).name,
-                      layout=layout, quant=quant)
+    return TensorSpec(
+        name=name or detail["name"], shape=shape, dtype=np.dtype(detail["dtype"]).name, layout=layout, quant=quant
+    )
 
 
 def match_order(wanted: list[str], names: list[str]) -> list[int]:
@@ -91,8 +97,10 @@ def signature_keys(interp) -> tuple[dict, dict]:
         if len(sigs) != 1:
             return {}, {}
         runner = interp.get_signature_runner(next(iter(sigs)))
-        return ({d["index"]: n for n, d in runner.get_input_details().items()},
-                {d["index"]: n for n, d in runner.get_output_details().items()})
+        return (
+            {d["index"]: n for n, d in runner.get_input_details().items()},
+            {d["index"]: n for n, d in runner.get_output_details().items()},
+        )
     except (AttributeError, ValueError, RuntimeError):  # an interpreter without signature support
         return {}, {}
 
@@ -107,8 +115,11 @@ def tensor_indices(interp, inputs: list[str], outputs: list[str]) -> tuple[dict,
             by_name = {**{key: i for i, key in signature_keys(interp)[which].items()}, **by_name}
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise EdgepackError(f"the TFLite model has no {('input', 'output')[which]} tensor or signature key "
-                                f"{missing} (tensors: {sorted(by_name)})", "rebuild the bundle")
+            raise EdgepackError(
+                f"the TFLite model has no {('input', 'output')[which]} tensor or signature key "
+                f"{missing} (tensors: {sorted(by_name)})",
+                "rebuild the bundle",
+            )
         found.append({n: by_name[n] for n in names})
     return found[0], found[1]
 
@@ -125,12 +136,19 @@ def ordered_details(interp, source_inputs: list[TensorSpec], source_outputs: lis
             return [details[names.index(w)] for w in wanted]
         return [details[j] for j in match_order(wanted, [d["name"] for d in details])]
 
-    return (order([s.name for s in source_inputs], interp.get_input_details(), sig_in),
-            order([s.name for s in source_outputs], interp.get_output_details(), sig_out))
+    return (
+        order([s.name for s in source_inputs], interp.get_input_details(), sig_in),
+        order([s.name for s in source_outputs], interp.get_output_details(), sig_out),
+    )
 
 
-def read_specs(path: Path, source_inputs: list[TensorSpec], source_outputs: list[TensorSpec],
-               in_layouts: list[Optional[str]], out_layouts: list[Optional[str]]):
+def read_specs(
+    path: Path,
+    source_inputs: list[TensorSpec],
+    source_outputs: list[TensorSpec],
+    in_layouts: list[Optional[str]],
+    out_layouts: list[Optional[str]],
+):
     """Specs of the .tflite's I/O, ordered like the source's (so tensors map by position), each named like the
     source's tensor when the model's signature has that key for it (Keras, SavedModel), else by the interpreter's
     tensor name; runners find both (``tensor_indices``)."""
@@ -139,8 +157,10 @@ def read_specs(path: Path, source_inputs: list[TensorSpec], source_outputs: list
     sig_in, sig_out = signature_keys(interp)
 
     def specs(details, layouts, source, keys):  # the source's name where the signature carries it
-        return [spec_from_detail(d, lay, s.name if keys.get(d["index"]) == s.name else None)
-                for d, lay, s in zip(details, layouts, source)]
+        return [
+            spec_from_detail(d, lay, s.name if keys.get(d["index"]) == s.name else None)
+            for d, lay, s in zip(details, layouts, source)
+        ]
 
     return specs(ins, in_layouts, source_inputs, sig_in), specs(outs, out_layouts, source_outputs, sig_out)
 
@@ -163,8 +183,9 @@ def session_predict(path: Path, inputs: list[TensorSpec], outputs: list[TensorSp
 # --------------------------------------------------------------------------- the TF converter
 
 
-def representative(calibration: dict, inputs: list[TensorSpec],
-                   signature_names: Optional[list[list[str]]] = None) -> Callable:
+def representative(
+    calibration: dict, inputs: list[TensorSpec], signature_names: Optional[list[list[str]]] = None
+) -> Callable:
     """tf.lite representative_dataset over the calibration set, one model batch per step: a list in input order,
     or with ``signature_names`` a dict. A SavedModel's converter orders its inputs by signature name, not as the
     source does, and its names may be sanitised (``input.1`` / ``input_1``): each input is keyed by every name
@@ -182,8 +203,14 @@ def representative(calibration: dict, inputs: list[TensorSpec],
     return gen
 
 
-def configure(converter, mode: str, io_dtype: str, calibration: Optional[dict], inputs: list[TensorSpec],
-              signature_names: Optional[list[list[str]]] = None) -> QuantizationInfo:
+def configure(
+    converter,
+    mode: str,
+    io_dtype: str,
+    calibration: Optional[dict],
+    inputs: list[TensorSpec],
+    signature_names: Optional[list[list[str]]] = None,
+) -> QuantizationInfo:
     """Set the TFLite converter's post-training quantization for ``mode`` (``signature_names``: see
     ``representative``)."""
     from . import import_tensorflow
@@ -198,8 +225,10 @@ def configure(converter, mode: str, io_dtype: str, calibration: Optional[dict], 
     if mode == "dynamic":
         return QuantizationInfo(mode="dynamic", method="TFLiteConverter dynamic range (int8 weights)")
     if calibration is None:
-        raise UsageError(f"--quantize {mode} needs calibration data",
-                         "pass --calibration DATA.npz with ~100+ representative samples per input")
+        raise UsageError(
+            f"--quantize {mode} needs calibration data",
+            "pass --calibration DATA.npz with ~100+ representative samples per input",
+        )
     n = len(next(iter(calibration.values())))
     converter.representative_dataset = representative(calibration, inputs, signature_names)
     if mode == "int8":
@@ -207,13 +236,16 @@ def configure(converter, mode: str, io_dtype: str, calibration: Optional[dict], 
         if io_dtype in ("int8", "uint8"):
             converter.inference_input_type = getattr(tf, io_dtype)
             converter.inference_output_type = getattr(tf, io_dtype)
-        return QuantizationInfo(mode="int8", method=f"TFLiteConverter full integer ({io_dtype} I/O)",
-                                calibration_samples=n)
+        return QuantizationInfo(
+            mode="int8", method=f"TFLiteConverter full integer ({io_dtype} I/O)", calibration_samples=n
+        )
     if mode == "int16x8":
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        return QuantizationInfo(mode="int16x8", method="TFLiteConverter int16 activations, int8 weights",
-                                calibration_samples=n)
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        return QuantizationInfo(
+            mode="int16x8", method="TFLiteConverter int16 activations, int8 weights", calibration_samples=n
+        )
     raise UsageError(f"unknown precision {mode!r} for TFLite", "use --quantize none|fp16|dynamic|int8|int16x8")
 
 
@@ -259,16 +291,27 @@ def convert(converter) -> bytes:
         text = str(e)
         ops = sorted(set(re.findall(r"'(tf\.[A-Za-z0-9_]+)' op", text)))
         if ops:
-            raise EdgepackError(f"the TFLite converter cannot convert op(s) {', '.join(ops)}",
-                                "replace those ops with TFLite builtins (see the TFLite op compatibility list)")
+            raise EdgepackError(
+                f"the TFLite converter cannot convert op(s) {', '.join(ops)}",
+                "replace those ops with TFLite builtins (see the TFLite op compatibility list)",
+            )
         first = next((ln for ln in text.splitlines() if "error" in ln.lower()), text.splitlines()[0] if text else "")
-        raise EdgepackError(f"the TFLite converter failed: {first.strip()[:300]}",
-                            "check the model uses TFLite-compatible ops and static shapes")
+        raise EdgepackError(
+            f"the TFLite converter failed: {first.strip()[:300]}",
+            "check the model uses TFLite-compatible ops and static shapes",
+        )
 
 
-def finish(model: Path, source, options, quant: QuantizationInfo, in_layouts, out_layouts,
-           tools: dict) -> ConvertedModel:
+def finish(
+    model: Path, source, options, quant: QuantizationInfo, in_layouts, out_layouts, tools: dict
+) -> ConvertedModel:
     ins, outs = read_specs(model, source.inputs, source.outputs, in_layouts, out_layouts)
-    return ConvertedModel(path=model, member="model.tflite", inputs=ins, outputs=outs,
-                          tools={**runtime_versions(), **tools}, predict=session_predict(model, ins, outs),
-                          quantization=quant)
+    return ConvertedModel(
+        path=model,
+        member="model.tflite",
+        inputs=ins,
+        outputs=outs,
+        tools={**runtime_versions(), **tools},
+        predict=session_predict(model, ins, outs),
+        quantization=quant,
+    )

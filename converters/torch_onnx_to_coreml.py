@@ -16,7 +16,16 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     return torch_to_onnx.via_onnx(onnx_to_coreml.convert, source, options, calibration, workdir)
 
 
-ROUTE = Route(name="torch-onnx-coreml", sources=("torch",), target="coreml", precisions=onnx_to_coreml.ROUTE.precisions,
-              convert=convert, extra="coreml", requires=("torch", "onnxscript") + onnx_to_coreml.ROUTE.requires,
-              calibrated=(), options=(COREML_TARGET, OPSET), install=onnx_to_coreml.ROUTE.install,
-              summary="torch.onnx.export, then the ONNX -> CoreML route (onnx2tf, TensorFlow, coremltools)")
+ROUTE = Route(
+    name="torch-onnx-coreml",
+    sources=("torch",),
+    target="coreml",
+    precisions=onnx_to_coreml.ROUTE.precisions,
+    convert=convert,
+    extra="coreml",
+    requires=("torch", "onnxscript") + onnx_to_coreml.ROUTE.requires,
+    calibrated=(),
+    options=(COREML_TARGET, OPSET),
+    install=onnx_to_coreml.ROUTE.install,
+    summary="torch.onnx.export, then the ONNX -> CoreML route (onnx2tf, TensorFlow, coremltools)",
+)

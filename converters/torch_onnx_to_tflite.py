@@ -17,8 +17,15 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     return torch_to_onnx.via_onnx(onnx_to_tflite.convert, source, options, calibration, workdir)
 
 
-ROUTE = Route(name="torch-onnx2tf", sources=("torch",), target="tflite",
-              precisions=onnx_to_tflite.ROUTE.precisions, convert=convert, extra="tensorflow",
-              requires=("torch", "onnxscript") + onnx_to_tflite.ONNX2TF_REQUIRES, options=(LAYOUT, IO_DTYPE, OPSET),
-              install=onnx_to_tflite.ROUTE.install,
-              summary="torch.onnx.export, then onnx2tf -> the TFLite converter (needs TensorFlow)")
+ROUTE = Route(
+    name="torch-onnx2tf",
+    sources=("torch",),
+    target="tflite",
+    precisions=onnx_to_tflite.ROUTE.precisions,
+    convert=convert,
+    extra="tensorflow",
+    requires=("torch", "onnxscript") + onnx_to_tflite.ONNX2TF_REQUIRES,
+    options=(LAYOUT, IO_DTYPE, OPSET),
+    install=onnx_to_tflite.ROUTE.install,
+    summary="torch.onnx.export, then onnx2tf -> the TFLite converter (needs TensorFlow)",
+)

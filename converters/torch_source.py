@@ -39,18 +39,25 @@ def _flatten(out, name: str = "") -> list:
         else:
             items = [("output", out[0])] if len(out) == 1 else [(f"output_{i}", v) for i, v in enumerate(out)]
     else:
-        raise UsageError(f"the model returned {type(out).__name__}; edgepack handles tensors, tuples, lists, dicts "
-                         "and dataclasses of them", "make forward() return a tensor or a tuple of tensors")
+        raise UsageError(
+            f"the model returned {type(out).__name__}; edgepack handles tensors, tuples, lists, dicts "
+            "and dataclasses of them",
+            "make forward() return a tensor or a tuple of tensors",
+        )
     return [pair for key, v in items if v is not None for pair in _flatten(v, f"{name}.{key}" if name else key)]
 
 
 def _specs_from_overrides(overrides: list[TensorSpec], known_names: list[str] | None, what: str):
     if not overrides:
-        raise UsageError(f"{what}: input shapes are not stored in the file",
-                         "pass --input NAME:1x3x224x224 (one per model input, in forward() order)")
+        raise UsageError(
+            f"{what}: input shapes are not stored in the file",
+            "pass --input NAME:1x3x224x224 (one per model input, in forward() order)",
+        )
     if known_names is not None and len(known_names) != len(overrides):
-        raise UsageError(f"{what} takes {len(known_names)} input(s) {known_names}, --input gave {len(overrides)}",
-                         "pass one --input per forward() argument")
+        raise UsageError(
+            f"{what} takes {len(known_names)} input(s) {known_names}, --input gave {len(overrides)}",
+            "pass one --input per forward() argument",
+        )
     return list(overrides)
 
 
@@ -69,9 +76,11 @@ def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
         try:
             ep = torch.export.load(str(path))
         except Exception as e:
-            raise UsageError(f"{path.name} is not a readable torch.export archive ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200]})",
-                             "save it with torch.export.save(torch.export.export(model, args), 'model.pt2')")
+            raise UsageError(
+                f"{path.name} is not a readable torch.export archive ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]})",
+                "save it with torch.export.save(torch.export.export(model, args), 'model.pt2')",
+            )
         names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
         if input_specs:
             ins = _specs_from_overrides(input_specs, names, path.name)
@@ -79,17 +88,25 @@ def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
             examples = (ep.example_inputs or ((), {}))[0]
             if len(examples) != len(names):  # no example inputs saved: the shapes must come from --input
                 _specs_from_overrides([], names, path.name)
-            ins = [TensorSpec(name=n, shape=list(t.shape), dtype=str(t.dtype).replace("torch.", ""),
-                              layout=guess_layout(list(t.shape))) for n, t in zip(names, examples)]
+            ins = [
+                TensorSpec(
+                    name=n,
+                    shape=list(t.shape),
+                    dtype=str(t.dtype).replace("torch.", ""),
+                    layout=guess_layout(list(t.shape)),
+                )
+                for n, t in zip(names, examples)
+            ]
         handle = ep
         module = ep.module()
     else:
         try:
             module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as e:
-            raise UsageError(f"{path.name} is not a readable TorchScript file ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200]})",
-                             "save it with torch.jit.script(model).save(path) or torch.jit.trace(...)")
+            raise UsageError(
+                f"{path.name} is not a readable TorchScript file ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                "save it with torch.jit.script(model).save(path) or torch.jit.trace(...)",
+            )
         names = [a.name for a in module.forward.schema.arguments[1:]]
         ins = _specs_from_overrides(input_specs, names, path.name)
         handle = module
@@ -122,10 +139,23 @@ def _finish(path: Path, kind: str, module, ins: list[TensorSpec], handle) -> Mod
     try:
         sample = predict(zeros)
     except Exception as e:
-        raise UsageError(f"running the model on inputs {[s.shape_text() for s in ins]} failed: "
-                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
-                         "check the --input shapes and dtypes match what forward() expects")
-    outs = [TensorSpec(name=n, shape=list(a.shape), dtype=a.dtype.name, layout=guess_layout(list(a.shape)))
-            for n, a in sample.items()]
-    return ModelSource(path=path, kind=kind, framework="torch", framework_version=torch.__version__.split("+")[0],
-                       sha256=sha256_file(path), inputs=ins, outputs=outs, handle=handle, predict=predict)
+        raise UsageError(
+            f"running the model on inputs {[s.shape_text() for s in ins]} failed: "
+            f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
+            "check the --input shapes and dtypes match what forward() expects",
+        )
+    outs = [
+        TensorSpec(name=n, shape=list(a.shape), dtype=a.dtype.name, layout=guess_layout(list(a.shape)))
+        for n, a in sample.items()
+    ]
+    return ModelSource(
+        path=path,
+        kind=kind,
+        framework="torch",
+        framework_version=torch.__version__.split("+")[0],
+        sha256=sha256_file(path),
+        inputs=ins,
+        outputs=outs,
+        handle=handle,
+        predict=predict,
+    )

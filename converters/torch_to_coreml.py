@@ -28,8 +28,9 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     torch = require("torch", "torch")
     ct = coreml_tools.ct()
     coreml_tools.check_options(options, calibration)
-    keep_layout(source, options, "--layout is not supported for --to coreml",
-                "drop --layout (CoreML keeps the source's)")
+    keep_layout(
+        source, options, "--layout is not supported for --to coreml", "drop --layout (CoreML keeps the source's)"
+    )
     args = tuple(torch.from_numpy(np.zeros(s.static_shape(), np.dtype(s.dtype))) for s in source.inputs)
     for name in ("torch.export", "torch._dynamo"):  # coremltools' own: coreml_tools.ct()
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -41,18 +42,28 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                 # an ExportedProgram's module() is already in inference form (and refuses .eval())
                 module = source.handle.module() if source.kind == "torch-export" else source.handle.eval()
                 model = _trace(torch, module, args)
-            inputs = [ct.TensorType(name=n, shape=tuple(int(a) for a in t.shape), dtype=np.dtype(s.dtype).type)
-                      for n, s, t in zip(coreml_tools.feature_names(source.inputs), source.inputs, args)]
-            mlmodel = ct.convert(model, inputs=inputs, **coreml_tools.convert_kwargs(
-                options, source.outputs, [f"edgepack_output_{i}" for i in range(len(source.outputs))]))
+            inputs = [
+                ct.TensorType(name=n, shape=tuple(int(a) for a in t.shape), dtype=np.dtype(s.dtype).type)
+                for n, s, t in zip(coreml_tools.feature_names(source.inputs), source.inputs, args)
+            ]
+            mlmodel = ct.convert(
+                model,
+                inputs=inputs,
+                **coreml_tools.convert_kwargs(
+                    options, source.outputs, [f"edgepack_output_{i}" for i in range(len(source.outputs))]
+                ),
+            )
     except UsageError:
         raise
     except Exception as e:
         first = first_line(e)
-        raise EdgepackError(f"coremltools could not convert the PyTorch model: {first[:300]}",
-                            "the model uses an op coremltools cannot lower; try --to onnx or --to tflite")
-    return coreml_tools.finish(mlmodel, source, options, calibration, workdir,
-                               {"torch": torch.__version__.split("+")[0]})
+        raise EdgepackError(
+            f"coremltools could not convert the PyTorch model: {first[:300]}",
+            "the model uses an op coremltools cannot lower; try --to onnx or --to tflite",
+        )
+    return coreml_tools.finish(
+        mlmodel, source, options, calibration, workdir, {"torch": torch.__version__.split("+")[0]}
+    )
 
 
 def _trace(torch, module, args):
@@ -86,7 +97,15 @@ def _trace(torch, module, args):
         mha.set_fastpath_enabled(fastpath)
 
 
-ROUTE = Route(name="torch-coreml", sources=("torch",), target="coreml",
-              precisions=("none", "fp16", "int8", "palettize4", "palettize6"), convert=convert, extra="coreml", requires=("torch", "coremltools"), calibrated=(), options=(COREML_TARGET,),
-              summary="coremltools' TorchScript frontend (nn.Module and .pt2 traced with torch.jit.trace) -> "
-                      "ML Program")
+ROUTE = Route(
+    name="torch-coreml",
+    sources=("torch",),
+    target="coreml",
+    precisions=("none", "fp16", "int8", "palettize4", "palettize6"),
+    convert=convert,
+    extra="coreml",
+    requires=("torch", "coremltools"),
+    calibrated=(),
+    options=(COREML_TARGET,),
+    summary="coremltools' TorchScript frontend (nn.Module and .pt2 traced with torch.jit.trace) -> ML Program",
+)

@@ -30,16 +30,26 @@ def export(source: ModelSource, path: Path, opset: int) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(captured), torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(source.handle, args, str(path), input_names=names_in, output_names=names_out,
-                              opset_version=opset, dynamo=dynamo, external_data=False,
-                              **({"optimize": True} if dynamo else {}))
+            torch.onnx.export(
+                source.handle,
+                args,
+                str(path),
+                input_names=names_in,
+                output_names=names_out,
+                opset_version=opset,
+                dynamo=dynamo,
+                external_data=False,
+                **({"optimize": True} if dynamo else {}),
+            )
     except Exception as e:
         first = first_line(e)
         summary = [ln for ln in str(e).splitlines() if "Exception summary" in ln]
         detail = str(e).split("## Exception summary")[-1].strip().splitlines()[0] if summary else first
-        raise EdgepackError(f"torch.onnx.export failed: {detail[:300]}",
-                            "the model uses an op or Python construct the exporter cannot handle; "
-                            "rewrite that part or export it to ONNX yourself and pass the .onnx")
+        raise EdgepackError(
+            f"torch.onnx.export failed: {detail[:300]}",
+            "the model uses an op or Python construct the exporter cannot handle; "
+            "rewrite that part or export it to ONNX yourself and pass the .onnx",
+        )
 
 
 def _tools(converted: ConvertedModel) -> ConvertedModel:
@@ -60,8 +70,9 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     return _tools(onnx_tools.finish(fp32, workdir, options, calibration, layouts))
 
 
-def via_onnx(onnx_convert, source: ModelSource, options: BuildOptions, calibration: dict | None,
-             workdir: Path) -> ConvertedModel:
+def via_onnx(
+    onnx_convert, source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path
+) -> ConvertedModel:
     """A torch source through an ONNX route: export it (names and shapes kept), then hand the ONNX file to
     ``onnx_convert`` as the model to convert; the reference outputs stay PyTorch's (the build validates the
     result against torch, not against the intermediate ONNX)."""
@@ -74,6 +85,14 @@ def via_onnx(onnx_convert, source: ModelSource, options: BuildOptions, calibrati
     return _tools(converted)
 
 
-ROUTE = Route(name="torch-onnx", sources=("torch",), target="onnx", precisions=("none", "fp16", "dynamic", "int8"),
-              convert=convert, extra="torch", requires=("torch", "onnxscript"), options=(OPSET,),
-              summary="torch.onnx.export (dynamo exporter; TorchScript exporter for TorchScript files)")
+ROUTE = Route(
+    name="torch-onnx",
+    sources=("torch",),
+    target="onnx",
+    precisions=("none", "fp16", "dynamic", "int8"),
+    convert=convert,
+    extra="torch",
+    requires=("torch", "onnxscript"),
+    options=(OPSET,),
+    summary="torch.onnx.export (dynamo exporter; TorchScript exporter for TorchScript files)",
+)

@@ -17,14 +17,15 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from edgepack.device_runners.runner_common import iter_batches
 
 from edgepack.data import relayout
-from edgepack.device_runners.runner_common import iter_batches
 from edgepack.errors import EdgepackError, UsageError, first_line, require
 from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo, TensorSpec
 
 from . import LAYOUT, tflite_tools
+
 
 def _layouts(specs: list[TensorSpec], want: str | None) -> list:
     out = []
@@ -47,8 +48,14 @@ def _dynamic_quantizer(torch):
     from torchao.quantization.pt2e.observer import MinMaxObserver
     from torchao.quantization.pt2e.quantizer import QuantizationSpec
 
-    table = QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127, qscheme=torch.per_tensor_symmetric,
-                             is_dynamic=False, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    table = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-127,
+        quant_max=127,
+        qscheme=torch.per_tensor_symmetric,
+        is_dynamic=False,
+        observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
+    )
 
     class Quantizer(pt2e_quantizer.PT2EQuantizer):
         def annotate(self, model):
@@ -68,8 +75,12 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     module = source.handle.module() if source.kind == "torch-export" else source.handle
     in_layouts = _layouts(source.inputs, options.layout)
     out_layouts = _layouts(source.outputs, options.layout)
-    to_last_in = [i for i, (s, lay) in enumerate(zip(source.inputs, in_layouts)) if s.layout == "NCHW" and lay == "NHWC"]
-    to_last_out = [i for i, (s, lay) in enumerate(zip(source.outputs, out_layouts)) if s.layout == "NCHW" and lay == "NHWC"]
+    to_last_in = [
+        i for i, (s, lay) in enumerate(zip(source.inputs, in_layouts)) if s.layout == "NCHW" and lay == "NHWC"
+    ]
+    to_last_out = [
+        i for i, (s, lay) in enumerate(zip(source.outputs, out_layouts)) if s.layout == "NCHW" and lay == "NHWC"
+    ]
     if any(s.layout == "NHWC" and lay == "NCHW" for s, lay in zip(source.inputs, in_layouts)):
         raise UsageError("--layout nchw for a channels-last torch model is not supported", "drop --layout")
     if to_last_in or to_last_out:
@@ -77,8 +88,10 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     module = module.eval()
 
     def as_args(feeds: dict) -> tuple:
-        return tuple(torch.from_numpy(np.ascontiguousarray(relayout(np.asarray(feeds[s.name]), s.layout, lay)))
-                     for s, lay in zip(source.inputs, in_layouts))
+        return tuple(
+            torch.from_numpy(np.ascontiguousarray(relayout(np.asarray(feeds[s.name]), s.layout, lay)))
+            for s, lay in zip(source.inputs, in_layouts)
+        )
 
     zeros = {s.name: np.zeros(s.shape, np.dtype(s.dtype)) for s in source.inputs}
     args = as_args(zeros)
@@ -95,7 +108,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
 
                 dynamic = options.quantize == "dynamic"
                 quantizer = (_dynamic_quantizer(torch) if dynamic else pt2e_quantizer.PT2EQuantizer()).set_global(
-                    pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+                    pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+                )
                 prepared = quantize_pt2e.prepare_pt2e(torch.export.export(module, args).module(), quantizer)
                 if dynamic:
                     prepared(*args)
@@ -109,10 +123,15 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                 quant_config = QuantConfig(pt2e_quantizer=quantizer)
                 n = len(next(iter(calibration.values()))) if calibration is not None and not dynamic else None
                 quant = QuantizationInfo(
-                    mode=options.quantize, calibration_samples=n,
-                    method=("litert-torch PT2E dynamic int8 (per-channel weights; embedding tables symmetric "
-                            "per-tensor int8)" if dynamic else
-                            "litert-torch PT2E static int8 (per-channel weights, int8 I/O)"))
+                    mode=options.quantize,
+                    calibration_samples=n,
+                    method=(
+                        "litert-torch PT2E dynamic int8 (per-channel weights; embedding tables symmetric "
+                        "per-tensor int8)"
+                        if dynamic
+                        else "litert-torch PT2E static int8 (per-channel weights, int8 I/O)"
+                    ),
+                )
             edge = litert_torch.convert(module, args, quant_config=quant_config)
             out = workdir / "model.tflite"
             edge.export(str(out))
@@ -120,8 +139,10 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         raise
     except Exception as e:
         first = first_line(e)
-        raise EdgepackError(f"litert-torch could not convert the model: {first[:300]}",
-                            "the model uses an op litert-torch cannot lower; try --to onnx, or rewrite that op")
+        raise EdgepackError(
+            f"litert-torch could not convert the model: {first[:300]}",
+            "the model uses an op litert-torch cannot lower; try --to onnx, or rewrite that op",
+        )
     from importlib import metadata
 
     if options.quantize == "int8":
@@ -148,12 +169,22 @@ def check_integer_compute(path: Path) -> None:
         from collections import Counter
 
         kinds = ", ".join(f"{k} ×{n}" for k, n in Counter(floating).most_common())
-        raise EdgepackError(f"litert-torch's PT2E int8 left {len(floating)} of {len(heavy)} convolutions/linears in "
-                            f"float ({kinds}): the model would not be int8",
-                            "the TFLite converter's full-integer quantization (route torch-onnx2tf) quantizes them")
+        raise EdgepackError(
+            f"litert-torch's PT2E int8 left {len(floating)} of {len(heavy)} convolutions/linears in "
+            f"float ({kinds}): the model would not be int8",
+            "the TFLite converter's full-integer quantization (route torch-onnx2tf) quantizes them",
+        )
 
 
-ROUTE = Route(name="torch-litert", sources=("torch",), kinds=("torch-export", "python-callable"), target="tflite",
-              precisions=("none", "dynamic", "int8"), convert=convert, extra="tflite",
-              requires=("torch", "litert_torch"), options=(LAYOUT,),
-              summary="litert-torch: torch.export -> TFLite directly (no TensorFlow); PT2E int8")
+ROUTE = Route(
+    name="torch-litert",
+    sources=("torch",),
+    kinds=("torch-export", "python-callable"),
+    target="tflite",
+    precisions=("none", "dynamic", "int8"),
+    convert=convert,
+    extra="tflite",
+    requires=("torch", "litert_torch"),
+    options=(LAYOUT,),
+    summary="litert-torch: torch.export -> TFLite directly (no TensorFlow); PT2E int8",
+)

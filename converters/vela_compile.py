@@ -27,14 +27,16 @@ from edgepack.errors import EdgepackError, UsageError, require
 from edgepack.types import BuildOptions, ModelMember, NpuCompile, NpuLayer, OpPlacement, Placement
 
 MEMBER = "model_vela.tflite"
-NUMERICS = ("checked on an Ethos-U device only (bench --npu-model with the ethos-u delegate): the ethos-u custom "
-            "op has no CPU kernel; build-time validation ran on the int8 model (model.tflite) before vela")
+NUMERICS = (
+    "checked on an Ethos-U device only (bench --npu-model with the ethos-u delegate): the ethos-u custom "
+    "op has no CPU kernel; build-time validation ran on the int8 model (model.tflite) before vela"
+)
 _CUSTOM = "ethos-u"
 
 # what usually fixes a CPU fallback, by op type (vela's own constraints: vela --supported-ops-report)
 _OP_HINTS = {
     "GATHER": "GATHER has no Ethos-U55/U65 kernel: a fixed channel permutation can be a 1x1 Conv with a "
-              "permutation matrix, a fixed slice a STRIDED_SLICE; Ethos-U85 runs GATHER only with axis == batch_dims",
+    "permutation matrix, a fixed slice a STRIDED_SLICE; Ethos-U85 runs GATHER only with axis == batch_dims",
     "DIV": "divide by a constant: multiply by its reciprocal (MUL runs on the NPU)",
     "CAST": "keep tensors int8 end to end (casts usually come from integer index arithmetic)",
     "SQRT": "use RSQRT (supported) or fold the square root into a constant",
@@ -47,14 +49,18 @@ _OP_HINTS = {
 def _hint(op_type: str, reasons: list[str]) -> str:
     text = " ".join(reasons).lower()
     if "float32" in text or "float16" in text or "datatype float" in text or op_type in ("QUANTIZE", "DEQUANTIZE"):
-        return ("float tensors: quantize fully — --quantize int8 --calibration DATA.npz with --io-dtype int8 "
-                "(float I/O adds a QUANTIZE/DEQUANTIZE pair on the CPU); DEQUANTIZE → op → QUANTIZE inside the graph "
-                "are ops the quantizer left in float (e.g. residual ADDs): quantize them too, e.g. through the "
-                "TFLite converter's full-integer route")
+        return (
+            "float tensors: quantize fully — --quantize int8 --calibration DATA.npz with --io-dtype int8 "
+            "(float I/O adds a QUANTIZE/DEQUANTIZE pair on the CPU); DEQUANTIZE → op → QUANTIZE inside the graph "
+            "are ops the quantizer left in float (e.g. residual ADDs): quantize them too, e.g. through the "
+            "TFLite converter's full-integer route"
+        )
     if op_type in _OP_HINTS:
         return _OP_HINTS[op_type]
-    return ("see this op's constraints in vela's SUPPORTED_OPS.md (vela --supported-ops-report) and reshape the op "
-            "to meet them, or replace it")
+    return (
+        "see this op's constraints in vela's SUPPORTED_OPS.md (vela --supported-ops-report) and reshape the op "
+        "to meet them, or replace it"
+    )
 
 
 def hints(place: Placement) -> list[str]:
@@ -107,7 +113,7 @@ def parse_fallbacks(stdout: str) -> list[tuple[str, str, list[str]]]:
             found.append((m["op"].strip(), m["ofm"], []))
             in_reason = False
         elif found and line.startswith("Reason:"):
-            found[-1][2].append(re.sub(r"\s*\([^()]*\)$", "", line[len("Reason:"):].strip()))
+            found[-1][2].append(re.sub(r"\s*\([^()]*\)$", "", line[len("Reason:") :].strip()))
             in_reason = True
         elif in_reason and line and not line.startswith(("Warning", "Info", "CPU ", "NPU ")):
             found[-1][2][-1] += f" — {line}"
@@ -128,9 +134,16 @@ def parse_layers(path: Path) -> list[NpuLayer]:
     layers = []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            layers.append(NpuLayer(original_op=row.get("Original Operator", ""), npu_op=row.get("NNG Operator", ""),
-                                   target=row.get("Target", ""), cycles=int(float(row.get("Op Cycles") or 0)),
-                                   macs=int(float(row.get("MAC Count") or 0)), name=row.get("Name", "")))
+            layers.append(
+                NpuLayer(
+                    original_op=row.get("Original Operator", ""),
+                    npu_op=row.get("NNG Operator", ""),
+                    target=row.get("Target", ""),
+                    cycles=int(float(row.get("Op Cycles") or 0)),
+                    macs=int(float(row.get("MAC Count") or 0)),
+                    name=row.get("Name", ""),
+                )
+            )
     return layers
 
 
@@ -147,17 +160,25 @@ def placement(original: list, compiled: list, fallbacks: list, accelerator: str)
             continue
         cpu[op_type] = cpu.get(op_type, 0) + 1
         got = next((by_ofm[o] for o in outs if o in by_ofm), None)
-        for r in (got[1] if got else ["left on the CPU by vela (no reason printed)"]):
+        for r in got[1] if got else ["left on the CPU by vela (no reason printed)"]:
             if r not in reasons.setdefault(op_type, []):
                 reasons[op_type].append(r)
     ops = []
     for op_type in sorted(set(totals) | set(cpu)):
         c = cpu.get(op_type, 0)
-        ops.append(OpPlacement(op_type=op_type, accelerator=max(totals.get(op_type, 0) - c, 0), cpu=c,
-                               reasons=reasons.get(op_type, [])))
-    return Placement(accelerator=accelerator, source="vela", accelerator_ops=sum(o.accelerator for o in ops),
-                     cpu_ops=sum(o.cpu for o in ops), partitions=sum(1 for t, _ in compiled if t == _CUSTOM),
-                     ops=ops)
+        ops.append(
+            OpPlacement(
+                op_type=op_type, accelerator=max(totals.get(op_type, 0) - c, 0), cpu=c, reasons=reasons.get(op_type, [])
+            )
+        )
+    return Placement(
+        accelerator=accelerator,
+        source="vela",
+        accelerator_ops=sum(o.accelerator for o in ops),
+        cpu_ops=sum(o.cpu for o in ops),
+        partitions=sum(1 for t, _ in compiled if t == _CUSTOM),
+        ops=ops,
+    )
 
 
 def _num(row: dict, key: str, cast=float):
@@ -184,8 +205,18 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
 
     out_dir = workdir / "vela"
     out_dir.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "ethosu.vela", str(model), "--accelerator-config", options.npu,
-            "--output-dir", str(out_dir), "--verbose-performance", "--show-cpu-operations"]
+    argv = [
+        sys.executable,
+        "-m",
+        "ethosu.vela",
+        str(model),
+        "--accelerator-config",
+        options.npu,
+        "--output-dir",
+        str(out_dir),
+        "--verbose-performance",
+        "--show-cpu-operations",
+    ]
     if options.npu_config:
         cfg = Path(options.npu_config)
         argv += ["--config", str(cfg.resolve()) if cfg.is_file() else str(options.npu_config)]  # or Arm/vela.ini
@@ -203,13 +234,16 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
         bad_option = proc.returncode == 2 or "usage:" in proc.stderr or "CliOptionError" in err
         raise (UsageError if bad_option else EdgepackError)(
             f"vela failed for --npu {options.npu}: {err[:300]}",
-            "check --npu / --npu-config / --npu-system-config / --npu-memory-mode (vela --list-configs FILE)")
+            "check --npu / --npu-config / --npu-system-config / --npu-memory-mode (vela --list-configs FILE)",
+        )
     stem = model.stem
     vela_model = out_dir / f"{stem}_vela.tflite"
     summaries = sorted(out_dir.glob(f"{stem}_summary_*.csv"))
     if not vela_model.is_file() or not summaries:
-        raise EdgepackError(f"vela wrote no {vela_model.name} or summary CSV",
-                            f"vela's output ended with: {proc.stdout.strip().splitlines()[-1:] or proc.stderr[-200:]}")
+        raise EdgepackError(
+            f"vela wrote no {vela_model.name} or summary CSV",
+            f"vela's output ended with: {proc.stdout.strip().splitlines()[-1:] or proc.stderr[-200:]}",
+        )
     row = parse_summary(summaries[0])
     place = placement(_ops(model), _ops(vela_model), parse_fallbacks(proc.stdout), options.npu)
     total = place.accelerator_ops + place.cpu_ops
@@ -246,6 +280,8 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
     )
     if options.npu_strict and place.cpu_ops:
         cpu = ", ".join(f"{o.op_type}×{o.cpu} ({'; '.join(o.reasons)})" for o in place.ops if o.cpu)
-        raise EdgepackError(f"--npu-strict: {place.cpu_ops} op(s) fall back to the CPU on {options.npu}: {cpu}",
-                            "; ".join(fixes) or "drop --npu-strict to bundle with the CPU fallback")
+        raise EdgepackError(
+            f"--npu-strict: {place.cpu_ops} op(s) fall back to the CPU on {options.npu}: {cpu}",
+            "; ".join(fixes) or "drop --npu-strict to bundle with the CPU fallback",
+        )
     return vela_model, info

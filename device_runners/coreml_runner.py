@@ -29,7 +29,9 @@ def check_platform(system: Optional[str] = None) -> None:
         raise common.RunnerError(
             "CoreML prediction needs macOS; this device runs %s (%s), where coremltools can only read the model"
             % (system, platform.machine()),
-            "bench CoreML bundles on a Mac: edgepack bench BUNDLE --device user@mac", common.EXIT_RUNTIME_MISSING)
+            "bench CoreML bundles on a Mac: edgepack bench BUNDLE --device user@mac",
+            common.EXIT_RUNTIME_MISSING,
+        )
 
 
 class CoreMLBackend(common.Backend):
@@ -41,9 +43,12 @@ class CoreMLBackend(common.Backend):
         self.outputs: list[str] = []
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--compute-units", choices=sorted(COMPUTE_UNITS), default="all",
-                            help="where CoreML may run the model: cpu, gpu (CPU+GPU), ane (CPU+Neural Engine), "
-                                 "all (default)")
+        parser.add_argument(
+            "--compute-units",
+            choices=sorted(COMPUTE_UNITS),
+            default="all",
+            help="where CoreML may run the model: cpu, gpu (CPU+GPU), ane (CPU+Neural Engine), all (default)",
+        )
 
     def check(self) -> None:
         check_platform()
@@ -62,10 +67,13 @@ class CoreMLBackend(common.Backend):
         try:
             model = ct.models.MLModel(model_path, compute_units=units)
         except Exception as e:  # CoreML raises plain Exceptions with the framework's message
-            raise common.RunnerError("CoreML could not load the model: %s" % str(e).splitlines()[0],
-                                     "check that this macOS is at least the bundle's deployment target (%s)"
-                                     % ((manifest.get("validation") or {}).get("checks") or {})
-                                     .get("deployment_target", "see edgepack inspect"))
+            raise common.RunnerError(
+                "CoreML could not load the model: %s" % str(e).splitlines()[0],
+                "check that this macOS is at least the bundle's deployment target (%s)"
+                % ((manifest.get("validation") or {}).get("checks") or {}).get(
+                    "deployment_target", "see edgepack inspect"
+                ),
+            )
         self.model, self.units = model, settings.compute_units
         self.outputs = [s["name"] for s in manifest["outputs"]]
 
@@ -74,9 +82,11 @@ class CoreMLBackend(common.Backend):
         return dict((name, res[name]) for name in self.outputs)
 
     def details(self) -> dict[str, Any]:
-        return {"compute_units": self.units,
-                "coreml_compute_unit": COMPUTE_UNITS[self.units],
-                "macos": platform.mac_ver()[0] or None}
+        return {
+            "compute_units": self.units,
+            "coreml_compute_unit": COMPUTE_UNITS[self.units],
+            "macos": platform.mac_ver()[0] or None,
+        }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

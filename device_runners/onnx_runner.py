@@ -67,8 +67,9 @@ def _median(values: Sequence[float]) -> float:
     return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
-def parse_profile(events: Sequence[Mapping[str, Any]], top: int = TOP_NODES
-                  ) -> tuple[dict[str, tuple[str, Optional[str]]], dict[str, Any]]:
+def parse_profile(
+    events: Sequence[Mapping[str, Any]], top: int = TOP_NODES
+) -> tuple[dict[str, tuple[str, Optional[str]]], dict[str, Any]]:
     """onnxruntime's profiling trace (a list of Chrome-trace events) -> (nodes, timing).
 
     nodes: {node name: (op type, provider)}; timing: per-node median ms over the runs after the first (warm-up)."""
@@ -79,8 +80,14 @@ def parse_profile(events: Sequence[Mapping[str, Any]], top: int = TOP_NODES
         cat, name = e.get("cat"), e.get("name", "")
         if cat == "Node" and name.endswith("_kernel_time"):
             args = e.get("args") or {}
-            current.append((name[:-len("_kernel_time")], args.get("op_name", "?"), args.get("provider"),
-                            float(e.get("dur", 0)) / 1000.0))
+            current.append(
+                (
+                    name[: -len("_kernel_time")],
+                    args.get("op_name", "?"),
+                    args.get("provider"),
+                    float(e.get("dur", 0)) / 1000.0,
+                )
+            )
         elif cat == "Session" and name == "model_run":
             runs.append(current)
             run_ms.append(float(e.get("dur", 0)) / 1000.0)
@@ -106,15 +113,22 @@ def parse_profile(events: Sequence[Mapping[str, Any]], top: int = TOP_NODES
         "profiled_runs": len(runs),
         "node_total_ms": node_total,
         "profiled_run_ms": _median(run_ms) if run_ms else None,
-        "top": [{"name": node, "op_type": nodes[node][0], "provider": nodes[node][1], "ms": ms,
-                 "share": (ms / node_total) if node_total > 0 else 0.0} for node, ms in ranked[:top]],
+        "top": [
+            {
+                "name": node,
+                "op_type": nodes[node][0],
+                "provider": nodes[node][1],
+                "ms": ms,
+                "share": (ms / node_total) if node_total > 0 else 0.0,
+            }
+            for node, ms in ranked[:top]
+        ],
         "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
     }
     return nodes, timing
 
 
-def placement_from_nodes(nodes: Mapping[str, tuple[str, Optional[str]]], requested: Sequence[str]
-                         ) -> dict[str, Any]:
+def placement_from_nodes(nodes: Mapping[str, tuple[str, Optional[str]]], requested: Sequence[str]) -> dict[str, Any]:
     """Per op type: nodes on a requested (non-CPU) EP vs on the CPU EP."""
     accel = [ep for ep in requested if ep != "CPUExecutionProvider"]
     per: dict[str, dict[str, Any]] = {}
@@ -152,13 +166,25 @@ class OnnxRuntimeBackend(common.Backend):
         self.settings = argparse.Namespace()
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--ep", action="append", default=[], metavar="NAME[,NAME]",
-                            help="execution provider(s) to request, e.g. xnnpack, nnapi, qnn, acl, coreml, "
-                                 "openvino (CPU stays as the fallback); repeatable")
-        parser.add_argument("--profile", action="store_true",
-                            help="per-op timing from a separate profiled session (after the timed runs)")
-        parser.add_argument("--profile-runs", type=int, default=10,
-                            help="profiled inferences for placement/per-op timing (default 10, +1 warm-up)")
+        parser.add_argument(
+            "--ep",
+            action="append",
+            default=[],
+            metavar="NAME[,NAME]",
+            help="execution provider(s) to request, e.g. xnnpack, nnapi, qnn, acl, coreml, "
+            "openvino (CPU stays as the fallback); repeatable",
+        )
+        parser.add_argument(
+            "--profile",
+            action="store_true",
+            help="per-op timing from a separate profiled session (after the timed runs)",
+        )
+        parser.add_argument(
+            "--profile-runs",
+            type=int,
+            default=10,
+            help="profiled inferences for placement/per-op timing (default 10, +1 warm-up)",
+        )
 
     def check(self) -> None:
         common.Backend.check(self)
@@ -177,7 +203,8 @@ class OnnxRuntimeBackend(common.Backend):
                 % (", ".join(missing), ort.__version__, ", ".join(available)),
                 "install an onnxruntime build that has it (e.g. onnxruntime-qnn, onnxruntime-openvino, "
                 "onnxruntime-directml, onnxruntime-gpu) or drop --ep; edgepack does not fall back to the CPU silently",
-                common.EXIT_USAGE)
+                common.EXIT_USAGE,
+            )
         return requested, [ep for ep in requested if ep != "CPUExecutionProvider"] + ["CPUExecutionProvider"]
 
     def session_options(self, settings: argparse.Namespace) -> Any:
@@ -202,18 +229,20 @@ class OnnxRuntimeBackend(common.Backend):
 
         requested, providers = self.providers(settings)
         try:
-            session = ort.InferenceSession(model_path, sess_options=self.session_options(settings),
-                                           providers=providers)
+            session = ort.InferenceSession(model_path, sess_options=self.session_options(settings), providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types
             also = " and that %s works on this device" % ", ".join(requested) if requested else ""
-            raise common.RunnerError("onnxruntime could not load the model: %s" % str(e).splitlines()[0],
-                                     "check that the device's onnxruntime supports the model's opset" + also)
+            raise common.RunnerError(
+                "onnxruntime could not load the model: %s" % str(e).splitlines()[0],
+                "check that the device's onnxruntime supports the model's opset" + also,
+            )
         failed = [ep for ep in requested if ep not in session.get_providers()]
         if failed:  # onnxruntime drops an EP that fails to initialise with only a log line
-            raise common.RunnerError("execution provider %s failed to initialise (session has: %s)"
-                                     % (", ".join(failed), ", ".join(session.get_providers())),
-                                     "check the EP's driver/SDK on the device; edgepack does not fall back to the "
-                                     "CPU silently")
+            raise common.RunnerError(
+                "execution provider %s failed to initialise (session has: %s)"
+                % (", ".join(failed), ", ".join(session.get_providers())),
+                "check the EP's driver/SDK on the device; edgepack does not fall back to the CPU silently",
+            )
         self.session, self.model_path, self.settings = session, model_path, settings
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:

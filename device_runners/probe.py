@@ -19,12 +19,32 @@ except ImportError:  # run as a script on the device
 
 # the distributions to look up come as arguments (edgepack passes each runtime's declared ones); these without
 PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "coremltools")
-NPU_NODES = ("/dev/apex_*", "/dev/ethosu*", "/dev/galcore", "/dev/rknpu*", "/dev/dri/renderD*", "/dev/accel/*",
-             "/dev/vipcore", "/dev/neuron*")
-DELEGATE_LIBS = ("libedgetpu.so*", "libarmnnDelegate.so*", "libvx_delegate.so*", "libethosu_op_delegate.so*",
-                 "libQnnTFLiteDelegate.so*", "libneuron_adapter*.so*")
-LIB_DIRS = ("/usr/lib", "/usr/local/lib", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf",
-            "/usr/lib/x86_64-linux-gnu", "/opt/*/lib")
+NPU_NODES = (
+    "/dev/apex_*",
+    "/dev/ethosu*",
+    "/dev/galcore",
+    "/dev/rknpu*",
+    "/dev/dri/renderD*",
+    "/dev/accel/*",
+    "/dev/vipcore",
+    "/dev/neuron*",
+)
+DELEGATE_LIBS = (
+    "libedgetpu.so*",
+    "libarmnnDelegate.so*",
+    "libvx_delegate.so*",
+    "libethosu_op_delegate.so*",
+    "libQnnTFLiteDelegate.so*",
+    "libneuron_adapter*.so*",
+)
+LIB_DIRS = (
+    "/usr/lib",
+    "/usr/local/lib",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/arm-linux-gnueabihf",
+    "/usr/lib/x86_64-linux-gnu",
+    "/opt/*/lib",
+)
 
 
 def _version(dist: str) -> Optional[str]:
@@ -64,9 +84,13 @@ def probe(packages: Sequence[str] = PACKAGES) -> dict[str, Any]:
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "libc": "-".join(platform.libc_ver()) or None,
-        "externally_managed": (bool(glob.glob(os.path.join(sys.prefix, "lib", "python3*", "EXTERNALLY-MANAGED"))
-                                    or glob.glob("/usr/lib/python3*/EXTERNALLY-MANAGED"))
-                               and sys.prefix == sys.base_prefix),
+        "externally_managed": (
+            bool(
+                glob.glob(os.path.join(sys.prefix, "lib", "python3*", "EXTERNALLY-MANAGED"))
+                or glob.glob("/usr/lib/python3*/EXTERNALLY-MANAGED")
+            )
+            and sys.prefix == sys.base_prefix
+        ),
         "packages": dict((p, _version(p)) for p in packages),
         "cpu_count": os.cpu_count(),
         "cpu": common.cpu_fingerprint(),

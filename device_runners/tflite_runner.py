@@ -70,22 +70,37 @@ class LiteRTBackend(common.Backend):
         self.outputs: list[tuple[str, int]] = []  # manifest output name, tensor index (manifest order)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--delegate", default=None,
-                            help="external delegate library (e.g. libedgetpu.so.1, libarmnnDelegate.so)")
-        parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
-                            help="option passed to the external delegate; repeatable")
-        parser.add_argument("--no-xnnpack", action="store_true",
-                            help="run the reference CPU kernels instead of the default XNNPACK delegate")
-        parser.add_argument("--npu-model", action="store_true",
-                            help="run the bundle's NPU model (manifest npu.model, e.g. vela's ethos-u model)")
+        parser.add_argument(
+            "--delegate", default=None, help="external delegate library (e.g. libedgetpu.so.1, libarmnnDelegate.so)"
+        )
+        parser.add_argument(
+            "--delegate-option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="option passed to the external delegate; repeatable",
+        )
+        parser.add_argument(
+            "--no-xnnpack",
+            action="store_true",
+            help="run the reference CPU kernels instead of the default XNNPACK delegate",
+        )
+        parser.add_argument(
+            "--npu-model",
+            action="store_true",
+            help="run the bundle's NPU model (manifest npu.model, e.g. vela's ethos-u model)",
+        )
 
     def model_member(self, manifest: Mapping[str, Any], settings: argparse.Namespace) -> str:
         if not getattr(settings, "npu_model", False):
             return str(manifest["model"]["member"])
         npu = manifest.get("npu")
         if not npu:
-            raise common.RunnerError("--npu-model: this bundle has no NPU model",
-                                     "build it with edgepack build ... --npu ethos-u55-128", common.EXIT_USAGE)
+            raise common.RunnerError(
+                "--npu-model: this bundle has no NPU model",
+                "build it with edgepack build ... --npu ethos-u55-128",
+                common.EXIT_USAGE,
+            )
         return str(npu["model"]["member"])
 
     def check(self) -> None:
@@ -96,7 +111,9 @@ class LiteRTBackend(common.Backend):
                 "no TFLite interpreter is installed for %s (tried ai_edge_litert, tflite_runtime, tensorflow)"
                 % sys.executable,
                 "pip install ai-edge-litert (armv7l or numpy<2: pip install tflite-runtime), "
-                "or run edgepack bench with --install-runtime", common.EXIT_RUNTIME_MISSING)
+                "or run edgepack bench with --install-runtime",
+                common.EXIT_RUNTIME_MISSING,
+            )
         self.Interpreter, self.load_delegate, self.module, self.dist, self._version = found
 
     def version(self) -> str:
@@ -110,15 +127,18 @@ class LiteRTBackend(common.Backend):
             for item in args.delegate_option:
                 key, sep, value = item.partition("=")
                 if not sep:
-                    raise common.RunnerError("bad --delegate-option %r" % item, "write it as KEY=VALUE",
-                                             common.EXIT_USAGE)
+                    raise common.RunnerError(
+                        "bad --delegate-option %r" % item, "write it as KEY=VALUE", common.EXIT_USAGE
+                    )
                 options[key] = value
             try:
                 delegates.append(self.load_delegate(args.delegate, options))
             except (ValueError, OSError, RuntimeError) as e:
-                raise common.RunnerError("delegate %s failed to load: %s" % (args.delegate, e),
-                                         "check the library path and that its driver/device is present; "
-                                         "edgepack does not fall back to the CPU silently")
+                raise common.RunnerError(
+                    "delegate %s failed to load: %s" % (args.delegate, e),
+                    "check the library path and that its driver/device is present; "
+                    "edgepack does not fall back to the CPU silently",
+                )
         kwargs = {"model_path": model_path, "experimental_delegates": delegates or None}
         if args.threads:
             kwargs["num_threads"] = args.threads
@@ -137,13 +157,20 @@ class LiteRTBackend(common.Backend):
 
             hint = "check that the interpreter supports the model's ops"
             if "ethos-u" in str(e):
-                hint = ("the NPU model's ethos-u op runs only through the Ethos-U delegate: "
-                        "--delegate libethosu_op_delegate.so on an Ethos-U board")
+                hint = (
+                    "the NPU model's ethos-u op runs only through the Ethos-U delegate: "
+                    "--delegate libethosu_op_delegate.so on an Ethos-U board"
+                )
             if self.dist == "tflite-runtime" and numpy.__version__.split(".")[0] != "1":
-                hint = ("tflite-runtime is built for numpy 1.x and this device has numpy %s: "
-                        "pip install ai-edge-litert, or pip install 'numpy<2'" % numpy.__version__)
-            raise common.RunnerError("the TFLite interpreter (%s) could not load the model: %s"
-                                     % (self.dist, str(e).splitlines()[0] if str(e) else type(e).__name__), hint)
+                hint = (
+                    "tflite-runtime is built for numpy 1.x and this device has numpy %s: "
+                    "pip install ai-edge-litert, or pip install 'numpy<2'" % numpy.__version__
+                )
+            raise common.RunnerError(
+                "the TFLite interpreter (%s) could not load the model: %s"
+                % (self.dist, str(e).splitlines()[0] if str(e) else type(e).__name__),
+                hint,
+            )
         inputs, outputs = tensor_indices(interp, manifest)
         self.interp, self.delegate, self.settings = interp, args.delegate, settings
         self.inputs, self.outputs = inputs, [(s["name"], outputs[s["name"]]) for s in manifest["outputs"]]
@@ -210,9 +237,11 @@ def tensor_indices(interp: Any, manifest: Mapping[str, Any]) -> tuple[dict[str, 
             by_name = keys
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise common.RunnerError("the model has no %s tensor or signature key %s (tensors: %s)"
-                                     % (kind[:-1], missing, sorted(by_name)),
-                                     "rebuild the bundle with this edgepack", common.EXIT_BUNDLE_INVALID)
+            raise common.RunnerError(
+                "the model has no %s tensor or signature key %s (tensors: %s)" % (kind[:-1], missing, sorted(by_name)),
+                "rebuild the bundle with this edgepack",
+                common.EXIT_BUNDLE_INVALID,
+            )
         found.append(dict((n, by_name[n]) for n in names))
     return found[0], found[1]
 
@@ -262,8 +291,10 @@ def delegate_placement(interp: Any, args: argparse.Namespace) -> Optional[dict[s
                 row["reasons"].append("not claimed by %s (op or its types unsupported there)" % accelerator)
     notes: list[str] = []
     if args.delegate and not args.no_xnnpack:
-        notes.append("XNNPACK is on as well: DELEGATE nodes of both delegates are counted (--no-xnnpack to see "
-                     "%s alone)" % accelerator)
+        notes.append(
+            "XNNPACK is on as well: DELEGATE nodes of both delegates are counted (--no-xnnpack to see "
+            "%s alone)" % accelerator
+        )
     if accelerator and not taken:
         notes.append("%s took no ops: every op ran on the CPU kernels" % accelerator)
     ops_out = [per[k] for k in sorted(per)]

@@ -25,13 +25,28 @@ __version__ = "0.1.0"
 PathLike = Union[str, Path]
 
 
-def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibration: Optional[PathLike] = None,
-          eval: Optional[PathLike] = None, inputs: Sequence[str] = (), output: Optional[PathLike] = None,
-          min_cosine: Optional[float] = None, allow_mismatch: bool = False, opset: int = 18,
-          io_dtype: Optional[str] = None, layout: Optional[str] = None, npu: Optional[str] = None,
-          npu_config: Optional[PathLike] = None, npu_system_config: Optional[str] = None,
-          npu_memory_mode: Optional[str] = None, npu_strict: bool = False, coreml_target: Optional[str] = None,
-          route: Optional[str] = None, verbose: bool = False) -> BuildResult:
+def build(
+    source: PathLike,
+    to: str = "onnx",
+    quantize: str = "none",
+    calibration: Optional[PathLike] = None,
+    eval: Optional[PathLike] = None,
+    inputs: Sequence[str] = (),
+    output: Optional[PathLike] = None,
+    min_cosine: Optional[float] = None,
+    allow_mismatch: bool = False,
+    opset: int = 18,
+    io_dtype: Optional[str] = None,
+    layout: Optional[str] = None,
+    npu: Optional[str] = None,
+    npu_config: Optional[PathLike] = None,
+    npu_system_config: Optional[str] = None,
+    npu_memory_mode: Optional[str] = None,
+    npu_strict: bool = False,
+    coreml_target: Optional[str] = None,
+    route: Optional[str] = None,
+    verbose: bool = False,
+) -> BuildResult:
     """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
 
     ``inputs`` are ``NAME:1x3x224x224[:dtype]`` strings (needed for file.py:callable sources).
@@ -51,13 +66,26 @@ def build(source: PathLike, to: str = "onnx", quantize: str = "none", calibratio
     from edgepack.types import BuildOptions
 
     options = BuildOptions(
-        target=to, quantize=quantize, calibration=Path(calibration) if calibration else None,
-        eval=Path(eval) if eval else None, inputs=[parse_input_spec(s) for s in inputs],
-        output=Path(output) if output else None, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-        opset=opset, io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
-        layout=layout.lower() if layout else None, npu=npu, npu_system_config=npu_system_config,
-        npu_memory_mode=npu_memory_mode, npu_config=str(npu_config) if npu_config else None, npu_strict=npu_strict,
-        coreml_target=coreml_target, route=route, verbose=verbose)
+        target=to,
+        quantize=quantize,
+        calibration=Path(calibration) if calibration else None,
+        eval=Path(eval) if eval else None,
+        inputs=[parse_input_spec(s) for s in inputs],
+        output=Path(output) if output else None,
+        min_cosine=min_cosine,
+        allow_mismatch=allow_mismatch,
+        opset=opset,
+        io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
+        layout=layout.lower() if layout else None,
+        npu=npu,
+        npu_system_config=npu_system_config,
+        npu_memory_mode=npu_memory_mode,
+        npu_config=str(npu_config) if npu_config else None,
+        npu_strict=npu_strict,
+        coreml_target=coreml_target,
+        route=route,
+        verbose=verbose,
+    )
     return _build(str(source), options)
 
 

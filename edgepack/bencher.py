@@ -30,9 +30,11 @@ _EXIT_MEANING = {
 def _checked(bundle: Path) -> Manifest:
     manifest, problems = verify_bundle(bundle)
     if problems:
-        raise EdgepackError(f"{bundle.name} failed verification: {problems[0]}"
-                            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
-                            "rebuild the bundle; run edgepack verify for the full list")
+        raise EdgepackError(
+            f"{bundle.name} failed verification: {problems[0]}"
+            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+            "rebuild the bundle; run edgepack verify for the full list",
+        )
     return manifest
 
 
@@ -81,6 +83,7 @@ def default_timeout(min_seconds: float, repeat: int, cooldown: float) -> float:
 
 def check_settings(o: BenchOptions) -> None:
     """Every bench setting checked before anything connects (nan/inf and negative values are usage errors)."""
+
     def bad(option: str, value: object, rule: str) -> NoReturn:
         raise UsageError(f"{option} {value} is out of range: {rule}", f"pass {option} {rule}")
 
@@ -89,19 +92,27 @@ def check_settings(o: BenchOptions) -> None:
             bad(option, value, "as a finite number >= 0")
     if o.timeout is not None and (not math.isfinite(o.timeout) or o.timeout < 0):
         bad("--timeout", o.timeout, "as a finite number of seconds >= 0 (0 = no limit)")
-    for option, value, low in (("--runs", o.runs, 1), ("--repeat", o.repeat, 1), ("--warmup", o.warmup, 0),
-                               ("--threads", o.threads, 0), ("--max-runs", o.max_runs, 1)):
+    for option, value, low in (
+        ("--runs", o.runs, 1),
+        ("--repeat", o.repeat, 1),
+        ("--warmup", o.warmup, 0),
+        ("--threads", o.threads, 0),
+        ("--max-runs", o.max_runs, 1),
+    ):
         if value < low:
             bad(option, value, f">= {low}")
     if o.max_runs > MAX_RUNS_LIMIT:
         bad("--max-runs", o.max_runs, f"<= {MAX_RUNS_LIMIT}")
     if o.runs > o.max_runs:
-        raise UsageError(f"--runs {o.runs} exceeds --max-runs {o.max_runs}",
-                         "lower --runs, or raise --max-runs (the loop never times more than --max-runs)")
+        raise UsageError(
+            f"--runs {o.runs} exceeds --max-runs {o.max_runs}",
+            "lower --runs, or raise --max-runs (the loop never times more than --max-runs)",
+        )
 
 
-def bench(bundle: Path, device: str = "local", options: BenchOptions | None = None,
-          ssh: SSHOptions | None = None) -> BenchResult:
+def bench(
+    bundle: Path, device: str = "local", options: BenchOptions | None = None, ssh: SSHOptions | None = None
+) -> BenchResult:
     """Upload (if needed) and run ``bundle`` on ``device`` with its format's runner.
 
     ``options.install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
@@ -126,8 +137,10 @@ def bench(bundle: Path, device: str = "local", options: BenchOptions | None = No
     # the runner enforces the timeout itself (and cleans up); edgepack's own wait is a backstop behind it
     ssh.run_timeout = timeout + 30.0 if timeout else None
     if options.install_runtime and parse_device(device).local:
-        raise UsageError("--install-runtime is for SSH devices",
-                         f"install the runtime here with: pip install {' '.join(runtime.device_packages)}")
+        raise UsageError(
+            "--install-runtime is for SSH devices",
+            f"install the runtime here with: pip install {' '.join(runtime.device_packages)}",
+        )
     with step(f"connect to {device}"):
         dev = open_device(device, ssh)
     try:
@@ -135,10 +148,18 @@ def bench(bundle: Path, device: str = "local", options: BenchOptions | None = No
             runners = dev.put_runners()
             remote, uploaded = dev.put_bundle(bundle, sha)
             workdir = dev.workdir()
-        argv = [f"{runners}/{runtime.runner}", remote, *options.runner_argv(), "--timeout", str(timeout),
-                "--watch-stdin"]
-        for env, flag in (("EDGEPACK_MAX_UNPACKED_BYTES", "--max-unpacked-bytes"),
-                          ("EDGEPACK_MAX_RATIO", "--max-ratio")):
+        argv = [
+            f"{runners}/{runtime.runner}",
+            remote,
+            *options.runner_argv(),
+            "--timeout",
+            str(timeout),
+            "--watch-stdin",
+        ]
+        for env, flag in (
+            ("EDGEPACK_MAX_UNPACKED_BYTES", "--max-unpacked-bytes"),
+            ("EDGEPACK_MAX_RATIO", "--max-ratio"),
+        ):
             if os.environ.get(env, "").isdigit():  # the limits this machine allows, also on the device
                 argv += [flag, os.environ[env]]
         argv += extra
@@ -147,7 +168,8 @@ def bench(bundle: Path, device: str = "local", options: BenchOptions | None = No
         if options.install_runtime and dev.venv_python():
             dev.python = dev.venv_python()
         what = f"run {runtime.name} on {dev.name} (≥{options.runs} runs, ≥{options.min_seconds:g}s" + (
-            f", ×{options.repeat} windows)" if options.repeat > 1 else ")")
+            f", ×{options.repeat} windows)" if options.repeat > 1 else ")"
+        )
         with step(what):
             res = dev.run(argv)
         if options.install_runtime and res.code == runner_common.EXIT_RUNTIME_MISSING:
@@ -159,11 +181,20 @@ def bench(bundle: Path, device: str = "local", options: BenchOptions | None = No
         dev.close()
     result = _parse(res, dev.name)
     if result.bundle_sha256 != sha:
-        raise DeviceError(f"the device ran a bundle with sha256 {result.bundle_sha256[:12]}..., expected {sha[:12]}...",
-                          f"the cached copy on the device is stale or corrupt; remove "
-                          f"{ssh.remote_dir}/bundles there (relative to the home directory)")
-    return BenchResult(bundle=bundle, bundle_name=bundle.name, device=dev.name, manifest=manifest, result=result,
-                       bundle_bytes=bundle.stat().st_size, uploaded=uploaded)
+        raise DeviceError(
+            f"the device ran a bundle with sha256 {result.bundle_sha256[:12]}..., expected {sha[:12]}...",
+            f"the cached copy on the device is stale or corrupt; remove "
+            f"{ssh.remote_dir}/bundles there (relative to the home directory)",
+        )
+    return BenchResult(
+        bundle=bundle,
+        bundle_name=bundle.name,
+        device=dev.name,
+        manifest=manifest,
+        result=result,
+        bundle_bytes=bundle.stat().st_size,
+        uploaded=uploaded,
+    )
 
 
 def _parse(res: Execution, device: str) -> RunResult:
@@ -172,21 +203,28 @@ def _parse(res: Execution, device: str) -> RunResult:
     runner_line = next((ln for ln in reversed(lines) if ln.startswith("edgepack-runner: error:")), None)
     if res.code != 0:
         if runner_line:  # the runner's own one-line error: "message -- hint"
-            message, _, hint = runner_line[len("edgepack-runner: error: "):].partition(" -- ")
+            message, _, hint = runner_line[len("edgepack-runner: error: ") :].partition(" -- ")
         elif res.code < 0 or res.code >= 128:
             signum = abs(res.code) % 128
             name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
             message = f"the runner was killed by signal {signum} ({name})"
-            hint = ("SIGKILL usually means the device ran out of memory (dmesg shows the OOM killer)"
-                    if signum == 9 else "check the device's logs")
+            hint = (
+                "SIGKILL usually means the device ran out of memory (dmesg shows the OOM killer)"
+                if signum == 9
+                else "check the device's logs"
+            )
         else:
             message = _EXIT_MEANING.get(res.code) or (lines[-1] if lines else f"exit code {res.code}")
             hint = ""
-        raise DeviceError(f"runner failed on {device} (exit {res.code}): {message}",
-                          hint or (f"runner stderr tail: {tail[-400:]}" if tail else "check the device"))
+        raise DeviceError(
+            f"runner failed on {device} (exit {res.code}): {message}",
+            hint or (f"runner stderr tail: {tail[-400:]}" if tail else "check the device"),
+        )
     try:
         data = json.loads(res.stdout)
         return RunResult.model_validate(data)
     except (ValueError, ValidationError) as e:
-        raise DeviceError(f"the runner on {device} printed no valid result JSON ({str(e).splitlines()[0][:200]})",
-                          f"runner stderr tail: {tail[-400:]}")
+        raise DeviceError(
+            f"the runner on {device} printed no valid result JSON ({str(e).splitlines()[0][:200]})",
+            f"runner stderr tail: {tail[-400:]}",
+        )

@@ -66,19 +66,26 @@ def check_options(options: BuildOptions) -> None:
     """What can be refused before anything is loaded."""
     registry.runtime(options.target)
     if options.quantize not in registry.target_precisions(options.target):
-        raise UsageError(f"--quantize {options.quantize} is not available for {options.target}",
-                         f"use one of {', '.join(registry.target_precisions(options.target))}")
+        raise UsageError(
+            f"--quantize {options.quantize} is not available for {options.target}",
+            f"use one of {', '.join(registry.target_precisions(options.target))}",
+        )
     for opt in registry.build_options():
         value = getattr(options, opt.name)
         if opt.choices and value is not None and value not in opt.choices:
             raise UsageError(f"{opt.flag} {value} is not supported", f"use one of {', '.join(opt.choices)}")
     if options.io_dtype != "float32" and (options.quantize != "int8" or options.target != "tflite"):
-        raise UsageError(f"--io-dtype {options.io_dtype} applies to --to tflite --quantize int8 only",
-                         "drop --io-dtype, or build a full-integer TFLite model")
-    if not options.npu and (options.npu_config or options.npu_system_config or options.npu_memory_mode
-                            or options.npu_strict):
-        raise UsageError("--npu-config/--npu-system-config/--npu-memory-mode/--npu-strict need --npu",
-                         "add --npu ethos-u55-128 (or your board's accelerator config)")
+        raise UsageError(
+            f"--io-dtype {options.io_dtype} applies to --to tflite --quantize int8 only",
+            "drop --io-dtype, or build a full-integer TFLite model",
+        )
+    if not options.npu and (
+        options.npu_config or options.npu_system_config or options.npu_memory_mode or options.npu_strict
+    ):
+        raise UsageError(
+            "--npu-config/--npu-system-config/--npu-memory-mode/--npu-strict need --npu",
+            "add --npu ethos-u55-128 (or your board's accelerator config)",
+        )
 
 
 def _check_route_options(options: BuildOptions, candidates: list[registry.Route]) -> None:
@@ -89,9 +96,11 @@ def _check_route_options(options: BuildOptions, candidates: list[registry.Route]
             continue
         if not any(opt in r.options for r in candidates):
             readers = [r.name for r in registry.routes() if opt in r.options]
-            raise UsageError(f"{opt.flag} is not supported for --to {options.target} from this source (routes "
-                             f"{', '.join(r.name for r in candidates)})",
-                             f"drop {opt.flag}; it is read by the routes {', '.join(readers)}")
+            raise UsageError(
+                f"{opt.flag} is not supported for --to {options.target} from this source (routes "
+                f"{', '.join(r.name for r in candidates)})",
+                f"drop {opt.flag}; it is read by the routes {', '.join(readers)}",
+            )
 
 
 def build(source: str, options: BuildOptions) -> BuildResult:
@@ -113,8 +122,11 @@ def build(source: str, options: BuildOptions) -> BuildResult:
             if options.verbose:
                 e.hint = f"{e.hint}; the converters' log is {log}" if e.hint else f"the converters' log is {log}"
             elif type(e) is EdgepackError:  # a converter failed: its log has the details
-                e.hint = (f"{e.hint}; --verbose keeps the converters' log" if e.hint
-                          else "--verbose keeps the converters' log")
+                e.hint = (
+                    f"{e.hint}; --verbose keeps the converters' log"
+                    if e.hint
+                    else "--verbose keeps the converters' log"
+                )
             raise
 
 
@@ -144,19 +156,22 @@ def load_data(src: ModelSource, options: BuildOptions, candidates: list[registry
         calibration = load_dataset(options.calibration, src.inputs, "calibration")
         n = len(next(iter(calibration.values())))
         if calibrated and n < 100:
-            note(f"[yellow]warning:[/yellow] calibration has {n} samples; 100+ representative samples "
-                 "usually give better int8 ranges")
+            note(
+                f"[yellow]warning:[/yellow] calibration has {n} samples; 100+ representative samples "
+                "usually give better int8 ranges"
+            )
     elif calibrated:
-        raise UsageError(f"--quantize {options.quantize} needs calibration data",
-                         "pass --calibration DATA.npz (one array per input, ~100+ representative samples)")
+        raise UsageError(
+            f"--quantize {options.quantize} needs calibration data",
+            "pass --calibration DATA.npz (one array per input, ~100+ representative samples)",
+        )
     evaluation = load_dataset(options.eval, src.inputs, "eval", need_labels=True) if options.eval else None
     if calibration is not None:
         return Data(calibration, evaluation, take(calibration, options.validation_samples), "calibration")
     return Data(None, evaluation, random_dataset(src.inputs, options.validation_samples, options.seed), "random")
 
 
-def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: Data, work: Path,
-            log: Path) -> Built:
+def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: Data, work: Path, log: Path) -> Built:
     """Try the plan's routes in order; the first whose model converts and validates is used. A failed route
     hands over to the next one; a build fails only when every route did, naming each with its reason."""
     n = len(next(iter(data.validation.values())))
@@ -173,13 +188,15 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
         if missing:
             reason = f"needs {', '.join(missing)} ({route.install_hint()})"
             attempts.append(RouteAttempt(route=route.name, status="skipped", reason=reason))
-            errors.append(MissingExtraError(f"route {route.name} {reason.split(' (')[0]}, which is not installed",
-                                            route.install_hint()))
+            errors.append(
+                MissingExtraError(
+                    f"route {route.name} {reason.split(' (')[0]}, which is not installed", route.install_hint()
+                )
+            )
             continue
         label = f"convert {src.framework} → {route.target} ({options.quantize}) via {route.name}"
         try:
-            with step(label + (" with calibration" if data.calibration is not None else "")), \
-                    framework_output(log):
+            with step(label + (" with calibration" if data.calibration is not None else "")), framework_output(log):
                 workdir = work / route.name
                 workdir.mkdir()
                 converted = route.convert(src, options, data.calibration, workdir)
@@ -187,8 +204,12 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
         except EdgepackError as e:
             failure, built = e, None
         except Exception as e:  # a converter crashing in its own code is a failed route, not a traceback
-            failure, built = EdgepackError(f"{type(e).__name__}: {first_line(e)[:300]}",
-                                           "report this model to edgepack, or try another --to"), None
+            failure, built = (
+                EdgepackError(
+                    f"{type(e).__name__}: {first_line(e)[:300]}", "report this model to edgepack, or try another --to"
+                ),
+                None,
+            )
         if failure is None:
             assert built is not None  # _validate returned it
             attempts.append(RouteAttempt(route=route.name, status="used"))
@@ -199,8 +220,10 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
         if built is not None and overridable is None:
             overridable = built
         if i + 1 < len(candidates):
-            note(f"[yellow]route {route.name} failed:[/yellow] {_escape(failure.message)}; "
-                 f"trying {candidates[i + 1].name}")
+            note(
+                f"[yellow]route {route.name} failed:[/yellow] {_escape(failure.message)}; "
+                f"trying {candidates[i + 1].name}"
+            )
     if overridable is not None and options.allow_mismatch:
         note("[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
         overridable.validation.status = "failed-overridden"
@@ -212,8 +235,15 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
     raise _all_failed(src, options, attempts, errors)
 
 
-def _validate(src: ModelSource, converted: ConvertedModel, options: BuildOptions, data: Data, reference: dict[str, Any],
-              route: registry.Route, log: Path) -> tuple[Built, Optional[ValidationFailed]]:
+def _validate(
+    src: ModelSource,
+    converted: ConvertedModel,
+    options: BuildOptions,
+    data: Data,
+    reference: dict[str, Any],
+    route: registry.Route,
+    log: Path,
+) -> tuple[Built, Optional[ValidationFailed]]:
     # from here on, tensors carry the converted model's names and layouts
     ref = map_tensors(reference, src.outputs, converted.outputs)
     inputs = map_tensors(data.validation, src.inputs, converted.inputs)
@@ -221,20 +251,27 @@ def _validate(src: ModelSource, converted: ConvertedModel, options: BuildOptions
         note(f"[yellow]validation pending-device:[/yellow] {converted.pending_reason}")
         threshold = registry.min_cosine(options.quantize) if options.min_cosine is None else options.min_cosine
         validation = ValidationInfo(
-            status="pending-device", samples=0, inputs_from="none",
+            status="pending-device",
+            samples=0,
+            inputs_from="none",
             reference=f"{src.framework} {src.framework_version or ''}".strip(),
-            thresholds={"min_cosine": threshold}, outputs={}, pending_reason=converted.pending_reason,
-            checks=converted.checks)
+            thresholds={"min_cosine": threshold},
+            outputs={},
+            pending_reason=converted.pending_reason,
+            checks=converted.checks,
+        )
         return Built(converted, validation, inputs, ref, route.name), None
     n = len(next(iter(inputs.values())))
     with step(f"validate against {src.framework} on {n} samples"), framework_output(log):
-        validation, failure = validate(src, converted, inputs, ref, options.quantize, data.inputs_from,
-                                       options.min_cosine)
+        validation, failure = validate(
+            src, converted, inputs, ref, options.quantize, data.inputs_from, options.min_cosine
+        )
     return Built(converted, validation, inputs, ref, route.name), failure
 
 
-def _all_failed(src: ModelSource, options: BuildOptions, attempts: list[RouteAttempt],
-                errors: list[EdgepackError]) -> EdgepackError:
+def _all_failed(
+    src: ModelSource, options: BuildOptions, attempts: list[RouteAttempt], errors: list[EdgepackError]
+) -> EdgepackError:
     """One error for a build no route could make: a lone failure as it is; several, each route with its reason.
     The exit code is the most telling one: validation (4) over a converter error (1) over a missing extra (3)
     over a usage error (2)."""
@@ -245,13 +282,21 @@ def _all_failed(src: ModelSource, options: BuildOptions, attempts: list[RouteAtt
         picked = [e for e in errors if type(e) is kind]
         if picked:
             first = picked[0]
-            return type(first)(f"no route could build {src.framework} -> {options.target} ({options.quantize}); "
-                               f"tried {tried}", first.hint)
+            return type(first)(
+                f"no route could build {src.framework} -> {options.target} ({options.quantize}); tried {tried}",
+                first.hint,
+            )
     return errors[0]
 
 
-def bundle_contents(src: ModelSource, built: Built, data: Data, options: BuildOptions, npu_path: Optional[Path],
-                    npu_info: Optional[NpuCompile]) -> tuple[Manifest, dict[str, Content]]:
+def bundle_contents(
+    src: ModelSource,
+    built: Built,
+    data: Data,
+    options: BuildOptions,
+    npu_path: Optional[Path],
+    npu_info: Optional[NpuCompile],
+) -> tuple[Manifest, dict[str, Content]]:
     """The manifest and the members (name -> path or bytes) of the bundle."""
     converted = built.converted
     golden_n = min(options.golden_samples, len(next(iter(built.inputs.values()))))
@@ -275,8 +320,13 @@ def bundle_contents(src: ModelSource, built: Built, data: Data, options: BuildOp
         inputs=converted.inputs,
         outputs=converted.outputs,
         quantization=quantization,
-        source=SourceInfo(framework=src.framework, framework_version=src.framework_version, kind=src.kind,
-                          file=src.path.name, sha256=src.sha256),
+        source=SourceInfo(
+            framework=src.framework,
+            framework_version=src.framework_version,
+            kind=src.kind,
+            file=src.path.name,
+            sha256=src.sha256,
+        ),
         tools={"edgepack": __version__, **converted.tools},
         build_options=options.recorded(),
         validation=built.validation,

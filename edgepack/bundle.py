@@ -50,8 +50,7 @@ def expand_members(members: dict[str, Content]) -> dict[str, Content]:
 
 
 def member_digests(members: dict[str, Content]) -> dict[str, str]:
-    return {name: (sha256_bytes(c) if isinstance(c, bytes) else sha256_file(c))
-            for name, c in sorted(members.items())}
+    return {name: (sha256_bytes(c) if isinstance(c, bytes) else sha256_file(c)) for name, c in sorted(members.items())}
 
 
 def member_sizes(members: dict[str, Content]) -> dict[str, int]:
@@ -80,8 +79,10 @@ def write_bundle(path: Path, manifest: Manifest, members: dict[str, Content]) ->
             for name in sorted(members):
                 content = members[name]
                 if isinstance(content, Path):
-                    with zf.open(_zipinfo(name), "w", force_zip64=content.stat().st_size > 2**31) as dst, \
-                            open(content, "rb") as src:
+                    with (
+                        zf.open(_zipinfo(name), "w", force_zip64=content.stat().st_size > 2**31) as dst,
+                        open(content, "rb") as src,
+                    ):
                         while block := src.read(1 << 20):
                             dst.write(block)
                 else:
@@ -101,8 +102,9 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise EdgepackError(f"{path.name} is not a valid bundle (not a zip file: {e})",
-                            "rebuild it with edgepack build")
+        raise EdgepackError(
+            f"{path.name} is not a valid bundle (not a zip file: {e})", "rebuild it with edgepack build"
+        )
 
 
 def _manifest(zf: zipfile.ZipFile, name: str) -> tuple[dict[str, Any], Manifest]:
@@ -115,8 +117,10 @@ def _manifest(zf: zipfile.ZipFile, name: str) -> tuple[dict[str, Any], Manifest]
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise EdgepackError(f"{name}: manifest.json does not match the schema at {where}: {first['msg']}",
-                            "rebuild the bundle with this edgepack version")
+        raise EdgepackError(
+            f"{name}: manifest.json does not match the schema at {where}: {first['msg']}",
+            "rebuild the bundle with this edgepack version",
+        )
 
 
 def read_manifest(path: Path) -> Manifest:

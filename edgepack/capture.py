@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import Iterator
 
 # Environment the frameworks read at import: set before any route imports them.
-QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VERBOSITY": "ERROR",
-             "GLOG_minloglevel": "3", "ABSL_MIN_LOG_LEVEL": "3"}
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "3",
+    "ABSL_MIN_LOG_LEVEL": "3",
+}
 
 
 def quiet_environment() -> None:

@@ -18,8 +18,12 @@ import typer
 from edgepack import __version__
 from edgepack.errors import EdgepackError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Convert, quantize and bundle models for edge devices; run and measure them there.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Convert, quantize and bundle models for edge devices; run and measure them there.",
+)
 
 
 def _version(value: bool) -> None:
@@ -29,9 +33,12 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="print the version and exit"),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+) -> None:
     from edgepack.ui import set_quiet
 
     set_quiet(quiet)
@@ -68,8 +75,14 @@ def _route_option_params() -> list[pyinspect.Parameter]:
     out = []
     for o in registry.build_options():
         kind = Optional[int] if o.type is int else Optional[str]
-        out.append(pyinspect.Parameter(o.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=kind,
-                                     default=typer.Option(None, o.flag, help=o.help + _readers(o))))
+        out.append(
+            pyinspect.Parameter(
+                o.name,
+                pyinspect.Parameter.KEYWORD_ONLY,
+                annotation=kind,
+                default=typer.Option(None, o.flag, help=o.help + _readers(o)),
+            )
+        )
     return out
 
 
@@ -91,20 +104,27 @@ def _bench_flag_params() -> list[pyinspect.Parameter]:
             annotation, default = List[str], typer.Option([], f.flag, *f.aliases, help=f.help)
         else:
             annotation, default = Optional[str], typer.Option(None, f.flag, *f.aliases, help=f.help)
-        out.append(pyinspect.Parameter(f.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                       default=default))
+        out.append(
+            pyinspect.Parameter(f.name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        )
     return out
 
 
 def build(
-    source: str = typer.Argument(..., help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable | "
-                                           ".keras | .h5 | SavedModel dir | .tflite"),
+    source: str = typer.Argument(
+        ...,
+        help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable | "
+        ".keras | .h5 | SavedModel dir | .tflite",
+    ),
     to: str = typer.Option("onnx", "--to", help="target format: onnx | tflite | coreml"),
-    quantize: str = typer.Option("none", "--quantize",
-                                 help="none | fp16 | dynamic | int8 | int16x8 (tflite) | palettize4 | palettize6 "
-                                      "(coreml)"),
-    route: Optional[str] = typer.Option(None, "--route", help="use this route only (edgepack routes lists them); "
-                                                              "default: try the routes to --to in order"),
+    quantize: str = typer.Option(
+        "none", "--quantize", help="none | fp16 | dynamic | int8 | int16x8 (tflite) | palettize4 | palettize6 (coreml)"
+    ),
+    route: Optional[str] = typer.Option(
+        None,
+        "--route",
+        help="use this route only (edgepack routes lists them); default: try the routes to --to in order",
+    ),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="DATA.npz, one array per input"),
     eval_data: Optional[Path] = typer.Option(None, "--eval", help="DATA.npz with inputs and 'labels'"),
     inputs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224[:float32]; repeat per input"),
@@ -113,8 +133,12 @@ def build(
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="bundle even if validation fails"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
     verbose: bool = typer.Option(False, "--verbose", help="keep the frameworks' log beside the bundle (OUT.log)"),
-    npu: Optional[str] = typer.Option(None, "--npu", help="compile for an NPU with vela: ethos-u55-128, ethos-u65-256, "
-                                      "ethos-u85-512, … (needs --to tflite --quantize int8)"),
+    npu: Optional[str] = typer.Option(
+        None,
+        "--npu",
+        help="compile for an NPU with vela: ethos-u55-128, ethos-u65-256, "
+        "ethos-u85-512, … (needs --to tflite --quantize int8)",
+    ),
     npu_config: Optional[str] = typer.Option(None, "--npu-config", help="vela .ini file (or Arm/vela.ini)"),
     npu_system_config: Optional[str] = typer.Option(None, "--npu-system-config", help="vela --system-config"),
     npu_memory_mode: Optional[str] = typer.Option(None, "--npu-memory-mode", help="vela --memory-mode"),
@@ -125,11 +149,25 @@ def build(
     import edgepack
 
     given = {k: v for k, v in route_options.items() if v is not None}
-    res = edgepack.build(source, to=to, quantize=quantize, calibration=calibration, eval=eval_data,
-                         inputs=inputs, output=output, min_cosine=min_cosine, allow_mismatch=allow_mismatch,
-                         npu=npu, npu_config=npu_config, npu_system_config=npu_system_config,
-                         npu_memory_mode=npu_memory_mode, npu_strict=npu_strict, route=route, verbose=verbose,
-                         **given)
+    res = edgepack.build(
+        source,
+        to=to,
+        quantize=quantize,
+        calibration=calibration,
+        eval=eval_data,
+        inputs=inputs,
+        output=output,
+        min_cosine=min_cosine,
+        allow_mismatch=allow_mismatch,
+        npu=npu,
+        npu_config=npu_config,
+        npu_system_config=npu_system_config,
+        npu_memory_mode=npu_memory_mode,
+        npu_strict=npu_strict,
+        route=route,
+        verbose=verbose,
+        **given,
+    )
     if as_json:
         typer.echo(res.manifest.to_json(), nl=False)
         return
@@ -149,10 +187,18 @@ def routes(as_json: bool = typer.Option(False, "--json", help="print the routes 
     from edgepack import registry
 
     rows: list[dict[str, Any]] = [
-            {"route": r.name, "from": list(r.sources) + ([f"({', '.join(r.kinds)})"] if r.kinds else []),
-             "to": r.target, "precisions": list(r.precisions), "options": [o.flag for o in r.options],
-             "installed": not r.missing(), "install": None if not r.missing() else r.install_hint(),
-             "summary": r.summary} for r in registry.routes()]
+        {
+            "route": r.name,
+            "from": list(r.sources) + ([f"({', '.join(r.kinds)})"] if r.kinds else []),
+            "to": r.target,
+            "precisions": list(r.precisions),
+            "options": [o.flag for o in r.options],
+            "installed": not r.missing(),
+            "install": None if not r.missing() else r.install_hint(),
+            "summary": r.summary,
+        }
+        for r in registry.routes()
+    ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -162,14 +208,23 @@ def routes(as_json: bool = typer.Option(False, "--json", help="print the routes 
     for col in ("route", "from", "to", "precisions", "options", "here", "what"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["route"], " ".join(r["from"]), r["to"], " ".join(r["precisions"]), " ".join(r["options"]),
-                      "yes" if r["installed"] else f"no: {r['install']}", r["summary"])
+        table.add_row(
+            r["route"],
+            " ".join(r["from"]),
+            r["to"],
+            " ".join(r["precisions"]),
+            " ".join(r["options"]),
+            "yes" if r["installed"] else f"no: {r['install']}",
+            r["summary"],
+        )
     _console().print(table)
 
 
 @app.command()
-def inspect(bundle: Path = typer.Argument(..., help="a .edgepack file"),
-            as_json: bool = typer.Option(False, "--json", help="print manifest.json")) -> None:
+def inspect(
+    bundle: Path = typer.Argument(..., help="a .edgepack file"),
+    as_json: bool = typer.Option(False, "--json", help="print manifest.json"),
+) -> None:
     """Show what a bundle holds: model, tensors, quantization, source, validation."""
     import edgepack
 
@@ -195,17 +250,35 @@ def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")) -> None:
             typer.echo(f"FAIL {printable(p)}", err=True)
         typer.echo(f"{bundle}: INVALID ({len(problems)} problem(s))", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{bundle}: OK ({len(manifest.members)} members verified, {manifest.format}, "
-               f"{manifest.quantization.mode})")
+    typer.echo(
+        f"{bundle}: OK ({len(manifest.members)} members verified, {manifest.format}, {manifest.quantization.mode})"
+    )
 
 
-def _ssh(accept_new_host_key: bool, identity: Optional[Path], known_hosts: Optional[Path],
-         ssh_config: Optional[Path], connect_timeout: float, remote_python: str, remote_dir: str,
-         jump: Optional[str] = None, ask_password: bool = False, transport: str = "auto") -> dict[str, Any]:
-    return dict(accept_new_host_key=accept_new_host_key, identity=identity, known_hosts=known_hosts,
-                ssh_config=ssh_config, connect_timeout=connect_timeout, remote_python=remote_python,
-                remote_dir=remote_dir, jump=jump, ask_password=ask_password,
-                transport=None if transport == "auto" else transport)
+def _ssh(
+    accept_new_host_key: bool,
+    identity: Optional[Path],
+    known_hosts: Optional[Path],
+    ssh_config: Optional[Path],
+    connect_timeout: float,
+    remote_python: str,
+    remote_dir: str,
+    jump: Optional[str] = None,
+    ask_password: bool = False,
+    transport: str = "auto",
+) -> dict[str, Any]:
+    return dict(
+        accept_new_host_key=accept_new_host_key,
+        identity=identity,
+        known_hosts=known_hosts,
+        ssh_config=ssh_config,
+        connect_timeout=connect_timeout,
+        remote_python=remote_python,
+        remote_dir=remote_dir,
+        jump=jump,
+        ask_password=ask_password,
+        transport=None if transport == "auto" else transport,
+    )
 
 
 _DEVICE = typer.Option("local", "--device", "-d", help="local | [user@]host[:port] | ~/.ssh/config Host alias")
@@ -216,52 +289,94 @@ _CONFIG = typer.Option(None, "--ssh-config", help="ssh config file (default ~/.s
 _TIMEOUT = typer.Option(10.0, "--connect-timeout", help="seconds to wait for the device")
 _PYTHON = typer.Option("python3", "--remote-python", help="Python on the device")
 _RDIR = typer.Option(".cache/edgepack", "--remote-dir", help="cache directory on the device (relative to ~)")
-_JUMP = typer.Option(None, "--jump", "-J", help="jump host(s) USER@HOST:PORT (USER@ and :PORT optional), "
-                                                "comma-separated for a chain, like ssh -J; 'none' ignores the "
-                                                "config's ProxyJump")
+_JUMP = typer.Option(
+    None,
+    "--jump",
+    "-J",
+    help="jump host(s) USER@HOST:PORT (USER@ and :PORT optional), "
+    "comma-separated for a chain, like ssh -J; 'none' ignores the "
+    "config's ProxyJump",
+)
 _ASKPASS = typer.Option(False, "--ask-password", help="also try password login, asked on the terminal")
-_TRANSPORT = typer.Option("auto", "--transport", help="auto | sftp | exec: how files reach the device (auto: "
-                                                      "SFTP when the server offers it, else an exec channel)")
+_TRANSPORT = typer.Option(
+    "auto",
+    "--transport",
+    help="auto | sftp | exec: how files reach the device (auto: SFTP when the server offers it, else an exec channel)",
+)
 
 
 @app.command()
-def deploy(bundle: Path = typer.Argument(...), device: str = _DEVICE, accept_new_host_key: bool = _ACCEPT,
-           identity: Optional[Path] = _IDENTITY, known_hosts: Optional[Path] = _KNOWN,
-           ssh_config: Optional[Path] = _CONFIG, connect_timeout: float = _TIMEOUT,
-           remote_python: str = _PYTHON, remote_dir: str = _RDIR, jump: Optional[str] = _JUMP,
-           ask_password: bool = _ASKPASS, transport: str = _TRANSPORT) -> None:
+def deploy(
+    bundle: Path = typer.Argument(...),
+    device: str = _DEVICE,
+    accept_new_host_key: bool = _ACCEPT,
+    identity: Optional[Path] = _IDENTITY,
+    known_hosts: Optional[Path] = _KNOWN,
+    ssh_config: Optional[Path] = _CONFIG,
+    connect_timeout: float = _TIMEOUT,
+    remote_python: str = _PYTHON,
+    remote_dir: str = _RDIR,
+    jump: Optional[str] = _JUMP,
+    ask_password: bool = _ASKPASS,
+    transport: str = _TRANSPORT,
+) -> None:
     """Upload BUNDLE and the device runner to the device's cache."""
     import edgepack
 
-    remote = edgepack.deploy(bundle, device, **_ssh(accept_new_host_key, identity, known_hosts, ssh_config,
-                                                    connect_timeout, remote_python, remote_dir, jump,
-                                                    ask_password, transport))
+    remote = edgepack.deploy(
+        bundle,
+        device,
+        **_ssh(
+            accept_new_host_key,
+            identity,
+            known_hosts,
+            ssh_config,
+            connect_timeout,
+            remote_python,
+            remote_dir,
+            jump,
+            ask_password,
+            transport,
+        ),
+    )
     typer.echo(f"{bundle.name} -> {device}:{remote}")
 
 
-def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack files"),
-          device: str = _DEVICE,
-          runs: int = typer.Option(50, "--runs", help="minimum timed runs"),
-          warmup: int = typer.Option(5, "--warmup", help="untimed warm-up runs"),
-          min_seconds: float = typer.Option(1.0, "--min-seconds", help="minimum timed seconds"),
-          max_runs: int = typer.Option(10000, "--max-runs", help="upper bound on timed runs"),
-          threads: int = typer.Option(0, "--threads", help="intra-op threads (0 = runtime default)"),
-          repeat: int = typer.Option(1, "--repeat", help="independent timing windows (for report's statistics)"),
-          cooldown: float = typer.Option(1.0, "--cooldown", help="idle seconds between timing windows"),
-          install_runtime: bool = typer.Option(False, "--install-runtime",
-                                               help="pip-install a missing runtime into a venv in the device's cache"),
-          json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
-          md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
-          top: int = typer.Option(10, "--top", help="rows of the per-op timing table"),
-          timeout: Optional[float] = typer.Option(None, "--timeout",
-                                                  help="seconds one bundle's run may take; the runner is stopped "
-                                                       "and cleaned up after (default 600 + 2 × repeat × "
-                                                       "(min-seconds + cooldown); 0 = no limit)"),
-          accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
-          known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
-          connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR,
-          jump: Optional[str] = _JUMP, ask_password: bool = _ASKPASS, transport: str = _TRANSPORT,
-          **runtime_flags: Any) -> None:
+def bench(
+    bundle: List[Path] = typer.Argument(..., help="one or more .edgepack files"),
+    device: str = _DEVICE,
+    runs: int = typer.Option(50, "--runs", help="minimum timed runs"),
+    warmup: int = typer.Option(5, "--warmup", help="untimed warm-up runs"),
+    min_seconds: float = typer.Option(1.0, "--min-seconds", help="minimum timed seconds"),
+    max_runs: int = typer.Option(10000, "--max-runs", help="upper bound on timed runs"),
+    threads: int = typer.Option(0, "--threads", help="intra-op threads (0 = runtime default)"),
+    repeat: int = typer.Option(1, "--repeat", help="independent timing windows (for report's statistics)"),
+    cooldown: float = typer.Option(1.0, "--cooldown", help="idle seconds between timing windows"),
+    install_runtime: bool = typer.Option(
+        False, "--install-runtime", help="pip-install a missing runtime into a venv in the device's cache"
+    ),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON here ('-' = stdout)"),
+    md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
+    top: int = typer.Option(10, "--top", help="rows of the per-op timing table"),
+    timeout: Optional[float] = typer.Option(
+        None,
+        "--timeout",
+        help="seconds one bundle's run may take; the runner is stopped "
+        "and cleaned up after (default 600 + 2 × repeat × "
+        "(min-seconds + cooldown); 0 = no limit)",
+    ),
+    accept_new_host_key: bool = _ACCEPT,
+    identity: Optional[Path] = _IDENTITY,
+    known_hosts: Optional[Path] = _KNOWN,
+    ssh_config: Optional[Path] = _CONFIG,
+    connect_timeout: float = _TIMEOUT,
+    remote_python: str = _PYTHON,
+    remote_dir: str = _RDIR,
+    jump: Optional[str] = _JUMP,
+    ask_password: bool = _ASKPASS,
+    transport: str = _TRANSPORT,
+    **runtime_flags: Any,
+) -> None:
     """Run bundle(s) on the device: verify, time, check agreement and accuracy; print a report."""
     from edgepack import report
     from edgepack.bencher import bench as run_bench
@@ -270,11 +385,32 @@ def bench(bundle: List[Path] = typer.Argument(..., help="one or more .edgepack f
     from edgepack.types import BenchOptions
 
     check_outputs({"--json": json_out, "--markdown": md_out}, bundle)  # before the bench, not after it
-    options = BenchOptions(runs=runs, warmup=warmup, min_seconds=min_seconds, max_runs=max_runs, threads=threads,
-                           repeat=repeat, cooldown=cooldown, install_runtime=install_runtime, timeout=timeout,
-                           flags=runtime_flags)
-    ssh = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
-                            remote_python, remote_dir, jump, ask_password, transport))
+    options = BenchOptions(
+        runs=runs,
+        warmup=warmup,
+        min_seconds=min_seconds,
+        max_runs=max_runs,
+        threads=threads,
+        repeat=repeat,
+        cooldown=cooldown,
+        install_runtime=install_runtime,
+        timeout=timeout,
+        flags=runtime_flags,
+    )
+    ssh = SSHOptions(
+        **_ssh(
+            accept_new_host_key,
+            identity,
+            known_hosts,
+            ssh_config,
+            connect_timeout,
+            remote_python,
+            remote_dir,
+            jump,
+            ask_password,
+            transport,
+        )
+    )
     records = [run_bench(b, device, options, ssh).record() for b in bundle]
     rep = report.make_report(records)
     if not (str(json_out) == "-" or str(md_out) == "-"):
@@ -308,48 +444,63 @@ def _console(stderr: bool = False) -> Any:
 
 
 @app.command()
-def report(results: List[Path] = typer.Argument(..., help="bench --json files (or saved reports) to merge"),
-           baseline: Optional[Path] = typer.Option(None, "--baseline", help="a baseline from --save-baseline "
-                                                                            "(or any bench --json file)"),
-           fmt: str = typer.Option("md", "--format", "-f", help="md | json | junit | html"),
-           output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the report here "
-                                                                             "(default: stdout)"),
-           save_baseline: Optional[Path] = typer.Option(None, "--save-baseline",
-                                                        help="also write the merged results as a baseline file "
-                                                             "to commit"),
-           max_latency_regression: Optional[str] = typer.Option(
-               None, "--max-latency-regression", help="e.g. 5%: fail when p50 is slower by more, with "
-                                                      "statistical confidence (default 5%; off)"),
-           max_accuracy_drop: Optional[str] = typer.Option(
-               None, "--max-accuracy-drop", help="top-1 percentage points (default 0.5; off)"),
-           max_size_growth: Optional[str] = typer.Option(None, "--max-size-growth",
-                                                         help="e.g. 10% (default 10%; off)"),
-           max_p50_ms: Optional[float] = typer.Option(None, "--max-p50-ms", help="absolute p50 ceiling"),
-           max_p90_ms: Optional[float] = typer.Option(None, "--max-p90-ms", help="absolute p90 ceiling"),
-           max_p99_ms: Optional[float] = typer.Option(None, "--max-p99-ms", help="absolute p99 ceiling"),
-           min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="top-1 floor in percent"),
-           confidence: float = typer.Option(0.95, "--confidence", help="confidence of the latency interval"),
-           strict_device: bool = typer.Option(False, "--strict-device",
-                                              help="fail (not flag) latency measured on another device than "
-                                                   "its baseline"),
-           top: int = typer.Option(10, "--top", help="rows of the per-op timing tables")) -> None:
+def report(
+    results: List[Path] = typer.Argument(..., help="bench --json files (or saved reports) to merge"),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", help="a baseline from --save-baseline (or any bench --json file)"
+    ),
+    fmt: str = typer.Option("md", "--format", "-f", help="md | json | junit | html"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the report here (default: stdout)"),
+    save_baseline: Optional[Path] = typer.Option(
+        None, "--save-baseline", help="also write the merged results as a baseline file to commit"
+    ),
+    max_latency_regression: Optional[str] = typer.Option(
+        None,
+        "--max-latency-regression",
+        help="e.g. 5%: fail when p50 is slower by more, with statistical confidence (default 5%; off)",
+    ),
+    max_accuracy_drop: Optional[str] = typer.Option(
+        None, "--max-accuracy-drop", help="top-1 percentage points (default 0.5; off)"
+    ),
+    max_size_growth: Optional[str] = typer.Option(None, "--max-size-growth", help="e.g. 10% (default 10%; off)"),
+    max_p50_ms: Optional[float] = typer.Option(None, "--max-p50-ms", help="absolute p50 ceiling"),
+    max_p90_ms: Optional[float] = typer.Option(None, "--max-p90-ms", help="absolute p90 ceiling"),
+    max_p99_ms: Optional[float] = typer.Option(None, "--max-p99-ms", help="absolute p99 ceiling"),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="top-1 floor in percent"),
+    confidence: float = typer.Option(0.95, "--confidence", help="confidence of the latency interval"),
+    strict_device: bool = typer.Option(
+        False, "--strict-device", help="fail (not flag) latency measured on another device than its baseline"
+    ),
+    top: int = typer.Option(10, "--top", help="rows of the per-op timing tables"),
+) -> None:
     """Merge bench results into one report (md/json/junit/html) and gate them; exit 1 when a check fails."""
     from edgepack import report as rp
     from edgepack.gate import GateSettings, check_number, parse_fraction, parse_points
     from edgepack.outputs import check_outputs
 
     check_outputs({"-o": output, "--save-baseline": save_baseline}, [*results, baseline])
-    for option, value in (("--max-p50-ms", max_p50_ms), ("--max-p90-ms", max_p90_ms),
-                          ("--max-p99-ms", max_p99_ms), ("--min-accuracy", min_accuracy)):
+    for option, value in (
+        ("--max-p50-ms", max_p50_ms),
+        ("--max-p90-ms", max_p90_ms),
+        ("--max-p99-ms", max_p99_ms),
+        ("--min-accuracy", min_accuracy),
+    ):
         check_number(value, option, high=100.0 if option == "--min-accuracy" else None)
     if fmt not in rp.FORMATS:
-        raise EdgepackError(f"unknown report format {fmt!r}", f"use --format with one of {', '.join(rp.FORMATS)}",
-                            exit_code=2)
+        raise EdgepackError(
+            f"unknown report format {fmt!r}", f"use --format with one of {', '.join(rp.FORMATS)}", exit_code=2
+        )
     if not 0.5 <= confidence < 1:
         raise EdgepackError(f"--confidence {confidence} is out of range", "use a value like 0.95", exit_code=2)
     base = rp.load_records(baseline) if baseline else None
-    settings = GateSettings(max_p50_ms=max_p50_ms, max_p90_ms=max_p90_ms, max_p99_ms=max_p99_ms,
-                            min_accuracy=min_accuracy, confidence=confidence, strict_device=strict_device)
+    settings = GateSettings(
+        max_p50_ms=max_p50_ms,
+        max_p90_ms=max_p90_ms,
+        max_p99_ms=max_p99_ms,
+        min_accuracy=min_accuracy,
+        confidence=confidence,
+        strict_device=strict_device,
+    )
     # unset keeps the documented default; "off" switches the check off
     if max_latency_regression is not None:
         settings.max_latency_regression = parse_fraction(max_latency_regression, "--max-latency-regression")
@@ -377,19 +528,40 @@ def report(results: List[Path] = typer.Argument(..., help="bench --json files (o
 
 
 @app.command()
-def doctor(device: str = _DEVICE, as_json: bool = typer.Option(False, "--json", help="print the facts as JSON"),
-           accept_new_host_key: bool = _ACCEPT, identity: Optional[Path] = _IDENTITY,
-           known_hosts: Optional[Path] = _KNOWN, ssh_config: Optional[Path] = _CONFIG,
-           connect_timeout: float = _TIMEOUT, remote_python: str = _PYTHON, remote_dir: str = _RDIR,
-           jump: Optional[str] = _JUMP, ask_password: bool = _ASKPASS, transport: str = _TRANSPORT) -> None:
+def doctor(
+    device: str = _DEVICE,
+    as_json: bool = typer.Option(False, "--json", help="print the facts as JSON"),
+    accept_new_host_key: bool = _ACCEPT,
+    identity: Optional[Path] = _IDENTITY,
+    known_hosts: Optional[Path] = _KNOWN,
+    ssh_config: Optional[Path] = _CONFIG,
+    connect_timeout: float = _TIMEOUT,
+    remote_python: str = _PYTHON,
+    remote_dir: str = _RDIR,
+    jump: Optional[str] = _JUMP,
+    ask_password: bool = _ASKPASS,
+    transport: str = _TRANSPORT,
+) -> None:
     """Probe a device: arch, OS, Python, runtimes, CPU, memory, NPUs; and what to install for each format."""
     import json
 
     from edgepack import doctor as doc
     from edgepack.devices import SSHOptions
 
-    opts = SSHOptions(**_ssh(accept_new_host_key, identity, known_hosts, ssh_config, connect_timeout,
-                             remote_python, remote_dir, jump, ask_password, transport))
+    opts = SSHOptions(
+        **_ssh(
+            accept_new_host_key,
+            identity,
+            known_hosts,
+            ssh_config,
+            connect_timeout,
+            remote_python,
+            remote_dir,
+            jump,
+            ask_password,
+            transport,
+        )
+    )
     facts = doc.probe(device, opts)
     adv = doc.advice(facts)
     if as_json:
@@ -439,8 +611,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise SystemExit(128 + _signalled[0])
     except (SystemExit, EdgepackError) as e:
         if _signalled:  # whatever the interrupted command raised on its way out
-            print(f"edgepack: error: stopped by signal {_signalled[0]} ({signal.Signals(_signalled[0]).name}); "
-                  "temporary files and the device's runner were cleaned up", file=sys.stderr)
+            print(
+                f"edgepack: error: stopped by signal {_signalled[0]} ({signal.Signals(_signalled[0]).name}); "
+                "temporary files and the device's runner were cleaned up",
+                file=sys.stderr,
+            )
             return 128 + _signalled[0]
         if isinstance(e, SystemExit):
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

@@ -43,8 +43,7 @@ def parse_input_spec(text: str) -> TensorSpec:
         except TypeError:
             pass
     if len(parts) < 2 or not parts[0] or not _SHAPE_RE.match(parts[-1]):
-        raise UsageError(f"bad --input {text!r}",
-                         "write it as NAME:1x3x224x224 or NAME:1x3x224x224:float32")
+        raise UsageError(f"bad --input {text!r}", "write it as NAME:1x3x224x224 or NAME:1x3x224x224:float32")
     shape: list[Dim] = [int(d) for d in parts[-1].split("x")]
     name = ":".join(parts[:-1])
     return TensorSpec(name=name, shape=shape, dtype=dtype, layout=guess_layout(shape))
@@ -65,72 +64,98 @@ def load_dataset(path: Path, inputs: list[TensorSpec], role: str, need_labels: b
     except OSError as e:
         raise UsageError(f"{role} data {path.name} cannot be read ({e.strerror or e})", "check its permissions")
     if magic == b"\x93NUMPY":
-        raise UsageError(f"{role} data {path.name} is a .npy file (one unnamed array), not a .npz",
-                         "save it with numpy.savez(path, **{input_name: array}): one named array per model input")
+        raise UsageError(
+            f"{role} data {path.name} is a .npy file (one unnamed array), not a .npz",
+            "save it with numpy.savez(path, **{input_name: array}): one named array per model input",
+        )
     if not magic.startswith(b"PK"):
-        raise UsageError(f"{role} data {path.name} is not a .npz file (numpy.savez writes a zip archive)",
-                         "save it with numpy.savez(path, **{input_name: array})")
+        raise UsageError(
+            f"{role} data {path.name} is not a .npz file (numpy.savez writes a zip archive)",
+            "save it with numpy.savez(path, **{input_name: array})",
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except ValueError as e:
-        raise UsageError(f"{role} data {path.name} holds object arrays, which would need pickle ({e})",
-                         "save plain numeric arrays with numpy.savez") from e
+        raise UsageError(
+            f"{role} data {path.name} holds object arrays, which would need pickle ({e})",
+            "save plain numeric arrays with numpy.savez",
+        ) from e
     except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise UsageError(f"{role} data {path.name} is not a readable .npz file ({e})",
-                         "save it with numpy.savez(path, **{input_name: array})") from e
+        raise UsageError(
+            f"{role} data {path.name} is not a readable .npz file ({e})",
+            "save it with numpy.savez(path, **{input_name: array})",
+        ) from e
     names = [s.name for s in inputs]
     allowed = set(names) | ({LABELS_KEY} if need_labels or role == "eval" else set())
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise UsageError(f"{role} data {path.name} has key(s) {unknown} that match no model input "
-                         f"(inputs: {names})", f"rename the arrays to the model's input names in {path.name}")
+        raise UsageError(
+            f"{role} data {path.name} has key(s) {unknown} that match no model input (inputs: {names})",
+            f"rename the arrays to the model's input names in {path.name}",
+        )
     missing = [n for n in names if n not in data]
     if missing:
-        raise UsageError(f"{role} data {path.name} lacks input(s) {missing}",
-                         f"add one array per model input ({names}) with samples on axis 0")
+        raise UsageError(
+            f"{role} data {path.name} lacks input(s) {missing}",
+            f"add one array per model input ({names}) with samples on axis 0",
+        )
     n = None
     out = {}
     for spec in inputs:
         arr = np.asarray(data[spec.name])
         want = list(spec.shape[1:])
         got = list(arr.shape[1:])
-        fits = arr.ndim == len(spec.shape) and all(
-            not isinstance(w, int) or w == g for w, g in zip(want, got))
+        fits = arr.ndim == len(spec.shape) and all(not isinstance(w, int) or w == g for w, g in zip(want, got))
         if not fits:
             raise UsageError(
                 f"{role} array {spec.name!r} has shape {list(arr.shape)}, expected "
                 f"[N, {', '.join(str(d) if isinstance(d, int) else '?' for d in want)}]",
-                f"store samples along axis 0 with the model's per-sample shape {spec.shape_text()}")
+                f"store samples along axis 0 with the model's per-sample shape {spec.shape_text()}",
+            )
         if arr.dtype.kind not in "biuf":
-            raise UsageError(f"{role} array {spec.name!r} has dtype {arr.dtype}, not numeric",
-                             f"store it as {spec.dtype}")
+            raise UsageError(
+                f"{role} array {spec.name!r} has dtype {arr.dtype}, not numeric", f"store it as {spec.dtype}"
+            )
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise UsageError(f"{role} array {spec.name!r} contains NaN or Inf values",
-                             "clean the data set before calibrating or evaluating")
+            raise UsageError(
+                f"{role} array {spec.name!r} contains NaN or Inf values",
+                "clean the data set before calibrating or evaluating",
+            )
         if n is None:
             n = len(arr)
         elif len(arr) != n:
-            raise UsageError(f"{role} arrays have different sample counts ({n} vs {len(arr)} for {spec.name!r})",
-                             "give every input the same number of samples")
+            raise UsageError(
+                f"{role} arrays have different sample counts ({n} vs {len(arr)} for {spec.name!r})",
+                "give every input the same number of samples",
+            )
         b = batch_size(spec.model_dump())
         if len(arr) < b or len(arr) % b:
-            raise UsageError(f"{role} array {spec.name!r} has {len(arr)} samples, not a multiple of the "
-                             f"model's batch {b}", f"give a multiple of {b} samples")
+            raise UsageError(
+                f"{role} array {spec.name!r} has {len(arr)} samples, not a multiple of the model's batch {b}",
+                f"give a multiple of {b} samples",
+            )
         cast = arr.astype(np.dtype(spec.dtype), copy=False)
         if cast.dtype.kind == "f" and not np.all(np.isfinite(cast)):  # 1e300 is finite in float64, inf in float32
-            raise UsageError(f"{role} array {spec.name!r} has values beyond the range of {cast.dtype} "
-                             f"(largest magnitude {float(np.max(np.abs(arr))):.3g})",
-                             f"scale or clip the data set to the model's input range ({cast.dtype})")
+            raise UsageError(
+                f"{role} array {spec.name!r} has values beyond the range of {cast.dtype} "
+                f"(largest magnitude {float(np.max(np.abs(arr))):.3g})",
+                f"scale or clip the data set to the model's input range ({cast.dtype})",
+            )
         out[spec.name] = cast
     if need_labels:
         if LABELS_KEY not in data:
-            raise UsageError(f"eval data {path.name} has no 'labels' array",
-                             "add labels=np.array([...]) with one class index per sample")
+            raise UsageError(
+                f"eval data {path.name} has no 'labels' array",
+                "add labels=np.array([...]) with one class index per sample",
+            )
         labels = np.asarray(data[LABELS_KEY]).reshape(-1)
         if labels.dtype.kind not in "iu" or len(labels) != n:
-            raise UsageError(f"eval labels in {path.name} must be {n} integer class indices, "
-                             f"got {len(labels)} of dtype {labels.dtype}", "store one int label per sample")
+            raise UsageError(
+                f"eval labels in {path.name} must be {n} integer class indices, "
+                f"got {len(labels)} of dtype {labels.dtype}",
+                "store one int label per sample",
+            )
         out[LABELS_KEY] = labels.astype(np.int64)
     return out
 

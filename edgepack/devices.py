@@ -64,8 +64,10 @@ def check_options(options: "SSHOptions") -> None:
     if options.identity is not None:
         check_identity(Path(options.identity))
     if options.transport is not None and options.transport not in TRANSPORTS:
-        raise UsageError(f"--transport {options.transport!r} is not one of {', '.join(TRANSPORTS)}",
-                         "use --transport auto (SFTP when offered, else exec), sftp or exec")
+        raise UsageError(
+            f"--transport {options.transport!r} is not one of {', '.join(TRANSPORTS)}",
+            "use --transport auto (SFTP when offered, else exec), sftp or exec",
+        )
     if options.jump is not None:
         from edgepack.ssh_connect import parse_jump, validate_host, validate_user
 
@@ -81,8 +83,9 @@ _PUBLIC_KEY_PREFIXES = (b"ssh-", b"ecdsa-", b"sk-ssh-", b"sk-ecdsa-", b"---- BEG
 def check_identity(path: Path) -> None:
     """An --identity that cannot be a private key is a usage error, not an SSH failure."""
     if not path.is_file():
-        raise UsageError(f"identity file {path} does not exist", "pass the private key file (e.g. ~/.ssh/id_ed25519) "
-                                                                  "to --identity")
+        raise UsageError(
+            f"identity file {path} does not exist", "pass the private key file (e.g. ~/.ssh/id_ed25519) to --identity"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
@@ -92,8 +95,10 @@ def check_identity(path: Path) -> None:
         private = path.with_suffix("") if path.suffix == ".pub" else "the private key"
         raise UsageError(f"identity file {path} is a public key", f"pass the private key ({private}) to --identity")
     if b"PRIVATE KEY-----" not in head and not head.startswith(b"PuTTY-User-Key-File"):
-        raise UsageError(f"identity file {path} is not an SSH private key (no PEM/OpenSSH private key header)",
-                         "pass the private key file (e.g. ~/.ssh/id_ed25519) to --identity")
+        raise UsageError(
+            f"identity file {path} is not an SSH private key (no PEM/OpenSSH private key header)",
+            "pass the private key file (e.g. ~/.ssh/id_ed25519) to --identity",
+        )
 
 
 @dataclass
@@ -162,12 +167,16 @@ def parse_device(text: str) -> DeviceSpec:
     if not m:
         raise UsageError(f"bad --device {text!r}", "use local, [user@]host[:port], or a Host alias from ~/.ssh/config")
     if not host_ok(m["host"]):
-        raise UsageError(f"bad host name in --device {text!r}: only letters, digits, '.', '-' and '_' (or a "
-                         "[bracketed] IPv6 address) are allowed, as a host name or ssh_config alias",
-                         "use local, [user@]host[:port], or a Host alias from ~/.ssh/config")
+        raise UsageError(
+            f"bad host name in --device {text!r}: only letters, digits, '.', '-' and '_' (or a "
+            "[bracketed] IPv6 address) are allowed, as a host name or ssh_config alias",
+            "use local, [user@]host[:port], or a Host alias from ~/.ssh/config",
+        )
     if m["user"] is not None and not user_ok(m["user"]):
-        raise UsageError(f"bad user name in --device {text!r}: only letters, digits, '.', '-', '_' and '+' are "
-                         "allowed", "use local, [user@]host[:port], or a Host alias from ~/.ssh/config")
+        raise UsageError(
+            f"bad user name in --device {text!r}: only letters, digits, '.', '-', '_' and '+' are allowed",
+            "use local, [user@]host[:port], or a Host alias from ~/.ssh/config",
+        )
     port = int(m["port"]) if m["port"] else None
     if port is not None and not 0 < port < 65536:
         raise UsageError(f"bad port in --device {text!r}", "ports are 1-65535")
@@ -200,19 +209,24 @@ class LocalDevice:
         on a timeout or an interrupt, SIGTERM it (it cleans up), then SIGKILL it."""
         import threading
 
-        proc = subprocess.Popen([self.python, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [self.python, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         chunks: dict[str, bytes] = {}
-        readers = [threading.Thread(target=lambda k=k, f=f: chunks.__setitem__(k, f.read()), daemon=True)
-                   for k, f in (("out", proc.stdout), ("err", proc.stderr))]
+        readers = [
+            threading.Thread(target=lambda k=k, f=f: chunks.__setitem__(k, f.read()), daemon=True)
+            for k, f in (("out", proc.stdout), ("err", proc.stderr))
+        ]
         for t in readers:
             t.start()
         try:
             proc.wait(timeout=self.run_timeout or None)  # not communicate(): it would close the runner's stdin
         except subprocess.TimeoutExpired:
             _stop(proc)
-            raise DeviceError(f"the runner did not finish within {self.run_timeout:g}s",
-                              "raise --timeout or lower --runs/--min-seconds/--repeat")
+            raise DeviceError(
+                f"the runner did not finish within {self.run_timeout:g}s",
+                "raise --timeout or lower --runs/--min-seconds/--repeat",
+            )
         except BaseException:
             _stop(proc)
             raise
@@ -225,15 +239,19 @@ class LocalDevice:
                         f.close()
                 except OSError:
                     pass
-        return Execution(proc.returncode, chunks.get("out", b"").decode("utf-8", "replace"),
-                         chunks.get("err", b"").decode("utf-8", "replace"))
+        return Execution(
+            proc.returncode,
+            chunks.get("out", b"").decode("utf-8", "replace"),
+            chunks.get("err", b"").decode("utf-8", "replace"),
+        )
 
     def venv_python(self) -> Optional[str]:
         return None
 
     def install_runtime(self, packages: tuple[str, ...]) -> str:
-        raise UsageError("--install-runtime is for SSH devices",
-                         f"install the runtime here with: pip install {' '.join(packages)}")
+        raise UsageError(
+            "--install-runtime is for SSH devices", f"install the runtime here with: pip install {' '.join(packages)}"
+        )
 
     def close(self) -> None:
         pass
@@ -300,10 +318,15 @@ class SSHDevice:
         self.user: str = spec.user or cfg.get("user") or _local_user()
         timeout = float(cfg.get("connecttimeout", options.connect_timeout))
         if not timeout > 0:
-            raise UsageError(f"ConnectTimeout {timeout:g} in {cfg_path} is not a positive number of seconds",
-                             "fix ConnectTimeout there")
-        keys = [str(options.identity)] if options.identity else [os.path.expanduser(p)
-                                                                  for p in cfg.get("identityfile", [])]
+            raise UsageError(
+                f"ConnectTimeout {timeout:g} in {cfg_path} is not a positive number of seconds",
+                "fix ConnectTimeout there",
+            )
+        keys = (
+            [str(options.identity)]
+            if options.identity
+            else [os.path.expanduser(p) for p in cfg.get("identityfile", [])]
+        )
         for k in keys:  # like OpenSSH, a missing IdentityFile from ssh_config is skipped; a wrong one is an error
             if os.path.exists(k):
                 check_identity(Path(k))
@@ -314,9 +337,16 @@ class SSHDevice:
         self.known_hosts = known
         policy = _AcceptNewPolicy(known) if options.accept_new_host_key else paramiko.RejectPolicy()
         copts = ssh_connect.ConnectOptions(
-            policy=policy, known_hosts=known, lookup=cfg, config=config, alias=host, jump=options.jump,
-            identity_files=[str(options.identity)] if options.identity else [], ask_password=options.ask_password,
-            timeout=timeout)
+            policy=policy,
+            known_hosts=known,
+            lookup=cfg,
+            config=config,
+            alias=host,
+            jump=options.jump,
+            identity_files=[str(options.identity)] if options.identity else [],
+            ask_password=options.ask_password,
+            timeout=timeout,
+        )
         self.client = ssh_connect.connect(self.hostname, self.port, self.user, copts)
         self.route: list[str] = list(getattr(self.client, "route", []))
         self._transfer: Optional[Transfer] = None
@@ -333,9 +363,14 @@ class SSHDevice:
             from edgepack.ui import note, safe
 
             prefer = None if self.options.transport in (None, "auto") else self.options.transport
-            self._transfer = open_transfer(self.client, name=self.name, python=self.python, prefer=prefer,
-                                           timeout=max(self.options.connect_timeout, 120.0),
-                                           warn=lambda text: note(safe(f"edgepack: note: {text}")))
+            self._transfer = open_transfer(
+                self.client,
+                name=self.name,
+                python=self.python,
+                prefer=prefer,
+                timeout=max(self.options.connect_timeout, 120.0),
+                warn=lambda text: note(safe(f"edgepack: note: {text}")),
+            )
         return self._transfer
 
     def exec(self, command: str, timeout: Optional[float] = None, keep_stdin: bool = False) -> Execution:
@@ -353,24 +388,32 @@ class SSHDevice:
             err = stderr.read().decode("utf-8", "replace")
             code = stdout.channel.recv_exit_status()
         except socket.timeout:
-            raise DeviceError(f"the command on {self.name} did not finish within {timeout:g}s",
-                              "raise --timeout or lower --runs/--min-seconds/--repeat")
+            raise DeviceError(
+                f"the command on {self.name} did not finish within {timeout:g}s",
+                "raise --timeout or lower --runs/--min-seconds/--repeat",
+            )
         except (paramiko.SSHException, EOFError, OSError) as e:
-            raise DeviceError(f"connection to {self.name} lost while running a command ({e or type(e).__name__})",
-                              "check the device, then run the command again")
+            raise DeviceError(
+                f"connection to {self.name} lost while running a command ({e or type(e).__name__})",
+                "check the device, then run the command again",
+            )
         finally:
             if channel is not None:
                 channel.close()  # closes the remote stdin: a --watch-stdin runner stops and cleans up
         if code == -1:
-            raise DeviceError(f"connection to {self.name} lost while running the runner (no exit status)",
-                              "check the device (power, sshd, memory), then run the command again")
+            raise DeviceError(
+                f"connection to {self.name} lost while running the runner (no exit status)",
+                "check the device (power, sshd, memory), then run the command again",
+            )
         return Execution(code, out, err)
 
     def _sh(self, command: str) -> Execution:
         res = self.exec(command)
         if res.code != 0:
-            raise DeviceError(f"command on {self.name} failed ({res.code}): {command}: "
-                              f"{(res.stderr or res.stdout).strip()[-300:]}", "check disk space and permissions")
+            raise DeviceError(
+                f"command on {self.name} failed ({res.code}): {command}: {(res.stderr or res.stdout).strip()[-300:]}",
+                "check disk space and permissions",
+            )
         return res
 
     def _exists(self, path: str) -> Optional[int]:
@@ -398,15 +441,17 @@ class SSHDevice:
         """What a POSIX sh (dash, BusyBox ash) on the device tells without Python: arch, shell, the Python at
         ``self.python`` and its version, the package manager. One command, cached."""
         if self._shell_facts is None:
-            script = (f"py={shlex.quote(self.python)}\n"
-                      'echo "arch=$(uname -m 2>/dev/null)"\n'
-                      's=$(readlink -f /bin/sh 2>/dev/null); case "$s" in *busybox*) echo shell=busybox;; '
-                      '*) echo "shell=${s:-sh}";; esac\n'
-                      'p=$(command -v "$py" 2>/dev/null); echo "python=$p"\n'
-                      'if [ -n "$p" ]; then echo "pyver=$("$py" -c \'import sys; print("%d.%d" % '
-                      'sys.version_info[:2])\' 2>/dev/null)"; fi\n'
-                      "for m in apt-get apk opkg dnf yum; do if command -v $m >/dev/null 2>&1; then "
-                      "echo pkg=$m; break; fi; done\n")
+            script = (
+                f"py={shlex.quote(self.python)}\n"
+                'echo "arch=$(uname -m 2>/dev/null)"\n'
+                's=$(readlink -f /bin/sh 2>/dev/null); case "$s" in *busybox*) echo shell=busybox;; '
+                '*) echo "shell=${s:-sh}";; esac\n'
+                'p=$(command -v "$py" 2>/dev/null); echo "python=$p"\n'
+                'if [ -n "$p" ]; then echo "pyver=$("$py" -c \'import sys; print("%d.%d" % '
+                "sys.version_info[:2])' 2>/dev/null)\"; fi\n"
+                "for m in apt-get apk opkg dnf yum; do if command -v $m >/dev/null 2>&1; then "
+                "echo pkg=$m; break; fi; done\n"
+            )
             code, out, err = self.transfer().run(script, what="looking at the device's shell and Python")
             self._shell_facts = dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
         return self._shell_facts
@@ -418,8 +463,10 @@ class SSHDevice:
         f = self.shell_facts()
         if not f.get("python"):
             what = " (a BusyBox system)" if f.get("shell") == "busybox" else ""
-            raise DeviceError(f"no Python at {self.python!r} on {self.name}{what}: the runner needs Python 3.9+",
-                              f"{install_python_hint(f.get('pkg'))}, or pass --remote-python PATH")
+            raise DeviceError(
+                f"no Python at {self.python!r} on {self.name}{what}: the runner needs Python 3.9+",
+                f"{install_python_hint(f.get('pkg'))}, or pass --remote-python PATH",
+            )
         self._python_checked = True
 
     def put_runners(self) -> str:
@@ -466,20 +513,36 @@ class SSHDevice:
             res = self.exec(f"{shlex.quote(self.options.remote_python)} -m venv {shlex.quote(venv)}")
             if res.code != 0:
                 self.exec(f"rm -rf {shlex.quote(venv)}")
-                raise DeviceError(f"could not create a venv with {self.options.remote_python} (Python {pyver}) on "
-                                  f"{self.name}: {_last_line(res.stderr or res.stdout)}",
-                                  install_venv_hint(f.get("pkg"), pyver))
+                raise DeviceError(
+                    f"could not create a venv with {self.options.remote_python} (Python {pyver}) on "
+                    f"{self.name}: {_last_line(res.stderr or res.stdout)}",
+                    install_venv_hint(f.get("pkg"), pyver),
+                )
         tmp = f"{self.options.remote_dir}/tmp"
-        res = self.exec(f"mkdir -p {shlex.quote(tmp)} && TMPDIR={shlex.quote(tmp)} "
-                        + " ".join([shlex.quote(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                                    *(shlex.quote(p) for p in packages)])
-                        + f"; c=$?; rm -rf {shlex.quote(tmp)}; exit $c", timeout=1800)
+        res = self.exec(
+            f"mkdir -p {shlex.quote(tmp)} && TMPDIR={shlex.quote(tmp)} "
+            + " ".join(
+                [
+                    shlex.quote(py),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    *(shlex.quote(p) for p in packages),
+                ]
+            )
+            + f"; c=$?; rm -rf {shlex.quote(tmp)}; exit $c",
+            timeout=1800,
+        )
         if res.code != 0:
-            raise DeviceError(f"pip install {' '.join(packages)} failed on {self.name} ({arch}, Python {pyver}): "
-                              f"{_last_line(res.stderr or res.stdout)}",
-                              f"check the device reaches its package index (run {py} -m pip install "
-                              f"{' '.join(packages)} there to see why) and that PyPI has {' and '.join(packages)} "
-                              f"wheels for {arch} with Python {pyver}")
+            raise DeviceError(
+                f"pip install {' '.join(packages)} failed on {self.name} ({arch}, Python {pyver}): "
+                f"{_last_line(res.stderr or res.stdout)}",
+                f"check the device reaches its package index (run {py} -m pip install "
+                f"{' '.join(packages)} there to see why) and that PyPI has {' and '.join(packages)} "
+                f"wheels for {arch} with Python {pyver}",
+            )
         self.python = py
         return py
 
@@ -498,13 +561,17 @@ def _last_line(text: str) -> str:
 
 def install_python_hint(pkg: Optional[str]) -> str:
     """The command that installs Python 3 with the package manager the device has."""
-    return {"apt-get": "install it: sudo apt-get install python3 python3-venv",
-            "apk": "install it: apk add python3 py3-pip",
-            "opkg": "install it: opkg update && opkg install python3 python3-pip",
-            "dnf": "install it: sudo dnf install python3",
-            "yum": "install it: sudo yum install python3"}.get(
-        pkg or "", "the image has no package manager: add Python 3 to it (Buildroot: BR2_PACKAGE_PYTHON3=y; "
-                   "Yocto: IMAGE_INSTALL:append = \" python3 python3-pip\")")
+    return {
+        "apt-get": "install it: sudo apt-get install python3 python3-venv",
+        "apk": "install it: apk add python3 py3-pip",
+        "opkg": "install it: opkg update && opkg install python3 python3-pip",
+        "dnf": "install it: sudo dnf install python3",
+        "yum": "install it: sudo yum install python3",
+    }.get(
+        pkg or "",
+        "the image has no package manager: add Python 3 to it (Buildroot: BR2_PACKAGE_PYTHON3=y; "
+        'Yocto: IMAGE_INSTALL:append = " python3 python3-pip")',
+    )
 
 
 def install_venv_hint(pkg: Optional[str], pyver: str) -> str:
@@ -512,8 +579,10 @@ def install_venv_hint(pkg: Optional[str], pyver: str) -> str:
         return f"install the venv module: sudo apt-get install python{pyver}-venv"
     if pkg == "apk":
         return "install pip and venv: apk add py3-pip py3-virtualenv"
-    return (f"install Python {pyver}'s venv and ensurepip modules on the device, or pass --remote-python with a "
-            "Python that has numpy and the runtime")
+    return (
+        f"install Python {pyver}'s venv and ensurepip modules on the device, or pass --remote-python with a "
+        "Python that has numpy and the runtime"
+    )
 
 
 def _local_user() -> str:

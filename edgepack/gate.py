@@ -60,8 +60,11 @@ def parse_fraction(text: Optional[str], option: str) -> Optional[float]:
         return _number(t[:-1].strip(), option, "5%") / 100.0
     value = _number(t, option, "5%")
     if value > 1:
-        raise UsageError(f"{option} {text!r} is ambiguous: a bare number is a fraction (0.05 = 5%), so this would "
-                         f"mean {value * 100:g}%", f"write {option} {value:g}% (or a fraction <= 1)")
+        raise UsageError(
+            f"{option} {text!r} is ambiguous: a bare number is a fraction (0.05 = 5%), so this would "
+            f"mean {value * 100:g}%",
+            f"write {option} {value:g}% (or a fraction <= 1)",
+        )
     return value
 
 
@@ -93,6 +96,7 @@ def _finite(*values: Optional[float]) -> bool:
 
 # --------------------------------------------------------------------------- device fingerprints
 
+
 def fingerprint(rec: BenchRecord) -> dict[str, Any]:
     """What must match for two latency figures to be comparable."""
     d = rec.result.device
@@ -114,6 +118,7 @@ def fingerprint_diff(base: BenchRecord, cur: BenchRecord) -> list[str]:
 
 # --------------------------------------------------------------------------- checks
 
+
 def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
@@ -124,11 +129,17 @@ def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -
     for which, rec in (("current", cur), ("baseline", base)):
         lat = rec.result.latency_ms
         if not lat.samples or not _finite(*lat.samples, lat.p50):
-            return Check(entry=entry, name="latency", status="fail", limit=limit,
-                         message=f"the {which} latency samples are empty or not finite numbers (NaN/Inf): "
-                                 "nothing can be compared")
-    ci = ratio_of_medians(base.result.latency_ms.window_samples(), cur.result.latency_ms.window_samples(),
-                          s.confidence, seed=s.seed)
+            return Check(
+                entry=entry,
+                name="latency",
+                status="fail",
+                limit=limit,
+                message=f"the {which} latency samples are empty or not finite numbers (NaN/Inf): "
+                "nothing can be compared",
+            )
+    ci = ratio_of_medians(
+        base.result.latency_ms.window_samples(), cur.result.latency_ms.window_samples(), s.confidence, seed=s.seed
+    )
     span = f"p50 {_pct(ci.ratio - 1)} [{_pct(ci.low - 1)}, {_pct(ci.high - 1)}] at {ci.confidence:.0%}"
     allowed = f"allowed +{s.max_latency_regression * 100:g}%"
     if ci.windows == (1, 1):
@@ -136,48 +147,79 @@ def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -
     diffs = fingerprint_diff(base, cur)
     if diffs:
         status: CheckStatus = "fail" if s.strict_device else "flag"
-        return Check(entry=entry, name="latency", status=status, value=ci.ratio, limit=limit,
-                     interval=[ci.low, ci.high],
-                     message=f"not compared: measured on a different device than the baseline ({'; '.join(diffs)}); "
-                             f"{span}")
+        return Check(
+            entry=entry,
+            name="latency",
+            status=status,
+            value=ci.ratio,
+            limit=limit,
+            interval=[ci.low, ci.high],
+            message=f"not compared: measured on a different device than the baseline ({'; '.join(diffs)}); {span}",
+        )
     if ci.beyond(limit):
         status, verdict = "fail", f"regression beyond {allowed}"
     elif ci.within(limit):
         status, verdict = "pass", allowed
     else:
         status, verdict = "pass", f"inconclusive: the interval straddles {allowed}; not a proven regression"
-    return Check(entry=entry, name="latency", status=status, value=ci.ratio, limit=limit, interval=[ci.low, ci.high],
-                 message=f"{span}; {verdict}")
+    return Check(
+        entry=entry,
+        name="latency",
+        status=status,
+        value=ci.ratio,
+        limit=limit,
+        interval=[ci.low, ci.high],
+        message=f"{span}; {verdict}",
+    )
 
 
 def _accuracy(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
     assert s.max_accuracy_drop is not None  # evaluate() checks only what is switched on
     a, b = base.result.accuracy, cur.result.accuracy
     if a is None or b is None:
-        return Check(entry=entry, name="accuracy", status="skip",
-                     message="no accuracy to compare (build the bundle with --eval)")
+        return Check(
+            entry=entry, name="accuracy", status="skip", message="no accuracy to compare (build the bundle with --eval)"
+        )
     if not _finite(a.top1, b.top1):
-        return Check(entry=entry, name="accuracy", status="fail",
-                     message=f"top-1 is not a finite number (baseline {a.top1}, current {b.top1})")
+        return Check(
+            entry=entry,
+            name="accuracy",
+            status="fail",
+            message=f"top-1 is not a finite number (baseline {a.top1}, current {b.top1})",
+        )
     drop = round((a.top1 - b.top1) * 100.0, 6)
     status: CheckStatus = "fail" if drop > s.max_accuracy_drop + 1e-9 else "pass"
-    return Check(entry=entry, name="accuracy", status=status, value=b.top1 * 100,
-                 limit=a.top1 * 100 - s.max_accuracy_drop,
-                 message=f"top-1 {a.top1 * 100:.2f}% -> {b.top1 * 100:.2f}% ({-drop + 0.0:+.2f} points; "
-                         f"allowed drop {s.max_accuracy_drop:g})")
+    return Check(
+        entry=entry,
+        name="accuracy",
+        status=status,
+        value=b.top1 * 100,
+        limit=a.top1 * 100 - s.max_accuracy_drop,
+        message=f"top-1 {a.top1 * 100:.2f}% -> {b.top1 * 100:.2f}% ({-drop + 0.0:+.2f} points; "
+        f"allowed drop {s.max_accuracy_drop:g})",
+    )
 
 
 def _size(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -> Check:
     assert s.max_size_growth is not None  # evaluate() checks only what is switched on
     if base.bundle_bytes <= 0 or cur.bundle_bytes < 0:
-        return Check(entry=entry, name="size", status="fail",
-                     message=f"bundle sizes {base.bundle_bytes} -> {cur.bundle_bytes} bytes are not comparable")
+        return Check(
+            entry=entry,
+            name="size",
+            status="fail",
+            message=f"bundle sizes {base.bundle_bytes} -> {cur.bundle_bytes} bytes are not comparable",
+        )
     growth = cur.bundle_bytes / base.bundle_bytes - 1.0
     status: CheckStatus = "fail" if growth > s.max_size_growth + 1e-12 else "pass"
-    return Check(entry=entry, name="size", status=status, value=float(cur.bundle_bytes),
-                 limit=base.bundle_bytes * (1 + s.max_size_growth),
-                 message=f"{base.bundle_bytes} -> {cur.bundle_bytes} bytes ({_pct(growth)}; "
-                         f"allowed +{s.max_size_growth * 100:g}%)")
+    return Check(
+        entry=entry,
+        name="size",
+        status=status,
+        value=float(cur.bundle_bytes),
+        limit=base.bundle_bytes * (1 + s.max_size_growth),
+        message=f"{base.bundle_bytes} -> {cur.bundle_bytes} bytes ({_pct(growth)}; "
+        f"allowed +{s.max_size_growth * 100:g}%)",
+    )
 
 
 def _ceilings(entry: str, cur: BenchRecord, s: GateSettings) -> list[Check]:
@@ -187,22 +229,50 @@ def _ceilings(entry: str, cur: BenchRecord, s: GateSettings) -> list[Check]:
         if limit is not None:
             v = getattr(lat, q)
             if not _finite(v):  # NaN compares False with everything: it would pass "v > limit"
-                out.append(Check(entry=entry, name=f"{q}-ceiling", status="fail", limit=limit,
-                                 message=f"{q} is {v}, not a finite number (ceiling {limit:g} ms)"))
+                out.append(
+                    Check(
+                        entry=entry,
+                        name=f"{q}-ceiling",
+                        status="fail",
+                        limit=limit,
+                        message=f"{q} is {v}, not a finite number (ceiling {limit:g} ms)",
+                    )
+                )
                 continue
-            out.append(Check(entry=entry, name=f"{q}-ceiling", status="fail" if v > limit else "pass", value=v,
-                             limit=limit, message=f"{q} {v:.3f} ms (ceiling {limit:g} ms)"))
+            out.append(
+                Check(
+                    entry=entry,
+                    name=f"{q}-ceiling",
+                    status="fail" if v > limit else "pass",
+                    value=v,
+                    limit=limit,
+                    message=f"{q} {v:.3f} ms (ceiling {limit:g} ms)",
+                )
+            )
     if s.min_accuracy is not None:
         acc = cur.result.accuracy
         if acc is None:
-            out.append(Check(entry=entry, name="accuracy-floor", status="fail", limit=s.min_accuracy,
-                             message="no accuracy measured (build the bundle with --eval)"))
+            out.append(
+                Check(
+                    entry=entry,
+                    name="accuracy-floor",
+                    status="fail",
+                    limit=s.min_accuracy,
+                    message="no accuracy measured (build the bundle with --eval)",
+                )
+            )
         else:
             v = acc.top1 * 100
-            out.append(Check(entry=entry, name="accuracy-floor",
-                             status="fail" if not _finite(v) or v < s.min_accuracy else "pass",
-                             value=v, limit=s.min_accuracy,
-                             message=f"top-1 {v:.2f}% (floor {s.min_accuracy:g}%, n={acc.n})"))
+            out.append(
+                Check(
+                    entry=entry,
+                    name="accuracy-floor",
+                    status="fail" if not _finite(v) or v < s.min_accuracy else "pass",
+                    value=v,
+                    limit=s.min_accuracy,
+                    message=f"top-1 {v:.2f}% (floor {s.min_accuracy:g}%, n={acc.n})",
+                )
+            )
     return out
 
 
@@ -213,12 +283,23 @@ def _agreement(entry: str, cur: BenchRecord) -> Check:
     name, worst = min(v.items(), key=lambda kv: kv[1].cosine)
     limit = cur.min_cosine
     if limit is None:
-        return Check(entry=entry, name="agreement", status="skip", value=worst.cosine,
-                     message=f"cosine {worst.cosine:.6f} on {name}; the bundle records no threshold")
+        return Check(
+            entry=entry,
+            name="agreement",
+            status="skip",
+            value=worst.cosine,
+            message=f"cosine {worst.cosine:.6f} on {name}; the bundle records no threshold",
+        )
     ok = _finite(worst.cosine, limit) and worst.cosine >= limit and not worst.nonfinite
-    return Check(entry=entry, name="agreement", status="pass" if ok else "fail", value=worst.cosine, limit=limit,
-                 message=f"on-device output {name!r} vs the source framework: cosine {worst.cosine:.6f} "
-                         f"(bundle threshold {limit:g})")
+    return Check(
+        entry=entry,
+        name="agreement",
+        status="pass" if ok else "fail",
+        value=worst.cosine,
+        limit=limit,
+        message=f"on-device output {name!r} vs the source framework: cosine {worst.cosine:.6f} "
+        f"(bundle threshold {limit:g})",
+    )
 
 
 def evaluate(current: list[BenchRecord], baseline: Optional[list[BenchRecord]], settings: GateSettings) -> list[Check]:
@@ -234,8 +315,14 @@ def evaluate(current: list[BenchRecord], baseline: Optional[list[BenchRecord]], 
             continue
         base = base_by_key.get(entry)
         if base is None:
-            checks.append(Check(entry=entry, name="baseline", status="skip",
-                                message="no baseline entry for this bundle and device (new): nothing compared"))
+            checks.append(
+                Check(
+                    entry=entry,
+                    name="baseline",
+                    status="skip",
+                    message="no baseline entry for this bundle and device (new): nothing compared",
+                )
+            )
             continue
         if s.max_latency_regression is not None:
             checks.append(_latency(entry, base, cur, s))
@@ -246,6 +333,9 @@ def evaluate(current: list[BenchRecord], baseline: Optional[list[BenchRecord]], 
     current_keys = {c.key for c in current}
     for key in base_by_key:
         if key not in current_keys:
-            checks.append(Check(entry=key, name="baseline", status="flag",
-                                message="in the baseline but not in the current results"))
+            checks.append(
+                Check(
+                    entry=key, name="baseline", status="flag", message="in the baseline but not in the current results"
+                )
+            )
     return checks

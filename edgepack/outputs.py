@@ -39,8 +39,10 @@ def refuse_overwrite(output: Optional[PathLike], inputs: Iterable[Optional[PathL
         if i is None or str(i) == "-":
             continue
         if _same(out, Path(i)):
-            raise UsageError(f"{flag} {out} is also an input of this command; writing it would replace that input",
-                             f"pass another file to {flag}")
+            raise UsageError(
+                f"{flag} {out} is also an input of this command; writing it would replace that input",
+                f"pass another file to {flag}",
+            )
 
 
 def check_writable(path: Optional[PathLike], flag: str) -> None:
@@ -67,8 +69,10 @@ def check_writable(path: Optional[PathLike], flag: str) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise UsageError(f"{flag} {p} cannot be written ({e.strerror or e} in {folder})",
-                         f"pass a path in a writable folder to {flag}")
+        raise UsageError(
+            f"{flag} {p} cannot be written ({e.strerror or e} in {folder})",
+            f"pass a path in a writable folder to {flag}",
+        )
 
 
 def check_outputs(outputs: dict[str, Optional[PathLike]], inputs: Iterable[Optional[PathLike]]) -> None:

@@ -55,8 +55,10 @@ def headline(p: Placement) -> str:
         return f"{total} ops, all on the CPU (no accelerator requested)"
     pct = 100.0 * p.accelerator_ops / total if total else 0.0
     parts = f" in {p.partitions} partition(s)" if p.partitions is not None else ""
-    return (f"{p.accelerator}: {p.accelerator_ops}/{total} ops ({pct:.1f}%) on the accelerator{parts}, "
-            f"{p.cpu_ops} on the CPU [{p.source}]")
+    return (
+        f"{p.accelerator}: {p.accelerator_ops}/{total} ops ({pct:.1f}%) on the accelerator{parts}, "
+        f"{p.cpu_ops} on the CPU [{p.source}]"
+    )
 
 
 def _reasons(reasons: list[str]) -> str:
@@ -70,8 +72,12 @@ def placement_markdown(obj: Any) -> str:
     p = as_placement(obj)
     if p is None:
         return ""
-    lines = [f"**Op placement** — {headline(p)}", "",
-             "| op type | accelerator | CPU | why on the CPU |", "|---|---:|---:|---|"]
+    lines = [
+        f"**Op placement** — {headline(p)}",
+        "",
+        "| op type | accelerator | CPU | why on the CPU |",
+        "|---|---:|---:|---|",
+    ]
     for o in p.ops:
         lines.append(f"| {o.op_type} | {o.accelerator} | {o.cpu} | {_reasons(o.reasons).replace('|', '/')} |")
     lines += [f"_{n}_" for n in p.notes]
@@ -82,9 +88,13 @@ def op_timing_markdown(obj: Any, n: int = 10) -> str:
     t = as_op_timing(obj)
     if t is None or not t.top:
         return ""
-    lines = [f"**Per-op time** (top {min(n, len(t.top))}, median of {t.profiled_runs} profiled runs; "
-             f"node total {t.node_total_ms:.3f} ms/inference)", "",
-             "| node | op type | provider | ms | share |", "|---|---|---|---:|---:|"]
+    lines = [
+        f"**Per-op time** (top {min(n, len(t.top))}, median of {t.profiled_runs} profiled runs; "
+        f"node total {t.node_total_ms:.3f} ms/inference)",
+        "",
+        "| node | op type | provider | ms | share |",
+        "|---|---|---|---:|---:|",
+    ]
     for o in t.top[:n]:
         lines.append(f"| {o.name} | {o.op_type} | {o.provider or '–'} | {o.ms:.4f} | {o.share * 100:.1f}% |")
     lines += ["", "_Profiled runs are separate from the timed runs; profiling adds overhead to these figures._"]
@@ -104,22 +114,40 @@ def _kib(n: Optional[int]) -> str:
 
 
 def _npu_rows(npu: NpuCompile) -> list[tuple[str, str]]:
-    est = "–" if npu.est_inference_ms is None else (
-        f"{npu.est_inference_ms:.4f} ms, {npu.est_inferences_per_s or 0:.0f} inferences/s"
-        + (f" at {npu.clock_hz / 1e6:.0f} MHz" if npu.clock_hz else "") + " (vela's estimate"
-        + (", NPU part only)" if npu.placement.cpu_ops else ")"))
+    est = (
+        "–"
+        if npu.est_inference_ms is None
+        else (
+            f"{npu.est_inference_ms:.4f} ms, {npu.est_inferences_per_s or 0:.0f} inferences/s"
+            + (f" at {npu.clock_hz / 1e6:.0f} MHz" if npu.clock_hz else "")
+            + " (vela's estimate"
+            + (", NPU part only)" if npu.placement.cpu_ops else ")")
+        )
+    )
     return [
-        ("accelerator", f"{npu.accelerator} — system {npu.system_config or '–'}, memory mode {npu.memory_mode or '–'}"
-                        + (f", config {npu.config_file}" if npu.config_file else "")),
+        (
+            "accelerator",
+            f"{npu.accelerator} — system {npu.system_config or '–'}, memory mode {npu.memory_mode or '–'}"
+            + (f", config {npu.config_file}" if npu.config_file else ""),
+        ),
         ("compiler", f"{npu.compiler} {npu.compiler_version}"),
         ("NPU model", f"{npu.model.member} ({npu.model.bytes / 1e3:.1f} kB)"),
-        ("ops", f"{npu.placement.accelerator_ops} on the NPU, {npu.placement.cpu_ops} on the CPU "
-                f"({npu.npu_percent:.1f}% NPU) in {npu.placement.partitions} NPU partition(s)"),
-        ("memory", f"SRAM {_kib(npu.sram_bytes)}, off-chip flash {_kib(npu.off_chip_flash_bytes)}"
-                   + (f", DRAM {_kib(npu.dram_bytes)}" if npu.dram_bytes else "")
-                   + (f", on-chip flash {_kib(npu.on_chip_flash_bytes)}" if npu.on_chip_flash_bytes else "")),
-        ("compute", f"{npu.macs if npu.macs is not None else '–'} MACs, {npu.npu_cycles or '–'} NPU cycles, "
-                    f"{npu.total_cycles or '–'} total cycles"),
+        (
+            "ops",
+            f"{npu.placement.accelerator_ops} on the NPU, {npu.placement.cpu_ops} on the CPU "
+            f"({npu.npu_percent:.1f}% NPU) in {npu.placement.partitions} NPU partition(s)",
+        ),
+        (
+            "memory",
+            f"SRAM {_kib(npu.sram_bytes)}, off-chip flash {_kib(npu.off_chip_flash_bytes)}"
+            + (f", DRAM {_kib(npu.dram_bytes)}" if npu.dram_bytes else "")
+            + (f", on-chip flash {_kib(npu.on_chip_flash_bytes)}" if npu.on_chip_flash_bytes else ""),
+        ),
+        (
+            "compute",
+            f"{npu.macs if npu.macs is not None else '–'} MACs, {npu.npu_cycles or '–'} NPU cycles, "
+            f"{npu.total_cycles or '–'} total cycles",
+        ),
         ("est. time", est),
         ("numerics", npu.numerics),
     ]
@@ -134,8 +162,12 @@ def placement_table(p: Placement, title: Optional[str] = None) -> Table:
     t.add_column("CPU", justify="right")
     t.add_column("why on the CPU")
     for o in p.ops:
-        t.add_row(safe(o.op_type), str(o.accelerator), f"[red]{o.cpu}[/red]" if o.cpu and p.accelerator else
-                  str(o.cpu), safe(_reasons(o.reasons)))
+        t.add_row(
+            safe(o.op_type),
+            str(o.accelerator),
+            f"[red]{o.cpu}[/red]" if o.cpu and p.accelerator else str(o.cpu),
+            safe(_reasons(o.reasons)),
+        )
     return t
 
 
@@ -145,9 +177,12 @@ def op_timing_table(t: OpTiming, n: int = 10, title: Optional[str] = None) -> Ta
     overhead = ""
     if t.profiled_run_ms:
         overhead = f", profiled run {t.profiled_run_ms:.3f} ms"
-    table = Table(title=title or f"per-op time (top {min(n, len(t.top))} of {len(t.top)}, {t.profiled_runs} "
-                                f"profiled runs, node total {t.node_total_ms:.3f} ms{overhead})",
-                  title_justify="left")
+    table = Table(
+        title=title
+        or f"per-op time (top {min(n, len(t.top))} of {len(t.top)}, {t.profiled_runs} "
+        f"profiled runs, node total {t.node_total_ms:.3f} ms{overhead})",
+        title_justify="left",
+    )
     for c in ("node", "op type", "provider", "ms", "share"):
         table.add_column(c, justify="right" if c in ("ms", "share") else "left")
     for o in t.top[:n]:
@@ -175,8 +210,14 @@ def npu_tables(npu: NpuCompile, layers: int = 0) -> list[Table]:
         for c in ("original op", "NPU op", "target", "cycles", "MACs", "name"):
             lt.add_column(c, justify="right" if c in ("cycles", "MACs") else "left")
         for layer in npu.layers[:layers]:
-            lt.add_row(safe(layer.original_op), safe(layer.npu_op), safe(layer.target), str(layer.cycles),
-                       str(layer.macs), safe(layer.name[-60:]))
+            lt.add_row(
+                safe(layer.original_op),
+                safe(layer.npu_op),
+                safe(layer.target),
+                str(layer.cycles),
+                str(layer.macs),
+                safe(layer.name[-60:]),
+            )
         out.append(lt)
     return out
 
@@ -200,8 +241,10 @@ def npu_summary(npu: NpuCompile) -> None:
     if not p.cpu_ops:
         note(f"[green]✓[/green] {npu.accelerator}: all {p.accelerator_ops} ops on the NPU{est}")
         return
-    note(f"[yellow]warning:[/yellow] {npu.accelerator}: {p.cpu_ops} of {p.accelerator_ops + p.cpu_ops} ops fall "
-         f"back to the CPU ({npu.npu_percent:.1f}% NPU){est}")
+    note(
+        f"[yellow]warning:[/yellow] {npu.accelerator}: {p.cpu_ops} of {p.accelerator_ops + p.cpu_ops} ops fall "
+        f"back to the CPU ({npu.npu_percent:.1f}% NPU){est}"
+    )
     for o in p.ops:
         if o.cpu:
             note(f"  CPU: {safe(o.op_type)} ×{o.cpu} — {safe(_reasons(o.reasons))}")
@@ -214,8 +257,9 @@ def results_markdown(records: list[BenchRecord], top: int = 10) -> str:
     """Placement and per-op timing sections for bench records that have them ("" when none has)."""
     parts = []
     for r in records:
-        body = (placement_markdown(r) + ("\n" if as_placement(r) and as_op_timing(r) else "")
-                + op_timing_markdown(r, top))
+        body = (
+            placement_markdown(r) + ("\n" if as_placement(r) and as_op_timing(r) else "") + op_timing_markdown(r, top)
+        )
         if body:
             parts.append(f"#### {r.key}\n\n{body}")
     return ("\n" + "\n".join(parts)) if parts else ""

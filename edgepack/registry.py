@@ -155,7 +155,8 @@ class Runtime:
             owners = {f.name: rt.format for rt in runtimes() for f in rt.flags}
             raise UsageError(
                 f"{', '.join('--' + n.replace('_', '-') for n in wrong)} do(es) not apply to a {self.format} bundle",
-                "; ".join(f"--{n.replace('_', '-')} is for {owners.get(n, '?')} bundles" for n in wrong))
+                "; ".join(f"--{n.replace('_', '-')} is for {owners.get(n, '?')} bundles" for n in wrong),
+            )
         if self.check is not None:
             self.check(manifest, values)
         return [a for n, f in mine.items() for a in f.argv(values.get(n))]
@@ -233,27 +234,38 @@ def plan(framework: str, kind: str, target: str, precision: str, pinned: Optiona
     if pinned:
         r = route(pinned)
         if r.target != target or not r.takes(framework, kind):
-            raise UsageError(f"route {r.name} goes {'/'.join(r.sources)} -> {r.target}"
-                             + (f" ({', '.join(r.kinds)} only)" if r.kinds else "")
-                             + f"; this build is {framework} ({kind}) -> {target}",
-                             "drop --route, or pick one that edgepack routes lists for this source and target")
+            raise UsageError(
+                f"route {r.name} goes {'/'.join(r.sources)} -> {r.target}"
+                + (f" ({', '.join(r.kinds)} only)" if r.kinds else "")
+                + f"; this build is {framework} ({kind}) -> {target}",
+                "drop --route, or pick one that edgepack routes lists for this source and target",
+            )
         if precision not in r.precisions:
-            raise UsageError(f"--quantize {precision} is not available on route {r.name}",
-                             f"use one of {', '.join(r.precisions)}, or drop --route")
+            raise UsageError(
+                f"--quantize {precision} is not available on route {r.name}",
+                f"use one of {', '.join(r.precisions)}, or drop --route",
+            )
         return Plan([r])
     to_target = [r for r in routes() if r.target == target and r.takes(framework, kind)]
-    other_kinds = [(r.name, f"does not take {kind} sources (only {', '.join(r.kinds)})") for r in routes()
-                   if r.target == target and framework in r.sources and not r.takes(framework, kind)]
+    other_kinds = [
+        (r.name, f"does not take {kind} sources (only {', '.join(r.kinds)})")
+        for r in routes()
+        if r.target == target and framework in r.sources and not r.takes(framework, kind)
+    ]
     if not to_target:
         reachable = sorted({r.target for r in routes() if r.takes(framework, kind)})
-        raise UsageError(f"no route from {framework} to {target}",
-                         f"{framework} sources go to: {', '.join(reachable) or 'nothing'}")
+        raise UsageError(
+            f"no route from {framework} to {target}", f"{framework} sources go to: {', '.join(reachable) or 'nothing'}"
+        )
     out = Plan([r for r in to_target if precision in r.precisions])
-    out.skipped = other_kinds + [(r.name, f"no {precision} precision") for r in to_target
-                                 if precision not in r.precisions]
+    out.skipped = other_kinds + [
+        (r.name, f"no {precision} precision") for r in to_target if precision not in r.precisions
+    ]
     if not out.candidates:
         offered = sorted({p for r in to_target for p in r.precisions}, key=list(PRECISIONS).index)
         hints = [r.precision_hint for r in to_target if r.precision_hint]
-        raise UsageError(f"--quantize {precision} is not available for {framework} -> {target}",
-                         hints[0] if hints else f"use one of {', '.join(offered)}")
+        raise UsageError(
+            f"--quantize {precision} is not available for {framework} -> {target}",
+            hints[0] if hints else f"use one of {', '.join(offered)}",
+        )
     return out

@@ -41,8 +41,8 @@ BENCH_SCHEMA = "edgepack.bench/1"
 REPORT_SCHEMA = "edgepack.report/1"
 
 
-
 # --------------------------------------------------------------------------- building a report
+
 
 def load_records(path: Path) -> list[BenchRecord]:
     """Records from a ``bench --json`` file or a saved report/baseline."""
@@ -56,15 +56,19 @@ def load_records(path: Path) -> list[BenchRecord]:
     schema: Any = data.get("schema") if isinstance(data, dict) else None
     key = {BENCH_SCHEMA: "results", REPORT_SCHEMA: "records"}.get(schema)
     if key is None:
-        raise UsageError(f"{path}: schema {schema!r} is not {BENCH_SCHEMA} or {REPORT_SCHEMA}",
-                         "pass the JSON written by edgepack bench --json, or a baseline from report --save-baseline")
+        raise UsageError(
+            f"{path}: schema {schema!r} is not {BENCH_SCHEMA} or {REPORT_SCHEMA}",
+            "pass the JSON written by edgepack bench --json, or a baseline from report --save-baseline",
+        )
     try:
         return [BenchRecord.model_validate(r) for r in data.get(key) or []]
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise UsageError(f"{path}: entry field {where}: {first['msg']}",
-                         "regenerate it with this edgepack version (edgepack bench --json)")
+        raise UsageError(
+            f"{path}: entry field {where}: {first['msg']}",
+            "regenerate it with this edgepack version (edgepack bench --json)",
+        )
 
 
 def merge(paths: list[Path]) -> list[BenchRecord]:
@@ -73,8 +77,10 @@ def merge(paths: list[Path]) -> list[BenchRecord]:
     for p in paths:
         for r in load_records(p):
             if r.key in seen:
-                raise UsageError(f"{r.key} appears twice ({seen[r.key]} and {p})",
-                                 "pass each bundle x device once (bench --repeat R gives one entry more windows)")
+                raise UsageError(
+                    f"{r.key} appears twice ({seen[r.key]} and {p})",
+                    "pass each bundle x device once (bench --repeat R gives one entry more windows)",
+                )
             seen[r.key] = p
             records.append(r)
     if not records:
@@ -82,12 +88,19 @@ def merge(paths: list[Path]) -> list[BenchRecord]:
     return records
 
 
-def make_report(records: list[BenchRecord], baseline: Optional[list[BenchRecord]] = None,
-                settings: Optional[GateSettings] = None) -> Report:
+def make_report(
+    records: list[BenchRecord], baseline: Optional[list[BenchRecord]] = None, settings: Optional[GateSettings] = None
+) -> Report:
     settings = settings or GateSettings()
     checks = evaluate(records, baseline, settings)
-    return Report(created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), edgepack=__version__,
-                  records=records, baseline=baseline, settings=settings.recorded(), checks=checks)
+    return Report(
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        edgepack=__version__,
+        records=records,
+        baseline=baseline,
+        settings=settings.recorded(),
+        checks=checks,
+    )
 
 
 def table(rep: Report) -> Table:
@@ -122,8 +135,7 @@ def _md_cell(text: str) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]], numeric: Collection[str] = ()) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if h in numeric else "---" for h in header) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if h in numeric else "---" for h in header) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
     return lines
 
@@ -134,8 +146,9 @@ def markdown(rep: Report, top: int = 10) -> str:
     lines = [f"### {title}: {summary_line(rep)}", ""]
     lines += _md_table(["bundle"] + COLUMNS, [[r.bundle] + row(r, base.get(r.key)) for r in rep.records], _NUMERIC)
     lines += ["", "#### Checks", ""]
-    lines += _md_table(["", "bundle @ device", "check", "result"],
-                       [[ICON[c.status], c.entry, c.name, c.message] for c in rep.checks])
+    lines += _md_table(
+        ["", "bundle @ device", "check", "result"], [[ICON[c.status], c.entry, c.name, c.message] for c in rep.checks]
+    )
     lines += ["", "#### Devices", ""]
     lines += _md_table(DEVICE_COLUMNS, device_rows(rep))
     lines += [""] + [f"_{n}_" for n in notes(rep)]
@@ -150,8 +163,15 @@ def to_json(rep: Report) -> str:
 
 def bench_json(records: list[BenchRecord]) -> str:
     """``bench --json``: the records alone (``edgepack.bench/1``)."""
-    return json.dumps({"schema": BENCH_SCHEMA, "results": [r.model_dump(mode="json", by_alias=True) for r in records]},
-                      indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return (
+        json.dumps(
+            {"schema": BENCH_SCHEMA, "results": [r.model_dump(mode="json", by_alias=True) for r in records]},
+            indent=2,
+            sort_keys=True,
+            allow_nan=False,
+        )
+        + "\n"
+    )
 
 
 def junit(rep: Report) -> str:
@@ -160,21 +180,40 @@ def junit(rep: Report) -> str:
     for c in rep.checks:
         by_entry.setdefault(c.entry, []).append(c)
     records = {r.key: r for r in rep.records}
-    root = ET.Element("testsuites", name="edgepack report", tests=str(len(rep.checks)),
-                      failures=str(len(rep.failed)), errors="0",
-                      skipped=str(sum(c.status in ("skip", "flag") for c in rep.checks)), time="0")
+    root = ET.Element(
+        "testsuites",
+        name="edgepack report",
+        tests=str(len(rep.checks)),
+        failures=str(len(rep.failed)),
+        errors="0",
+        skipped=str(sum(c.status in ("skip", "flag") for c in rep.checks)),
+        time="0",
+    )
     host = socket.gethostname()
     for entry, checks in by_entry.items():
-        suite = ET.SubElement(root, "testsuite", name=entry, tests=str(len(checks)),
-                              failures=str(sum(c.status == "fail" for c in checks)), errors="0",
-                              skipped=str(sum(c.status in ("skip", "flag") for c in checks)), time="0",
-                              timestamp=rep.created, hostname=host)
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=entry,
+            tests=str(len(checks)),
+            failures=str(sum(c.status == "fail" for c in checks)),
+            errors="0",
+            skipped=str(sum(c.status in ("skip", "flag") for c in checks)),
+            time="0",
+            timestamp=rep.created,
+            hostname=host,
+        )
         rec = records.get(entry)
         if rec is not None:
             props = ET.SubElement(suite, "properties")
-            facts = {"bundle": rec.bundle, "device": rec.device_spec, "format": rec.format,
-                     "quantization": rec.quantization, "p50_ms": f"{rec.result.latency_ms.p50:.6g}",
-                     **{f"device.{k}": str(v) for k, v in fingerprint(rec).items()}}
+            facts = {
+                "bundle": rec.bundle,
+                "device": rec.device_spec,
+                "format": rec.format,
+                "quantization": rec.quantization,
+                "p50_ms": f"{rec.result.latency_ms.p50:.6g}",
+                **{f"device.{k}": str(v) for k, v in fingerprint(rec).items()},
+            }
             for k, v in facts.items():
                 ET.SubElement(props, "property", name=k, value=str(v))
         classname = "edgepack." + "".join(ch if ch.isalnum() else "_" for ch in entry)

@@ -19,8 +19,14 @@ from edgepack.types import Report
 
 MAX_PANELS = 24  # latency histograms per page
 
-_COLOR = {"current": "#1f77b4", "baseline": "#9a9a9a", "pass": "#2ca02c", "fail": "#d62728", "flag": "#ff7f0e",
-          "skip": "#7f7f7f"}
+_COLOR = {
+    "current": "#1f77b4",
+    "baseline": "#9a9a9a",
+    "pass": "#2ca02c",
+    "fail": "#d62728",
+    "flag": "#ff7f0e",
+    "skip": "#7f7f7f",
+}
 
 
 def _pyplot() -> Any:
@@ -61,10 +67,22 @@ def latency_chart(rep: Report) -> str:
         bins = np.geomspace(lo, hi, 40) if log else np.linspace(lo, hi, 40)
         if ref is not None:
             assert b is not None  # ref holds b's samples
-            ax.hist(np.clip(ref, lo, hi), bins=bins, color=_COLOR["baseline"], alpha=0.6, density=True,
-                    label=f"baseline p50 {b.result.latency_ms.p50:.3g}")
-        ax.hist(np.clip(cur, lo, hi), bins=bins, color=_COLOR["current"], alpha=0.6, density=True,
-                label=f"current p50 {rec.result.latency_ms.p50:.3g}")
+            ax.hist(
+                np.clip(ref, lo, hi),
+                bins=bins,
+                color=_COLOR["baseline"],
+                alpha=0.6,
+                density=True,
+                label=f"baseline p50 {b.result.latency_ms.p50:.3g}",
+            )
+        ax.hist(
+            np.clip(cur, lo, hi),
+            bins=bins,
+            color=_COLOR["current"],
+            alpha=0.6,
+            density=True,
+            label=f"current p50 {rec.result.latency_ms.p50:.3g}",
+        )
         ax.axvline(rec.result.latency_ms.p50, color=_COLOR["current"], lw=1.5)
         if b:
             ax.axvline(b.result.latency_ms.p50, color=_COLOR["baseline"], lw=1.5, ls="--")
@@ -74,7 +92,7 @@ def latency_chart(rep: Report) -> str:
         ax.set_xlabel("latency (ms)" + (", log scale" if log else ""))
         ax.set_yticks([])
         ax.legend(fontsize=7, loc="upper right")
-    for ax in axes.ravel()[len(recs):]:
+    for ax in axes.ravel()[len(recs) :]:
         ax.axis("off")
     fig.suptitle("Latency distribution per bundle and device (0.5–99.5th percentile)", fontsize=11)
     fig.tight_layout()
@@ -132,14 +150,26 @@ def _placement_html(rep: Report, top: int) -> str:
         p, t = as_placement(rec), as_op_timing(rec)
         if p is not None:
             parts.append(f"<h3>{e(rec.key)}: op placement</h3><p>{e(headline(p))}</p>")
-            parts.append(_table(["op type", "accelerator", "CPU", "why on the CPU"],
-                                [[o.op_type, o.accelerator, o.cpu, "; ".join(o.reasons) or "–"] for o in p.ops]))
+            parts.append(
+                _table(
+                    ["op type", "accelerator", "CPU", "why on the CPU"],
+                    [[o.op_type, o.accelerator, o.cpu, "; ".join(o.reasons) or "–"] for o in p.ops],
+                )
+            )
         if t is not None and t.top:
-            parts.append(f"<h3>{e(rec.key)}: per-op time (top {min(top, len(t.top))}, median of "
-                         f"{t.profiled_runs} profiled runs)</h3>")
-            parts.append(_table(["node", "op type", "provider", "ms", "share"],
-                                [[o.name, o.op_type, o.provider or "–", f"{o.ms:.4f}", f"{o.share * 100:.1f}%"]
-                                 for o in t.top[:top]]))
+            parts.append(
+                f"<h3>{e(rec.key)}: per-op time (top {min(top, len(t.top))}, median of "
+                f"{t.profiled_runs} profiled runs)</h3>"
+            )
+            parts.append(
+                _table(
+                    ["node", "op type", "provider", "ms", "share"],
+                    [
+                        [o.name, o.op_type, o.provider or "–", f"{o.ms:.4f}", f"{o.share * 100:.1f}%"]
+                        for o in t.top[:top]
+                    ],
+                )
+            )
     return "".join(parts)
 
 
@@ -147,16 +177,24 @@ def html(rep: Report, top: int = 10) -> str:
     e = _html.escape
     base = _baseline_of(rep)
     title = "edgepack report" if rep.baseline is not None else "edgepack bench"
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>", f"<p><b>{e(summary_line(rep))}</b>"
-             f" — {e(rep.created)}, edgepack {e(rep.edgepack)}</p>",
-             "<h2>Results</h2>",
-             _table(["bundle"] + COLUMNS, [[r.bundle] + row(r, base.get(r.key)) for r in rep.records]),
-             "<h2>Checks</h2>"]
-    check_rows = "".join(f"<tr class='{c.status}'><td>{ICON[c.status]}</td><td>{e(c.entry)}</td><td>{e(c.name)}</td>"
-                         f"<td>{e(c.message)}</td></tr>" for c in rep.checks)
-    parts.append("<table><thead><tr><th></th><th>bundle @ device</th><th>check</th><th>result</th></tr></thead>"
-                 f"<tbody>{check_rows}</tbody></table>")
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p><b>{e(summary_line(rep))}</b> — {e(rep.created)}, edgepack {e(rep.edgepack)}</p>",
+        "<h2>Results</h2>",
+        _table(["bundle"] + COLUMNS, [[r.bundle] + row(r, base.get(r.key)) for r in rep.records]),
+        "<h2>Checks</h2>",
+    ]
+    check_rows = "".join(
+        f"<tr class='{c.status}'><td>{ICON[c.status]}</td><td>{e(c.entry)}</td><td>{e(c.name)}</td>"
+        f"<td>{e(c.message)}</td></tr>"
+        for c in rep.checks
+    )
+    parts.append(
+        "<table><thead><tr><th></th><th>bundle @ device</th><th>check</th><th>result</th></tr></thead>"
+        f"<tbody>{check_rows}</tbody></table>"
+    )
     ratio = ratio_chart(rep)
     if ratio:
         parts.append(f"<img alt='latency vs baseline' src='data:image/png;base64,{ratio}'>")

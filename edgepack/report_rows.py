@@ -9,8 +9,21 @@ from edgepack.gate import fingerprint
 from edgepack.types import BenchRecord, Report
 
 _NUMERIC = ("size", "load", "first", "p50", "p90", "p99", "throughput", "peak RSS")
-COLUMNS = ["device", "format", "quant", "size", "load", "first", "p50", "p90", "p99", "throughput", "peak RSS",
-           "agreement", "accuracy"]
+COLUMNS = [
+    "device",
+    "format",
+    "quant",
+    "size",
+    "load",
+    "first",
+    "p50",
+    "p90",
+    "p99",
+    "throughput",
+    "peak RSS",
+    "agreement",
+    "accuracy",
+]
 ICON = {"pass": "✅", "fail": "❌", "flag": "⚠️", "skip": "➖"}
 
 
@@ -27,6 +40,7 @@ def summary_line(rep: Report) -> str:
 
 
 # --------------------------------------------------------------------------- cells
+
 
 def _mb(n: Optional[float]) -> str:
     return "–" if n is None else (f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB")
@@ -79,11 +93,21 @@ def row(rec: BenchRecord, base: Optional[BenchRecord] = None) -> list[str]:
     acc = "–" if r.accuracy is None else f"{r.accuracy.top1 * 100:.2f}% (n={r.accuracy.n})"
     if r.accuracy is not None and b is not None and b.accuracy is not None:
         acc += f" {(r.accuracy.top1 - b.accuracy.top1) * 100:+.2f} pt"
-    return [device_label(rec), f"{rec.format}/{r.device.runtime} {r.device.runtime_version}", rec.quantization,
-            _mb(rec.bundle_bytes) + _delta(rec.bundle_bytes, base.bundle_bytes if base else None),
-            _ms(r.load_ms), _ms(r.first_inference_ms), lat("p50"), lat("p90"), lat("p99"),
-            "–" if r.throughput_ips is None else f"{r.throughput_ips:,.0f}/s",
-            "–" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f} MB", agreement(rec), acc]
+    return [
+        device_label(rec),
+        f"{rec.format}/{r.device.runtime} {r.device.runtime_version}",
+        rec.quantization,
+        _mb(rec.bundle_bytes) + _delta(rec.bundle_bytes, base.bundle_bytes if base else None),
+        _ms(r.load_ms),
+        _ms(r.first_inference_ms),
+        lat("p50"),
+        lat("p90"),
+        lat("p99"),
+        "–" if r.throughput_ips is None else f"{r.throughput_ips:,.0f}/s",
+        "–" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f} MB",
+        agreement(rec),
+        acc,
+    ]
 
 
 def _baseline_of(rep: Report) -> dict[str, BenchRecord]:
@@ -100,15 +124,32 @@ def device_rows(rep: Report) -> list[list[str]]:
             continue
         seen.add(key)
         c = d.cpu
-        freq = "–" if not (c.cur_freq_mhz or c.max_freq_mhz) else (
-            f"{c.cur_freq_mhz or '?'}/{c.max_freq_mhz or '?'} MHz")
-        temp = "–" if c.temperature_c is None else (
-            f"{c.temperature_c:.0f}→{c.temperature_end_c:.0f} °C" if c.temperature_end_c is not None
-            else f"{c.temperature_c:.0f} °C")
+        freq = (
+            "–" if not (c.cur_freq_mhz or c.max_freq_mhz) else (f"{c.cur_freq_mhz or '?'}/{c.max_freq_mhz or '?'} MHz")
+        )
+        temp = (
+            "–"
+            if c.temperature_c is None
+            else (
+                f"{c.temperature_c:.0f}→{c.temperature_end_c:.0f} °C"
+                if c.temperature_end_c is not None
+                else f"{c.temperature_c:.0f} °C"
+            )
+        )
         threads = rec.result.settings.get("threads") or "default"
-        rows.append([rec.device_spec, f"{d.machine}{' (emulated)' if c.emulated else ''}", c.model or "–",
-                     str(d.cpu_count or "–"), f"{d.runtime} {d.runtime_version}", str(threads),
-                     c.governor or "–", freq, temp])
+        rows.append(
+            [
+                rec.device_spec,
+                f"{d.machine}{' (emulated)' if c.emulated else ''}",
+                c.model or "–",
+                str(d.cpu_count or "–"),
+                f"{d.runtime} {d.runtime_version}",
+                str(threads),
+                c.governor or "–",
+                freq,
+                temp,
+            ]
+        )
     return rows
 
 
@@ -127,9 +168,11 @@ def notes(rep: Report) -> list[str]:
         text += f" in {'/'.join(map(str, windows))} timing windows"
     out.append(text + "; agreement = worst output vs the source framework on the bundle's golden data.")
     if rep.baseline is not None:
-        out.append("▲/▼ = change vs the baseline. A latency regression fails only when the whole "
-                   f"{rep.settings.get('confidence', 0.95):.0%} bootstrap interval of the ratio of medians "
-                   "is beyond the allowed regression.")
+        out.append(
+            "▲/▼ = change vs the baseline. A latency regression fails only when the whole "
+            f"{rep.settings.get('confidence', 0.95):.0%} bootstrap interval of the ratio of medians "
+            "is beyond the allowed regression."
+        )
     return out
 
 

@@ -232,8 +232,10 @@ def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, w
                         # cryptography wants bytes (the stubs say str)
                         pkey = paramiko.PKey.from_path(path, phrase.encode())  # type: ignore[arg-type]
                     except (paramiko.SSHException, ValueError, TypeError) as e:
-                        raise DeviceError(f"cannot decrypt {path} (wrong passphrase?)", "check the passphrase; "
-                                          f"ssh-keygen -y -f {shlex.quote(path)} tests it") from e
+                        raise DeviceError(
+                            f"cannot decrypt {path} (wrong passphrase?)",
+                            f"check the passphrase; ssh-keygen -y -f {shlex.quote(path)} tests it",
+                        ) from e
                     finally:
                         phrase = None
                 except (paramiko.SSHException, OSError, ValueError) as e:
@@ -254,29 +256,37 @@ def _auth_strategy(user: str, lookup: dict[str, Any], options: ConnectOptions, w
             except AuthFailure as e:
                 if self.locked:
                     key = self.locked[0]
-                    raise DeviceError(f"authentication to {where} needs {key}, which is passphrase-protected, "
-                                      "and there is no terminal to ask for the passphrase",
-                                      f"load it into your agent first: ssh-add {shlex.quote(key)} "
-                                      "(then SSH_AUTH_SOCK must reach edgepack)") from e
+                    raise DeviceError(
+                        f"authentication to {where} needs {key}, which is passphrase-protected, "
+                        "and there is no terminal to ask for the passphrase",
+                        f"load it into your agent first: ssh-add {shlex.quote(key)} "
+                        "(then SSH_AUTH_SOCK must reach edgepack)",
+                    ) from e
                 if self.no_terminal:
-                    raise DeviceError(f"authentication failed for {where} with the keys "
-                                      f"({', '.join(self.tried) or 'none found'}), and --ask-password needs a "
-                                      "terminal to ask for the password",
-                                      "run edgepack from a terminal, or use a key (ssh-copy-id, ssh-add)") from e
+                    raise DeviceError(
+                        f"authentication failed for {where} with the keys "
+                        f"({', '.join(self.tried) or 'none found'}), and --ask-password needs a "
+                        "terminal to ask for the password",
+                        "run edgepack from a terminal, or use a key (ssh-copy-id, ssh-add)",
+                    ) from e
                 tried = ", ".join(self.tried) or "no key found (no agent, no IdentityFile, no ~/.ssh/id_*)"
                 bad = f"; unreadable: {'; '.join(self.unreadable)}" if self.unreadable else ""
-                raise DeviceError(f"authentication failed for {where} (tried {tried}{bad})",
-                                  "pass --identity KEY or add the key to ssh-agent (ssh-add KEY); install your "
-                                  "public key on the device with ssh-copy-id"
-                                  + ("" if options.ask_password else "; or pass --ask-password")) from e
+                raise DeviceError(
+                    f"authentication failed for {where} (tried {tried}{bad})",
+                    "pass --identity KEY or add the key to ssh-agent (ssh-add KEY); install your "
+                    "public key on the device with ssh-copy-id"
+                    + ("" if options.ask_password else "; or pass --ask-password"),
+                ) from e
 
     return Strategy()
 
 
 def _ask_password(where: str) -> str:
     if not (sys.stdin and sys.stdin.isatty()):
-        raise DeviceError(f"--ask-password needs a terminal to ask for {where}'s password",
-                          "run edgepack from a terminal, or use a key (ssh-copy-id, ssh-add)")
+        raise DeviceError(
+            f"--ask-password needs a terminal to ask for {where}'s password",
+            "run edgepack from a terminal, or use a key (ssh-copy-id, ssh-add)",
+        )
     return getpass.getpass(f"{where}'s password: ")
 
 
@@ -318,13 +328,14 @@ def load_known_hosts(client: Any, known: Optional[Path]) -> None:
     try:
         client.load_host_keys(str(known))
     except (UnicodeDecodeError, ValueError, paramiko.SSHException, OSError) as e:
-        raise UsageError(f"known_hosts file {known} cannot be read ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:120] if str(e) else ''})",
-                         "remove or fix the damaged line (ssh-keygen -R HOST -f FILE rewrites it)") from e
+        raise UsageError(
+            f"known_hosts file {known} cannot be read ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120] if str(e) else ''})",
+            "remove or fix the damaged line (ssh-keygen -R HOST -f FILE rewrites it)",
+        ) from e
 
 
-def _open(host: str, port: int, user: str, look: dict[str, Any], options: ConnectOptions, sock: Any,
-          label: str) -> Any:
+def _open(host: str, port: int, user: str, look: dict[str, Any], options: ConnectOptions, sock: Any, label: str) -> Any:
     import time
 
     where = f"{label}{user}@{host}:{port}"
@@ -335,8 +346,16 @@ def _open(host: str, port: int, user: str, look: dict[str, Any], options: Connec
     t = options.timeout
     started = time.monotonic()
     try:
-        client.connect(host, port=port, username=user, sock=sock, timeout=t, banner_timeout=t, auth_timeout=t,
-                       auth_strategy=_auth_strategy(user, look, options, where))
+        client.connect(
+            host,
+            port=port,
+            username=user,
+            sock=sock,
+            timeout=t,
+            banner_timeout=t,
+            auth_timeout=t,
+            auth_strategy=_auth_strategy(user, look, options, where),
+        )
     except DeviceError:
         client.close()
         raise
@@ -346,19 +365,29 @@ def _open(host: str, port: int, user: str, look: dict[str, Any], options: Connec
     return client
 
 
-def _translate(e: BaseException, where: str, host: str, port: int, known: Optional[Path], timeout: float = 10.0,
-               elapsed: float = 0.0) -> BaseException:
+def _translate(
+    e: BaseException,
+    where: str,
+    host: str,
+    port: int,
+    known: Optional[Path],
+    timeout: float = 10.0,
+    elapsed: float = 0.0,
+) -> BaseException:
     import paramiko
 
     if isinstance(e, paramiko.BadHostKeyException):
-        return DeviceError(f"host key for {where} has CHANGED (expected {e.expected_key.get_name()} "
-                           f"{e.expected_key.fingerprint}, got {e.key.fingerprint}): possible man-in-the-middle",
-                           f"if the host was reinstalled, remove its line (ssh-keygen -R "
-                           f"'{_known_hosts_name(host, port)}' -f {known}) and connect again")
+        return DeviceError(
+            f"host key for {where} has CHANGED (expected {e.expected_key.get_name()} "
+            f"{e.expected_key.fingerprint}, got {e.key.fingerprint}): possible man-in-the-middle",
+            f"if the host was reinstalled, remove its line (ssh-keygen -R "
+            f"'{_known_hosts_name(host, port)}' -f {known}) and connect again",
+        )
     if isinstance(e, paramiko.AuthenticationException):
-        return DeviceError(f"authentication failed for {where} ({e})",
-                           "pass --identity KEY or add the key to ssh-agent; install your public key on "
-                           "the device with ssh-copy-id")
+        return DeviceError(
+            f"authentication failed for {where} ({e})",
+            "pass --identity KEY or add the key to ssh-agent; install your public key on the device with ssh-copy-id",
+        )
     if isinstance(e, paramiko.ProxyCommandFailure):
         return DeviceError(f"ProxyCommand for {where} failed: {e}", "run the ProxyCommand by hand to see why")
     if isinstance(e, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
@@ -366,30 +395,41 @@ def _translate(e: BaseException, where: str, host: str, port: int, known: Option
     if isinstance(e, paramiko.SSHException):
         text = str(e)
         if "not found in known_hosts" in text:
-            return DeviceError(f"host key for {where} is unknown (not in {known})",
-                               f"check the key, then add it: ssh-keyscan -p {port} {host} >> {known}, "
-                               "or pass --accept-new-host-key to trust it on first use")
+            return DeviceError(
+                f"host key for {where} is unknown (not in {known})",
+                f"check the key, then add it: ssh-keyscan -p {port} {host} >> {known}, "
+                "or pass --accept-new-host-key to trust it on first use",
+            )
         if "banner" in text or "No existing session" in text:
             if elapsed >= timeout * 0.9:
-                return DeviceError(f"cannot reach {where}: timed out after {timeout:g}s waiting for the SSH "
-                                   "server's greeting", "check that this port is the device's sshd and that "
-                                   "the device is not overloaded; raise --connect-timeout for a slow device")
-            return DeviceError(f"{where} does not speak SSH (no SSH greeting on port {port})",
-                               "check the port (host:PORT in --device, or Port in ~/.ssh/config)")
+                return DeviceError(
+                    f"cannot reach {where}: timed out after {timeout:g}s waiting for the SSH server's greeting",
+                    "check that this port is the device's sshd and that "
+                    "the device is not overloaded; raise --connect-timeout for a slow device",
+                )
+            return DeviceError(
+                f"{where} does not speak SSH (no SSH greeting on port {port})",
+                "check the port (host:PORT in --device, or Port in ~/.ssh/config)",
+            )
         if "No authentication methods available" in text or "not a valid" in text or "private key" in text:
-            return DeviceError(f"no usable SSH key for {where} ({text})",
-                               "pass --identity with your private key, set IdentityFile in ~/.ssh/config, or "
-                               "add the key to ssh-agent")
+            return DeviceError(
+                f"no usable SSH key for {where} ({text})",
+                "pass --identity with your private key, set IdentityFile in ~/.ssh/config, or add the key to ssh-agent",
+            )
         return DeviceError(f"SSH to {where} failed: {text}", "check that an SSH server runs on that port")
     if isinstance(e, socket.gaierror):
-        return DeviceError(f"unknown host {host!r} ({e.strerror})",
-                           "check the name, or add a Host entry to ~/.ssh/config")
+        return DeviceError(
+            f"unknown host {host!r} ({e.strerror})", "check the name, or add a Host entry to ~/.ssh/config"
+        )
     if isinstance(e, (socket.timeout, TimeoutError)):
-        return DeviceError(f"cannot reach {where}: timed out after {timeout:g}s",
-                           "check the host is on and reachable (ping, firewall)")
+        return DeviceError(
+            f"cannot reach {where}: timed out after {timeout:g}s", "check the host is on and reachable (ping, firewall)"
+        )
     if isinstance(e, EOFError):
-        return DeviceError(f"{where} closed the connection during the SSH handshake",
-                           "check that this port is the device's sshd and its logs")
+        return DeviceError(
+            f"{where} closed the connection during the SSH handshake",
+            "check that this port is the device's sshd and its logs",
+        )
     if isinstance(e, OSError):
         return DeviceError(f"cannot reach {where}: {e.strerror or e}", "check the network and the port")
     return e
@@ -424,12 +464,15 @@ def connect(host: str, port: int, user: str, options: ConnectOptions) -> Any:
             opened.append(c)
             nh, np_ = (hops[i + 1][0], hops[i + 1][1]) if i + 1 < len(hops) else (host, port)
             try:
-                sock = c.get_transport().open_channel("direct-tcpip", (nh, np_), ("127.0.0.1", 0),
-                                                      timeout=options.timeout)
+                sock = c.get_transport().open_channel(
+                    "direct-tcpip", (nh, np_), ("127.0.0.1", 0), timeout=options.timeout
+                )
             except (paramiko.SSHException, OSError, EOFError) as e:
-                raise DeviceError(f"jump host {u}@{h}:{p} could not connect to {nh}:{np_} ({e})",
-                                  "check the address as seen from the jump host, that sshd runs there, and "
-                                  "AllowTcpForwarding on the jump host") from e
+                raise DeviceError(
+                    f"jump host {u}@{h}:{p} could not connect to {nh}:{np_} ({e})",
+                    "check the address as seen from the jump host, that sshd runs there, and "
+                    "AllowTcpForwarding on the jump host",
+                ) from e
         if command:
             proxy = sock = paramiko.ProxyCommand(f"/bin/sh -c {shlex.quote('exec ' + command)}")
         client = _open(host, port, user, options.lookup or {}, options, sock, "")

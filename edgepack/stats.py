@@ -53,7 +53,7 @@ def _boot_medians(windows: list[np.ndarray], n_boot: int, rng: np.random.Generat
     m = int(min(lens.min(), MAX_DRAW))
     padded = np.zeros((r, lens.max()))
     for i, w in enumerate(windows):
-        padded[i, :len(w)] = w
+        padded[i, : len(w)] = w
     medians = np.empty(n_boot)
     chunk = max(1, 4_000_000 // (r * m))  # bounded memory per block of replicates
     for start in range(0, n_boot, chunk):
@@ -61,12 +61,17 @@ def _boot_medians(windows: list[np.ndarray], n_boot: int, rng: np.random.Generat
         picked = rng.integers(0, r, (b, r)) if r > 1 else np.zeros((b, 1), dtype=np.int64)
         within = (rng.random((b, r, m)) * lens[picked][..., None]).astype(np.int64)
         draws = padded[picked[..., None], within]
-        medians[start:start + b] = np.median(draws.reshape(b, r * m), axis=1)
+        medians[start : start + b] = np.median(draws.reshape(b, r * m), axis=1)
     return medians
 
 
-def ratio_of_medians(baseline: Sequence[Sequence[float]], current: Sequence[Sequence[float]],
-                     confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> RatioInterval:
+def ratio_of_medians(
+    baseline: Sequence[Sequence[float]],
+    current: Sequence[Sequence[float]],
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> RatioInterval:
     """Bootstrap CI of median(current) / median(baseline); each argument is a list of timing windows."""
     base, cur = _windows(baseline), _windows(current)
     rng = np.random.default_rng(seed)

@@ -32,8 +32,10 @@ TEMP_MARK = ".part-"
 # exit codes of the remote upload/verify script
 _E_WRITE, _E_SIZE, _E_HASH, _E_RENAME = 64, 65, 66, 67
 
-_HASH_PY = ('import hashlib,sys\nh=hashlib.sha256()\nfor b in iter(lambda: sys.stdin.buffer.read(1<<20), b""):'
-            ' h.update(b)\nprint(h.hexdigest())')
+_HASH_PY = (
+    'import hashlib,sys\nh=hashlib.sha256()\nfor b in iter(lambda: sys.stdin.buffer.read(1<<20), b""):'
+    " h.update(b)\nprint(h.hexdigest())"
+)
 HASH_TOOLS = ("sha256sum", "python", "openssl", "shasum")
 
 
@@ -75,8 +77,14 @@ class Transfer:
 
     kind = "exec"
 
-    def __init__(self, client: Any, name: str = "device", python: str = "python3", timeout: float = 120.0,
-                 warn: Optional[Callable[[str], None]] = None):
+    def __init__(
+        self,
+        client: Any,
+        name: str = "device",
+        python: str = "python3",
+        timeout: float = 120.0,
+        warn: Optional[Callable[[str], None]] = None,
+    ):
         self.client = client
         self.name = name
         self.python = python
@@ -94,8 +102,9 @@ class Transfer:
             if self.warn:
                 self.warn(text)
 
-    def run(self, command: str, stdin: Optional[BinaryIO] = None, size: Optional[int] = None,
-            what: str = "a command") -> tuple[int, str, str]:
+    def run(
+        self, command: str, stdin: Optional[BinaryIO] = None, size: Optional[int] = None, what: str = "a command"
+    ) -> tuple[int, str, str]:
         """Run ``command`` on the device (stdin streamed from ``stdin`` in chunks, at most ``size`` bytes);
         return (exit code, stdout, stderr). A lost connection is a DeviceError."""
         import paramiko
@@ -128,11 +137,15 @@ class Transfer:
             code = chan.recv_exit_status()
             chan.close()
         except (paramiko.SSHException, EOFError, OSError, socket.timeout) as e:
-            raise DeviceError(f"connection to {self.name} lost during {what} ({e or type(e).__name__})",
-                              "check the device, then run again (a partial upload removes itself)") from e
+            raise DeviceError(
+                f"connection to {self.name} lost during {what} ({e or type(e).__name__})",
+                "check the device, then run again (a partial upload removes itself)",
+            ) from e
         if code == -1:
-            raise DeviceError(f"connection to {self.name} lost during {what} (no exit status)",
-                              "check the device, then run again (a partial upload removes itself)")
+            raise DeviceError(
+                f"connection to {self.name} lost during {what} (no exit status)",
+                "check the device, then run again (a partial upload removes itself)",
+            )
         if send_error is not None and code == 0:
             raise DeviceError(f"{what} on {self.name} failed: {send_error}", "check the device, then run again")
         return code, out, err
@@ -141,8 +154,9 @@ class Transfer:
         code, out, err = self.run(command, what=what)
         if code != 0:
             msg = (err or out).strip().splitlines()
-            raise DeviceError(f"{what} on {self.name} failed: {msg[-1] if msg else f'exit {code}'}",
-                              _hint(err or out, path))
+            raise DeviceError(
+                f"{what} on {self.name} failed: {msg[-1] if msg else f'exit {code}'}", _hint(err or out, path)
+            )
         return out
 
     # -- hashing
@@ -151,41 +165,55 @@ class Transfer:
         """The device's sha256 tool: "sha256sum", "python", "openssl", "shasum", or None (none found)."""
         if not self._hash_probed:
             py = shlex.quote(self.python)
-            probe = ("if command -v sha256sum >/dev/null 2>&1; then echo sha256sum; "
-                     f"elif command -v {py} >/dev/null 2>&1 && {py} -c 'import hashlib' >/dev/null 2>&1; "
-                     "then echo python; "
-                     "elif command -v openssl >/dev/null 2>&1; then echo openssl; "
-                     "elif command -v shasum >/dev/null 2>&1; then echo shasum; fi")
+            probe = (
+                "if command -v sha256sum >/dev/null 2>&1; then echo sha256sum; "
+                f"elif command -v {py} >/dev/null 2>&1 && {py} -c 'import hashlib' >/dev/null 2>&1; "
+                "then echo python; "
+                "elif command -v openssl >/dev/null 2>&1; then echo openssl; "
+                "elif command -v shasum >/dev/null 2>&1; then echo shasum; fi"
+            )
             out = self.run(probe, what="looking for a sha256 tool")[1].strip()
             self._hash_tool = out if out in HASH_TOOLS else None
             self._hash_probed = True
         return self._hash_tool
 
     def _hash_command(self, tool: str) -> str:
-        return {"sha256sum": 'sha256sum < "$t"',
-                "python": f'{shlex.quote(self.python)} -c {shlex.quote(_HASH_PY)} < "$t"',
-                "openssl": 'openssl dgst -sha256 < "$t"',
-                "shasum": 'shasum -a 256 < "$t"'}[tool]
+        return {
+            "sha256sum": 'sha256sum < "$t"',
+            "python": f'{shlex.quote(self.python)} -c {shlex.quote(_HASH_PY)} < "$t"',
+            "openssl": 'openssl dgst -sha256 < "$t"',
+            "shasum": 'shasum -a 256 < "$t"',
+        }[tool]
 
     def _finish_script(self, tmp: str, final: str, size: int, sha256: Optional[str]) -> tuple[str, Optional[str]]:
         """sh that checks the temp file's size (and sha256), then renames it; removes it on any mismatch."""
-        lines = [f"t={q(tmp)}; f={q(final)}",
-                 'n=$(stat -L -c %s "$t" 2>/dev/null) || n=$(wc -c < "$t") || n=none',
-                 "n=$(echo $n)",
-                 (f'if [ "$n" != {size} ]; then rm -f "$t"; '
-                  f'echo "size on the device is $n bytes, expected {size}" >&2; exit {_E_SIZE}; fi')]
+        lines = [
+            f"t={q(tmp)}; f={q(final)}",
+            'n=$(stat -L -c %s "$t" 2>/dev/null) || n=$(wc -c < "$t") || n=none',
+            "n=$(echo $n)",
+            (
+                f'if [ "$n" != {size} ]; then rm -f "$t"; '
+                f'echo "size on the device is $n bytes, expected {size}" >&2; exit {_E_SIZE}; fi'
+            ),
+        ]
         tool = None
         if sha256:
             tool = self.hash_tool()
             if tool is None:
-                self.note(f"no sha256 tool on {self.name} (sha256sum, {self.python} hashlib, openssl): uploads are "
-                          "checked by size only (fix: install coreutils or BusyBox sha256sum on the device)")
+                self.note(
+                    f"no sha256 tool on {self.name} (sha256sum, {self.python} hashlib, openssl): uploads are "
+                    "checked by size only (fix: install coreutils or BusyBox sha256sum on the device)"
+                )
             else:
-                lines += [f"h=$({self._hash_command(tool)}) || h=",
-                          'h=${h##*= }; h=${h%% *}',
-                          (f'if [ "$h" != {shlex.quote(sha256.lower())} ]; then rm -f "$t"; '
-                           f'echo "sha256 on the device is ${{h:-unknown}} ({tool}), expected {sha256.lower()}" '
-                           f'>&2; exit {_E_HASH}; fi')]
+                lines += [
+                    f"h=$({self._hash_command(tool)}) || h=",
+                    "h=${h##*= }; h=${h%% *}",
+                    (
+                        f'if [ "$h" != {shlex.quote(sha256.lower())} ]; then rm -f "$t"; '
+                        f'echo "sha256 on the device is ${{h:-unknown}} ({tool}), expected {sha256.lower()}" '
+                        f">&2; exit {_E_HASH}; fi"
+                    ),
+                ]
         lines.append(f'mv -f "$t" "$f" || {{ rm -f "$t"; exit {_E_RENAME}; }}')
         return "\n".join(lines), tool
 
@@ -193,9 +221,10 @@ class Transfer:
         msg = err.strip().splitlines()
         detail = msg[-1] if msg else f"exit {code}"
         if code in (_E_SIZE, _E_HASH):
-            return DeviceError(f"upload of {local_name} to {self.name} arrived corrupted: {detail}",
-                               "check the link and the device's storage, then run again "
-                               "(the partial file was removed)")
+            return DeviceError(
+                f"upload of {local_name} to {self.name} arrived corrupted: {detail}",
+                "check the link and the device's storage, then run again (the partial file was removed)",
+            )
         return DeviceError(f"upload of {local_name} to {self.name} failed: {detail}", _hint(err, final))
 
     # -- the interface SSHDevice uses
@@ -207,15 +236,17 @@ class Transfer:
             return self.put_stream(f, local.stat().st_size, remote_final, sha256, local_name=local.name)
 
     def put_bytes(self, data: bytes, remote_final: str, sha256: Optional[str] = None) -> Optional[str]:
-        return self.put_stream(io.BytesIO(data), len(data), remote_final, sha256,
-                               local_name=remote_final.rsplit("/", 1)[-1])
+        return self.put_stream(
+            io.BytesIO(data), len(data), remote_final, sha256, local_name=remote_final.rsplit("/", 1)[-1]
+        )
 
-    def put_stream(self, stream: BinaryIO, size: int, remote_final: str, sha256: Optional[str] = None,
-                   local_name: str = "a file") -> Optional[str]:
+    def put_stream(
+        self, stream: BinaryIO, size: int, remote_final: str, sha256: Optional[str] = None, local_name: str = "a file"
+    ) -> Optional[str]:
         """Upload ``size`` bytes read from ``stream``; fewer bytes than ``size`` is a failed upload."""
         tmp = f"{remote_final}{TEMP_MARK}{secrets.token_hex(4)}"
         script, tool = self._finish_script(tmp, remote_final, size, sha256)
-        command = (f't={q(tmp)}\ncat > "$t" || {{ rm -f "$t"; exit {_E_WRITE}; }}\n' + script)
+        command = f't={q(tmp)}\ncat > "$t" || {{ rm -f "$t"; exit {_E_WRITE}; }}\n' + script
         code, _, err = self.run(command, stdin=stream, size=size, what=f"upload of {local_name}")
         if code != 0:
             self._remove_quietly(tmp)
@@ -227,8 +258,11 @@ class Transfer:
         tool = self.hash_tool()
         if tool is None:
             return None
-        code, out, _ = self.run(f"t={q(path)}; [ -f \"$t\" ] || exit 1; h=$({self._hash_command(tool)}) || exit 1; "
-                                'h=${h##*= }; echo "${h%% *}"', what=f"hashing {path}")
+        code, out, _ = self.run(
+            f't={q(path)}; [ -f "$t" ] || exit 1; h=$({self._hash_command(tool)}) || exit 1; '
+            'h=${h##*= }; echo "${h%% *}"',
+            what=f"hashing {path}",
+        )
         h = out.strip().lower()
         return h if code == 0 and len(h) == 64 and all(c in "0123456789abcdef" for c in h) else None
 
@@ -237,9 +271,11 @@ class Transfer:
 
     def stat_size(self, path: str) -> Optional[int]:
         """The size of ``path`` on the device (a directory gives its inode size), or None when it is absent."""
-        out = self.run(f'p={q(path)}; if [ -e "$p" ]; then n=$(stat -L -c %s "$p" 2>/dev/null) || '
-                       f'n=$(wc -c < "$p" 2>/dev/null); echo ${{n:-0}}; else echo none; fi',
-                       what=f"checking {path}")[1].strip()
+        out = self.run(
+            f'p={q(path)}; if [ -e "$p" ]; then n=$(stat -L -c %s "$p" 2>/dev/null) || '
+            f'n=$(wc -c < "$p" 2>/dev/null); echo ${{n:-0}}; else echo none; fi',
+            what=f"checking {path}",
+        )[1].strip()
         return int(out) if out.isdigit() else None
 
     def remove(self, path: str, recursive: bool = False) -> None:
@@ -247,13 +283,15 @@ class Transfer:
 
     def rename(self, src: str, dst: str) -> bool:
         """Rename ``src`` to ``dst``; False (and nothing moved) when ``dst`` exists already."""
-        code, out, err = self.run(f"if [ -e {q(dst)} ]; then exit 17; fi; mv -f {q(src)} {q(dst)}",
-                                  what=f"renaming {src}")
+        code, out, err = self.run(
+            f"if [ -e {q(dst)} ]; then exit 17; fi; mv -f {q(src)} {q(dst)}", what=f"renaming {src}"
+        )
         if code == 17:
             return False
         if code != 0:
-            raise DeviceError(f"renaming {src} on {self.name} failed: {(err or out).strip()[-200:]}",
-                              _hint(err or out, dst))
+            raise DeviceError(
+                f"renaming {src} on {self.name} failed: {(err or out).strip()[-200:]}", _hint(err or out, dst)
+            )
         return True
 
     def _remove_quietly(self, path: str, recursive: bool = False) -> None:
@@ -271,13 +309,21 @@ class SftpTransfer(Transfer):
 
     kind = "sftp"
 
-    def __init__(self, client: Any, sftp: Any, name: str = "device", python: str = "python3",
-                 timeout: float = 120.0, warn: Optional[Callable[[str], None]] = None):
+    def __init__(
+        self,
+        client: Any,
+        sftp: Any,
+        name: str = "device",
+        python: str = "python3",
+        timeout: float = 120.0,
+        warn: Optional[Callable[[str], None]] = None,
+    ):
         super().__init__(client, name=name, python=python, timeout=timeout, warn=warn)
         self.sftp = sftp
 
-    def put_stream(self, stream: BinaryIO, size: int, remote_final: str, sha256: Optional[str] = None,
-                   local_name: str = "a file") -> Optional[str]:
+    def put_stream(
+        self, stream: BinaryIO, size: int, remote_final: str, sha256: Optional[str] = None, local_name: str = "a file"
+    ) -> Optional[str]:
         tmp = f"{remote_final}{TEMP_MARK}{secrets.token_hex(4)}"
         limited = _Limited(stream, size)
         try:
@@ -296,8 +342,11 @@ class SftpTransfer(Transfer):
                 # all bytes were sent, fewer stored: paramiko drops the status of pipelined SFTP writes
                 msg = err.strip().splitlines()
                 detail = msg[-1] if msg else f"exit {code}"
-                raise DeviceError(f"upload of {local_name} to {self.name} failed: the device did not store all of "
-                                  f"it ({detail}; a full disk or a quota?)", _hint("no space left", remote_final))
+                raise DeviceError(
+                    f"upload of {local_name} to {self.name} failed: the device did not store all of "
+                    f"it ({detail}; a full disk or a quota?)",
+                    _hint("no space left", remote_final),
+                )
             raise self._fail(code, err, local_name, remote_final)
         return tool
 
@@ -345,8 +394,14 @@ class _Limited(io.RawIOBase):
         return data
 
 
-def open_transfer(client: Any, name: str = "device", python: str = "python3", prefer: Optional[str] = None,
-                  timeout: float = 120.0, warn: Optional[Callable[[str], None]] = None) -> Transfer:
+def open_transfer(
+    client: Any,
+    name: str = "device",
+    python: str = "python3",
+    prefer: Optional[str] = None,
+    timeout: float = 120.0,
+    warn: Optional[Callable[[str], None]] = None,
+) -> Transfer:
     """SFTP when the server offers it, else exec; ``prefer="exec"`` skips SFTP, ``prefer="sftp"`` requires it."""
     import paramiko
 
@@ -362,19 +417,28 @@ def open_transfer(client: Any, name: str = "device", python: str = "python3", pr
         if chan is not None:  # dropbear refuses the next channel while a failed one is still open
             chan.close()
         if transport is None or not transport.is_active():
-            raise DeviceError(f"connection to {name} lost while opening SFTP ({e})",
-                              "check the device, then run again") from e
+            raise DeviceError(
+                f"connection to {name} lost while opening SFTP ({e})", "check the device, then run again"
+            ) from e
         if prefer == "sftp":
-            raise DeviceError(f"{name} refuses SFTP ({e})",
-                              "enable the sftp Subsystem in the device's sshd_config, or let edgepack use exec") from e
+            raise DeviceError(
+                f"{name} refuses SFTP ({e})",
+                "enable the sftp Subsystem in the device's sshd_config, or let edgepack use exec",
+            ) from e
         t = Transfer(client, name=name, python=python, timeout=timeout, warn=warn)
         t.note(f"{name} has no SFTP ({e}): files go over an exec channel (cat), checked on the device")
         return t
     return SftpTransfer(client, sftp, name=name, python=python, timeout=timeout, warn=warn)
 
 
-def put_dir(transfer: Transfer, files: list[Path], remote: str, marker: str = ".complete",
-            marker_text: str = "", name: Optional[Callable[[Path], str]] = None) -> bool:
+def put_dir(
+    transfer: Transfer,
+    files: list[Path],
+    remote: str,
+    marker: str = ".complete",
+    marker_text: str = "",
+    name: Optional[Callable[[Path], str]] = None,
+) -> bool:
     """Install ``files`` as directory ``remote`` all at once: each file verified into a temp directory beside
     it (at ``name(path)``, a relative path with '/', default its file name), then ``marker`` written, then one
     rename. False when ``remote`` is complete already (nothing sent); when another run installed it first,

@@ -86,10 +86,13 @@ class ValidationInfo(_Model):
     reference: str = Field(description="what produced the reference outputs")
     thresholds: dict[str, float]
     outputs: dict[str, OutputMetrics]
-    pending_reason: Optional[str] = Field(None, description="why the converted model was not run at build time "
-                                                            "(status pending-device)")
-    checks: Optional[dict[str, Any]] = Field(None, description="static checks of the converted model (format "
-                                                               "specific: I/O, ops, weight precision counts, size)")
+    pending_reason: Optional[str] = Field(
+        None, description="why the converted model was not run at build time (status pending-device)"
+    )
+    checks: Optional[dict[str, Any]] = Field(
+        None,
+        description="static checks of the converted model (format specific: I/O, ops, weight precision counts, size)",
+    )
 
 
 class DataMember(_Model):
@@ -109,8 +112,10 @@ class OpPlacement(_Model):
 class Placement(_Model):
     """One op-placement schema for every accelerator: vela (Ethos-U), TFLite delegates, onnxruntime EPs."""
 
-    accelerator: Optional[str] = Field(description="what took ops off the CPU (ethos-u55-128, XNNPACK, "
-                                                   "an execution provider); null = CPU only was requested")
+    accelerator: Optional[str] = Field(
+        description="what took ops off the CPU (ethos-u55-128, XNNPACK, "
+        "an execution provider); null = CPU only was requested"
+    )
     source: str = Field(description="how placement was found: vela, tflite-delegate, onnxruntime-profile")
     accelerator_ops: int
     cpu_ops: int
@@ -133,8 +138,9 @@ class OpTiming(_Model):
     source: str = Field(description="e.g. onnxruntime-profile")
     profiled_runs: int
     node_total_ms: float = Field(description="sum of node times per inference")
-    profiled_run_ms: Optional[float] = Field(None, description="median time of one profiled run (onnxruntime's "
-                                                                "model_run event): compare with the timed p50")
+    profiled_run_ms: Optional[float] = Field(
+        None, description="median time of one profiled run (onnxruntime's model_run event): compare with the timed p50"
+    )
     top: list[OpTime] = Field(description="nodes by time, slowest first")
     by_type: dict[str, float] = Field(default_factory=dict, description="op type -> ms per inference")
 
@@ -201,10 +207,13 @@ class Manifest(_Model):
     runtime: str
     model: ModelMember
     members: dict[str, str] = Field(description="sha256 of every member except manifest.json")
-    sizes: Optional[dict[str, int]] = Field(None, description="unpacked bytes of every member except "
-                                                              "manifest.json (written since edgepack 0.1: "
-                                                              "readers refuse a member whose zip header "
-                                                              "disagrees, before inflating it)")
+    sizes: Optional[dict[str, int]] = Field(
+        None,
+        description="unpacked bytes of every member except "
+        "manifest.json (written since edgepack 0.1: "
+        "readers refuse a member whose zip header "
+        "disagrees, before inflating it)",
+    )
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     quantization: QuantizationInfo
@@ -215,8 +224,11 @@ class Manifest(_Model):
     golden: Optional[DataMember]
     eval: Optional[DataMember] = None
     npu: Optional[NpuCompile] = Field(None, description="Ethos-U build (vela): NPU model and findings")
-    route: Optional[RouteInfo] = Field(None, description="the conversion route used and the fallback history "
-                                                         "(absent in bundles from before routes were recorded)")
+    route: Optional[RouteInfo] = Field(
+        None,
+        description="the conversion route used and the fallback history "
+        "(absent in bundles from before routes were recorded)",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -255,7 +267,7 @@ class LatencyStats(BaseModel):
             return [list(self.samples)]
         out, start = [], 0
         for w in self.windows:
-            out.append(list(self.samples[start:start + w.n]))
+            out.append(list(self.samples[start : start + w.n]))
             start += w.n
         return out
 
@@ -385,10 +397,17 @@ class BuildOptions:
             "opset": self.opset,
             "seed": self.seed,
             **({"route": self.route} if self.route else {}),
-            **({"npu": self.npu, "npu_system_config": self.npu_system_config,
-                "npu_memory_mode": self.npu_memory_mode,
-                "npu_config": Path(self.npu_config).name if self.npu_config else None,
-                "npu_strict": self.npu_strict} if self.npu else {}),
+            **(
+                {
+                    "npu": self.npu,
+                    "npu_system_config": self.npu_system_config,
+                    "npu_memory_mode": self.npu_memory_mode,
+                    "npu_config": Path(self.npu_config).name if self.npu_config else None,
+                    "npu_strict": self.npu_strict,
+                }
+                if self.npu
+                else {}
+            ),
             **({"coreml_target": self.coreml_target} if self.target == "coreml" else {}),
         }
 
@@ -410,9 +429,22 @@ class BenchOptions:
     flags: dict[str, Any] = field(default_factory=dict)
 
     def runner_argv(self) -> list[str]:
-        return ["--runs", str(self.runs), "--warmup", str(self.warmup), "--min-seconds", str(self.min_seconds),
-                "--threads", str(self.threads), "--max-runs", str(self.max_runs), "--repeat", str(self.repeat),
-                "--cooldown", str(self.cooldown)]
+        return [
+            "--runs",
+            str(self.runs),
+            "--warmup",
+            str(self.warmup),
+            "--min-seconds",
+            str(self.min_seconds),
+            "--threads",
+            str(self.threads),
+            "--max-runs",
+            str(self.max_runs),
+            "--repeat",
+            str(self.repeat),
+            "--cooldown",
+            str(self.cooldown),
+        ]
 
 
 @dataclass
@@ -469,11 +501,17 @@ class BenchResult:
     uploaded: Optional[bool] = None
 
     def record(self) -> BenchRecord:
-        return BenchRecord(bundle=self.bundle_name, bundle_path=str(self.bundle), bundle_bytes=self.bundle_bytes,
-                           device_spec=self.device, format=self.manifest.format,
-                           quantization=self.manifest.quantization.mode,
-                           min_cosine=self.manifest.validation.thresholds.get("min_cosine"),
-                           uploaded=self.uploaded, result=self.result)
+        return BenchRecord(
+            bundle=self.bundle_name,
+            bundle_path=str(self.bundle),
+            bundle_bytes=self.bundle_bytes,
+            device_spec=self.device,
+            format=self.manifest.format,
+            quantization=self.manifest.quantization.mode,
+            min_cosine=self.manifest.validation.thresholds.get("min_cosine"),
+            uploaded=self.uploaded,
+            result=self.result,
+        )
 
 
 # --------------------------------------------------------------------------- reports and the CI gate

@@ -19,8 +19,9 @@ from edgepack.registry import min_cosine as default_min_cosine
 from edgepack.types import ConvertedModel, ModelSource, OutputMetrics, Predict, TensorSpec, ValidationInfo
 
 
-def run_batches(predict: Predict, dataset: dict[str, Any], inputs: list[TensorSpec],
-                outputs: list[str]) -> dict[str, np.ndarray]:
+def run_batches(
+    predict: Predict, dataset: dict[str, Any], inputs: list[TensorSpec], outputs: list[str]
+) -> dict[str, np.ndarray]:
     specs = [s.model_dump() for s in inputs]
     got: dict[str, list[np.ndarray]] = {}
     for feeds in iter_batches(dataset, specs):
@@ -36,9 +37,15 @@ def reference_outputs(source: ModelSource, dataset: dict[str, Any]) -> dict[str,
     return run_batches(source.predict, dataset, source.inputs, [s.name for s in source.outputs])
 
 
-def validate(source: ModelSource, converted: ConvertedModel, dataset: dict[str, Any], reference: dict[str, Any],
-             mode: str, inputs_from: Literal["calibration", "random", "none"],
-             min_cosine: float | None) -> tuple[ValidationInfo, ValidationFailed | None]:
+def validate(
+    source: ModelSource,
+    converted: ConvertedModel,
+    dataset: dict[str, Any],
+    reference: dict[str, Any],
+    mode: str,
+    inputs_from: Literal["calibration", "random", "none"],
+    min_cosine: float | None,
+) -> tuple[ValidationInfo, ValidationFailed | None]:
     """``dataset`` and ``reference`` are already in the converted model's names and layouts. Returns the record
     and, when an output misses the threshold or is not finite, the failure (the caller raises it, tries another
     route, or overrides it with --allow-mismatch)."""
@@ -51,16 +58,29 @@ def validate(source: ModelSource, converted: ConvertedModel, dataset: dict[str, 
         metrics[name] = OutputMetrics(**compare(reference[name], got[name]))
     bad = [(n, m) for n, m in metrics.items() if m.nonfinite or m.cosine < threshold]
     n = len(next(iter(dataset.values())))
-    info = ValidationInfo(status="passed", samples=n, inputs_from=inputs_from,
-                          reference=f"{source.framework} {source.framework_version or ''}".strip(),
-                          thresholds={"min_cosine": threshold}, outputs=metrics, checks=converted.checks)
+    info = ValidationInfo(
+        status="passed",
+        samples=n,
+        inputs_from=inputs_from,
+        reference=f"{source.framework} {source.framework_version or ''}".strip(),
+        thresholds={"min_cosine": threshold},
+        outputs=metrics,
+        checks=converted.checks,
+    )
     if not bad:
         return info, None
     name, m = bad[0]
-    what = "produces NaN/Inf" if m.nonfinite else (
-        f"cosine {m.cosine:.5f} < {threshold} (max abs err {m.max_abs_err:.4g}, "
-        f"SQNR {m.sqnr_db:.1f} dB)" if m.sqnr_db is not None else f"cosine {m.cosine:.5f} < {threshold}")
+    what = (
+        "produces NaN/Inf"
+        if m.nonfinite
+        else (
+            f"cosine {m.cosine:.5f} < {threshold} (max abs err {m.max_abs_err:.4g}, SQNR {m.sqnr_db:.1f} dB)"
+            if m.sqnr_db is not None
+            else f"cosine {m.cosine:.5f} < {threshold}"
+        )
+    )
     return info, ValidationFailed(
         f"converted model disagrees with the {source.framework} source on output {name!r}: {what}",
         "use more representative --calibration data or a higher precision; or pass --min-cosine X "
-        "to accept a lower similarity, or --allow-mismatch to bundle anyway")
+        "to accept a lower similarity, or --allow-mismatch to bundle anyway",
+    )

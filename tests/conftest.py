@@ -56,6 +56,7 @@ def have_coremltools() -> bool:
     return _installed("coremltools")
 
 
-needs_tensorflow = pytest.mark.skipif(not have_tensorflow(),
-                                      reason="needs the tensorflow extra (pip install 'edgepack[tensorflow]')")
+needs_tensorflow = pytest.mark.skipif(
+    not have_tensorflow(), reason="needs the tensorflow extra (pip install 'edgepack[tensorflow]')"
+)
 needs_torch = pytest.mark.skipif(not have_torch(), reason="needs the torch extra (pip install 'edgepack[torch]')")

@@ -27,10 +27,12 @@ def tiny_onnx(path: Path, seed: int = 0, classes: int = 10) -> Path:
         helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
-        [w, b, fw, fb])
+        [w, b, fw, fb],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgepack-tests")
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -45,20 +47,31 @@ def two_io_onnx(path: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
-             for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (8, 8, 1, 1)), ("b2", (8,)))]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (8, 8, 1, 1)), ("b2", (8,)))
+    ]
     inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
-    nodes = [helper.make_node("Conv", ["input.1", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["a"]),
-             helper.make_node("Conv", ["a", "w2", "b2"], ["mask"]),
-             helper.make_node("ReduceMean", ["a", "axes"], ["m"], keepdims=0),
-             helper.make_node("Add", ["m", "bias"], ["vec"])]
+    nodes = [
+        helper.make_node("Conv", ["input.1", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["a"]),
+        helper.make_node("Conv", ["a", "w2", "b2"], ["mask"]),
+        helper.make_node("ReduceMean", ["a", "axes"], ["m"], keepdims=0),
+        helper.make_node("Add", ["m", "bias"], ["vec"]),
+    ]
     graph = helper.make_graph(
-        nodes, "two-io",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 8, 8]),
-         helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 8, 8, 8]),
-         helper.make_tensor_value_info("vec", TensorProto.FLOAT, ["N", 8])], inits)
+        nodes,
+        "two-io",
+        [
+            helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 8, 8]),
+            helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["N", 8]),
+        ],
+        [
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 8, 8, 8]),
+            helper.make_tensor_value_info("vec", TensorProto.FLOAT, ["N", 8]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -66,8 +79,9 @@ def two_io_onnx(path: Path) -> Path:
     return path
 
 
-def dataset(path: Path, n: int = 120, seed: int = 1, labels: bool = False, name: str = "image",
-            shape=(1, 8, 8)) -> Path:
+def dataset(
+    path: Path, n: int = 120, seed: int = 1, labels: bool = False, name: str = "image", shape=(1, 8, 8)
+) -> Path:
     rng = np.random.default_rng(seed)
     arrays = {name: rng.standard_normal((n, *shape)).astype(np.float32)}
     if labels:
@@ -76,7 +90,7 @@ def dataset(path: Path, n: int = 120, seed: int = 1, labels: bool = False, name:
     return path
 
 
-TORCH_MODEL_PY = '''
+TORCH_MODEL_PY = """
 import torch
 from torch import nn
 
@@ -89,7 +103,7 @@ def build_model():
 
 def not_a_module():
     return 42
-'''
+"""
 
 
 def torch_model_py(dirpath: Path) -> Path:
@@ -102,8 +116,14 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None, check: boo
     """Run the real CLI in a subprocess (python -m edgepack)."""
     import os
 
-    proc = subprocess.run([sys.executable, "-m", "edgepack", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgepack", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"edgepack {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -119,7 +139,7 @@ def one_line_error(proc) -> str:
     return errors[0]
 
 
-KERAS_MODEL_PY = '''
+KERAS_MODEL_PY = """
 import keras
 
 
@@ -132,9 +152,9 @@ def build_model():
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = keras.layers.Dense(10, name="logits")(x)
     return keras.Model(inp, out)
-'''
+"""
 
-SVD_MODEL_PY = '''
+SVD_MODEL_PY = """
 import keras
 import tensorflow as tf
 
@@ -147,7 +167,7 @@ class Svd(keras.layers.Layer):
 def build_model():
     inp = keras.Input((4, 4), batch_size=1, name="m")
     return keras.Model(inp, Svd()(inp))
-'''
+"""
 
 
 def keras_files(dirpath: Path) -> dict:
@@ -168,5 +188,11 @@ def keras_files(dirpath: Path) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         model.export(dirpath / "tiny_saved", verbose=False)
     (dirpath / "svd.py").write_text(SVD_MODEL_PY)
-    return {"callable": f"{py}:build_model", "keras": str(dirpath / "tiny.keras"), "h5": str(dirpath / "tiny.h5"),
-            "savedmodel": str(dirpath / "tiny_saved"), "svd": f"{dirpath / 'svd.py'}:build_model", "model": model}
+    return {
+        "callable": f"{py}:build_model",
+        "keras": str(dirpath / "tiny.keras"),
+        "h5": str(dirpath / "tiny.h5"),
+        "savedmodel": str(dirpath / "tiny_saved"),
+        "svd": f"{dirpath / 'svd.py'}:build_model",
+        "model": model,
+    }

@@ -37,8 +37,9 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 
 def keygen(path: Path, passphrase: str = "") -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "edgepack-test", "-f", str(path)],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "edgepack-test", "-f", str(path)], check=True
+    )
     return path
 
 
@@ -61,8 +62,14 @@ def _host_key_name(address: str, port: int) -> str:
 
 
 class Sshd:
-    def __init__(self, root: Path, sftp: bool = True, listen: str = "127.0.0.1", log_level: str = "ERROR",
-                 tcp_forwarding: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        sftp: bool = True,
+        listen: str = "127.0.0.1",
+        log_level: str = "ERROR",
+        tcp_forwarding: bool = True,
+    ):
         self.root = root
         self.address = listen
         root.mkdir(parents=True, exist_ok=True)
@@ -101,8 +108,11 @@ LogLevel {log_level}
 
     def start(self) -> "Sshd":
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "wb"))
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "sshd.log", "wb"),
+        )
         _wait_for_banner(self.proc, self.address, self.port, self.root / "sshd.log", "sshd")
         return self
 
@@ -160,8 +170,12 @@ def find_process(fragment: str) -> int | None:
                 cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if (fragment in cmd and "-m edgepack" not in cmd and "-m pytest" not in cmd
-                    and not cmd.startswith(("sh ", "bash ", "/bin/sh "))):
+            if (
+                fragment in cmd
+                and "-m edgepack" not in cmd
+                and "-m pytest" not in cmd
+                and not cmd.startswith(("sh ", "bash ", "/bin/sh "))
+            ):
                 return int(d.name)
     return None
 
@@ -212,8 +226,9 @@ class Dropbear:
         self.address = "127.0.0.1"
         self.host_key = root / "dropbear_ed25519"
         subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(self.host_key)], check=True, capture_output=True)
-        pub = subprocess.run(["dropbearkey", "-y", "-f", str(self.host_key)], check=True, capture_output=True,
-                             text=True).stdout
+        pub = subprocess.run(
+            ["dropbearkey", "-y", "-f", str(self.host_key)], check=True, capture_output=True, text=True
+        ).stdout
         self.host_pub = next(ln for ln in pub.splitlines() if ln.startswith("ssh-")).split()[:2]
         self.user = _user()
         self.home = root / "home"
@@ -252,22 +267,46 @@ class Dropbear:
         import shlex
 
         ro, full = shlex.quote(str(self.readonly_dir)), shlex.quote(str(self.full_dir))
-        mounts = [f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
-                  f"mount --bind {ro} {ro}", f"mount -o remount,ro,bind {ro}",
-                  f"mount -t tmpfs -o size=64k edgepack-full {full}",
-                  f"mount -t tmpfs -o size=8m,noexec edgepack-noexec {shlex.quote(str(self.noexec_dir))}"]
+        mounts = [
+            f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
+            f"mount --bind {ro} {ro}",
+            f"mount -o remount,ro,bind {ro}",
+            f"mount -t tmpfs -o size=64k edgepack-full {full}",
+            f"mount -t tmpfs -o size=8m,noexec edgepack-noexec {shlex.quote(str(self.noexec_dir))}",
+        ]
         server = Path("/usr/lib/sftp-server")
         if not self.sftp and server.exists():  # Debian's openssh-sftp-server would give dropbear SFTP
             (self.root / "no-sftp-server").write_text("")
-            mounts.append(f"mount --bind {shlex.quote(str(self.root / 'no-sftp-server'))} "
-                          f"{shlex.quote(str(server.resolve()))}")
+            mounts.append(
+                f"mount --bind {shlex.quote(str(self.root / 'no-sftp-server'))} {shlex.quote(str(server.resolve()))}"
+            )
         if self.busybox:
             mounts.append(f"mount --bind {shlex.quote(str(self.bin))} /usr/bin")
-        script = " && ".join(mounts) + " && exec " + " ".join(shlex.quote(a) for a in [
-            DROPBEAR, "-F", "-E", "-s", "-m", "-r", str(self.host_key), "-p", f"{self.address}:{self.port}",
-            "-P", str(self.root / "dropbear.pid")])
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", script],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "dropbear.log", "wb"))
+        script = (
+            " && ".join(mounts)
+            + " && exec "
+            + " ".join(
+                shlex.quote(a)
+                for a in [
+                    DROPBEAR,
+                    "-F",
+                    "-E",
+                    "-s",
+                    "-m",
+                    "-r",
+                    str(self.host_key),
+                    "-p",
+                    f"{self.address}:{self.port}",
+                    "-P",
+                    str(self.root / "dropbear.pid"),
+                ]
+            )
+        )
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", script],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "dropbear.log", "wb"),
+        )
         _wait_for_banner(self.proc, self.address, self.port, self.root / "dropbear.log", "dropbear")
         return self
 
@@ -308,8 +347,11 @@ class SshAgent:
         self.proc = None
 
     def start(self) -> "SshAgent":
-        self.proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(self.sock)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.root / "agent.log", "wb"))
+        self.proc = subprocess.Popen(
+            ["ssh-agent", "-D", "-a", str(self.sock)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "agent.log", "wb"),
+        )
         deadline = time.time() + 10
         while not self.sock.exists():
             if self.proc.poll() is not None or time.time() > deadline:
@@ -321,8 +363,9 @@ class SshAgent:
         return {**os.environ, "SSH_AUTH_SOCK": str(self.sock)}
 
     def add(self, key: Path) -> None:
-        subprocess.run(["ssh-add", "-q", str(key)], env=self.env(), check=True, capture_output=True,
-                       stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["ssh-add", "-q", str(key)], env=self.env(), check=True, capture_output=True, stdin=subprocess.DEVNULL
+        )
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -34,12 +34,12 @@ def digits(tmp_path_factory):
     if not (have_torch() and have_tensorflow()):
         pytest.skip("needs the torch and tflite extras")
     d = tmp_path_factory.mktemp("digits")
-    common = dict(inputs=["image:1x1x8x8"], quantize="int8", calibration=DIGITS / "calib.npz",
-                  eval=DIGITS / "eval.npz")
+    common = dict(inputs=["image:1x1x8x8"], quantize="int8", calibration=DIGITS / "calib.npz", eval=DIGITS / "eval.npz")
     src = f"{DIGITS / 'model.py'}:build_model"
-    return {"onnx": edgepack.build(src, to="onnx", output=d / "digits.onnx.int8.edgepack", **common),
-            "tflite": edgepack.build(src, to="tflite", layout="nhwc", output=d / "digits.tflite.int8.edgepack",
-                                     **common)}
+    return {
+        "onnx": edgepack.build(src, to="onnx", output=d / "digits.onnx.int8.edgepack", **common),
+        "tflite": edgepack.build(src, to="tflite", layout="nhwc", output=d / "digits.tflite.int8.edgepack", **common),
+    }
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
@@ -81,7 +81,15 @@ def test_install_runtime_on_emulated_arm(arm, digits):
 
     venv = arm.home() / ".cache" / "edgepack" / "venv"
     shutil.rmtree(venv, ignore_errors=True)
-    res = edgepack.bench(digits["onnx"].path, arm.spec, runs=2, warmup=1, min_seconds=0, install_runtime=True,
-                         remote_python="/usr/bin/python3", **arm.ssh_options())
+    res = edgepack.bench(
+        digits["onnx"].path,
+        arm.spec,
+        runs=2,
+        warmup=1,
+        min_seconds=0,
+        install_runtime=True,
+        remote_python="/usr/bin/python3",
+        **arm.ssh_options(),
+    )
     assert res.result.device.machine == "aarch64" and res.result.accuracy.n == 450
     assert (venv / "bin" / "python").exists()

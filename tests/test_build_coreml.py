@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 
 import edgepack
-from edgepack.errors import DeviceError, EdgepackError, UsageError
 from conftest import have_coremltools, have_tensorflow, have_torch
+from edgepack.errors import DeviceError, EdgepackError, UsageError
 from helpers import cli, dataset, keras_files, one_line_error, tiny_onnx, torch_model_py, two_io_onnx
 
-pytestmark = [pytest.mark.coreml,
-              pytest.mark.skipif(not have_coremltools(), reason="needs the coreml extra (pip install 'edgepack[coreml]')")]
+pytestmark = [
+    pytest.mark.coreml,
+    pytest.mark.skipif(not have_coremltools(), reason="needs the coreml extra (pip install 'edgepack[coreml]')"),
+]
 
 PRECISIONS = ("none", "fp16", "int8", "palettize4", "palettize6")
 ON_MAC = sys.platform == "darwin"
@@ -51,8 +53,9 @@ class _Bundles(dict):
         fw, q = key
         src, inputs, shape = self.sources[fw]
         evalset = dataset(self.dir / f"{fw}-eval.npz", n=20, shape=shape, labels=True)
-        self[key] = edgepack.build(src, to="coreml", quantize=q, inputs=inputs, eval=evalset,
-                                   output=self.dir / f"{fw}.{q}.edgepack")
+        self[key] = edgepack.build(
+            src, to="coreml", quantize=q, inputs=inputs, eval=evalset, output=self.dir / f"{fw}.{q}.edgepack"
+        )
         return self[key]
 
 
@@ -89,8 +92,11 @@ def test_build_checks_on_linux(fw, quantize, sources, bundles):
     c = v.checks
     assert c["model_type"] == "mlProgram" and c["deployment_target"] == "iOS18" and c["specification_version"] == 9
     # I/O exactly the source's (names, shapes, float32), in its layout
-    src_in = {"torch": ("image", [1, 1, 8, 8], "NCHW"), "keras": ("image", [1, 8, 8, 1], "NHWC"),
-              "onnx": ("image", [1, 1, 8, 8], "NCHW")}[fw]
+    src_in = {
+        "torch": ("image", [1, 1, 8, 8], "NCHW"),
+        "keras": ("image", [1, 8, 8, 1], "NHWC"),
+        "onnx": ("image", [1, 1, 8, 8], "NCHW"),
+    }[fw]
     assert [(t["name"], t["shape"], t["dtype"]) for t in c["inputs"]] == [(src_in[0], src_in[1], "float32")]
     assert (m.inputs[0].name, m.inputs[0].shape, m.inputs[0].layout) == src_in
     assert [(t["shape"], t["dtype"]) for t in c["outputs"]] == [([1, 10], "float32")]
@@ -126,8 +132,11 @@ def test_mlpackage_round_trips_through_the_bundle(sources, bundles, tmp_path):
     with zipfile.ZipFile(res.path) as zf:
         names = [n for n in zf.namelist() if n.startswith("model.mlpackage/")]
     assert sorted(names) == sorted(n for n in res.manifest.members if n.startswith("model.mlpackage/"))
-    assert {"model.mlpackage/Manifest.json", "model.mlpackage/Data/com.apple.CoreML/model.mlmodel",
-            "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin"} <= set(names)
+    assert {
+        "model.mlpackage/Manifest.json",
+        "model.mlpackage/Data/com.apple.CoreML/model.mlmodel",
+        "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin",
+    } <= set(names)
     with Bundle(str(res.path), str(tmp_path)) as b:
         facts = coreml_tools.inspect_package(b.member(res.manifest.model.member))
     want = dict(res.manifest.validation.checks)
@@ -212,8 +221,9 @@ def test_int8_activation_calibration_needs_macos(sources, tmp_path, monkeypatch)
     for src, inputs, shape in sources.values():
         calib = dataset(tmp_path / "calib.npz", n=8, shape=shape)
         with pytest.raises(UsageError, match="only on macOS"):
-            edgepack.build(src, to="coreml", quantize="int8", calibration=calib, inputs=inputs,
-                           output=tmp_path / "m.edgepack")
+            edgepack.build(
+                src, to="coreml", quantize="int8", calibration=calib, inputs=inputs, output=tmp_path / "m.edgepack"
+            )
         assert not (tmp_path / "m.edgepack").exists()
 
 
@@ -237,8 +247,9 @@ def test_older_deployment_target(sources, tmp_path):
     """--coreml-target iOS16 gives spec 7 and the iOS16 form of int8 weights (constexpr_affine_dequantize)."""
     _need(sources, "torch")
     src, inputs, _ = sources["torch"]
-    res = edgepack.build(src, to="coreml", quantize="int8", inputs=inputs, coreml_target="ios16",
-                         output=tmp_path / "m.edgepack")
+    res = edgepack.build(
+        src, to="coreml", quantize="int8", inputs=inputs, coreml_target="ios16", output=tmp_path / "m.edgepack"
+    )
     c = res.manifest.validation.checks
     assert c["deployment_target"] == "iOS16" and c["specification_version"] == 7
     assert c["ops"].get("constexpr_affine_dequantize") == 2 and c["weights"]["quantized_int8"] == 2
@@ -259,7 +270,6 @@ def test_runner_refuses_non_macos_with_exit_3():
 
 def test_runner_arguments_and_compute_units():
     import coremltools as ct
-
     from edgepack.device_runners import coreml_runner, runner_common
 
     parser = runner_common.build_parser("x")
@@ -280,8 +290,12 @@ def test_runner_script_exit_code(onnx_bundle):
 
     import edgepack.device_runners as dr
 
-    proc = subprocess.run([sys.executable, "-I", str(Path(dr.__file__).parent / "coreml_runner.py"), str(onnx_bundle)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-I", str(Path(dr.__file__).parent / "coreml_runner.py"), str(onnx_bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 3 and proc.stdout == ""
     assert proc.stderr.strip().startswith("edgepack-runner: error: CoreML prediction needs macOS")
 
@@ -368,8 +382,10 @@ def test_onnx_source_keeps_its_io_and_checks_the_tensorflow_stage(tmp_path):
     res = edgepack.build(str(src), to="coreml", quantize="fp16", output=tmp_path / "two.edgepack")
     m = res.manifest
     assert hashlib.sha256(src.read_bytes()).hexdigest() == before
-    assert [(t.name, t.shape, t.layout) for t in m.inputs] == [("input_1", [1, 3, 8, 8], "NCHW"),
-                                                                ("bias", [1, 8], "NC")]
+    assert [(t.name, t.shape, t.layout) for t in m.inputs] == [
+        ("input_1", [1, 3, 8, 8], "NCHW"),
+        ("bias", [1, 8], "NC"),
+    ]
     assert [(t.name, t.shape) for t in m.outputs] == [("mask", [1, 8, 8, 8]), ("vec", [1, 8])]
     c = m.validation.checks
     assert [t["name"] for t in c["inputs"]] == ["input_1", "bias"] and c["unsupported_ops"] == []
@@ -391,6 +407,7 @@ def test_onnx_stage_orientation_and_failure():
     """The orientation is chosen by agreement, not shape (a [1,8,8,8] output reads the same both ways); a
     SavedModel that disagrees fails the build unless --allow-mismatch, which records it."""
     from edgepack.converters import onnx_to_coreml, onnx_tools
+
     from edgepack.errors import ValidationFailed
     from edgepack.types import BuildOptions
 

@@ -12,8 +12,13 @@ from helpers import cli, dataset, one_line_error
 
 @pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic", "int8"])
 def test_precisions_build_run_and_agree(quantize, tiny_model, calib, evalset, tmp_path):
-    res = edgepack.build(tiny_model, quantize=quantize, calibration=calib if quantize == "int8" else None,
-                         eval=evalset, output=tmp_path / f"{quantize}.edgepack")
+    res = edgepack.build(
+        tiny_model,
+        quantize=quantize,
+        calibration=calib if quantize == "int8" else None,
+        eval=evalset,
+        output=tmp_path / f"{quantize}.edgepack",
+    )
     m = res.manifest
     assert m.quantization.mode == quantize and m.validation.status == "passed"
     assert m.validation.inputs_from == ("calibration" if quantize == "int8" else "random")
@@ -43,7 +48,9 @@ def test_int8_without_calibration_is_an_error(tiny_model, tmp_path):
 
 def test_calibration_of_the_wrong_shape(tiny_model, tmp_path):
     bad = dataset(tmp_path / "bad.npz", shape=(3, 8, 8))
-    res = cli("build", str(tiny_model), "--quantize", "int8", "--calibration", str(bad), "-o", str(tmp_path / "x.edgepack"))
+    res = cli(
+        "build", str(tiny_model), "--quantize", "int8", "--calibration", str(bad), "-o", str(tmp_path / "x.edgepack")
+    )
     assert res.returncode == 2
     assert "has shape [120, 3, 8, 8], expected [N, 1, 8, 8]" in res.stderr
     one_line_error(res)
@@ -79,8 +86,9 @@ def test_validation_gate_and_override(tiny_model, tmp_path):
     with pytest.raises(ValidationFailed, match="cosine"):
         edgepack.build(tiny_model, quantize="dynamic", min_cosine=1.01, output=tmp_path / "x.edgepack")
     assert not (tmp_path / "x.edgepack").exists()
-    res = edgepack.build(tiny_model, quantize="dynamic", min_cosine=1.01, allow_mismatch=True,
-                         output=tmp_path / "x.edgepack")
+    res = edgepack.build(
+        tiny_model, quantize="dynamic", min_cosine=1.01, allow_mismatch=True, output=tmp_path / "x.edgepack"
+    )
     assert res.manifest.validation.status == "failed-overridden"
 
 
@@ -95,8 +103,16 @@ def test_corrupt_onnx_and_unknown_files(tmp_path):
     assert res.returncode == 2 and "unknown target format" in res.stderr
 
 
-@pytest.mark.parametrize("text,ok", [("image:1x3x224x224", True), ("input:0:1x3:float16", True),
-                                     ("image", False), ("image:1xx3", False), (":1x2", False)])
+@pytest.mark.parametrize(
+    "text,ok",
+    [
+        ("image:1x3x224x224", True),
+        ("input:0:1x3:float16", True),
+        ("image", False),
+        ("image:1xx3", False),
+        (":1x2", False),
+    ],
+)
 def test_input_spec_parsing(text, ok):
     from edgepack.data import parse_input_spec
 

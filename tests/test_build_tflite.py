@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import edgepack
-from edgepack.errors import UsageError
 from conftest import needs_tensorflow
+from edgepack.errors import UsageError
 from helpers import cli, dataset, keras_files, one_line_error, two_io_onnx
 
 pytestmark = [pytest.mark.tensorflow, needs_tensorflow]
@@ -23,8 +23,10 @@ def kfiles(tmp_path_factory):
 @pytest.fixture(scope="module")
 def nhwc_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("nhwc")
-    return {"calib": dataset(d / "calib.npz", shape=(8, 8, 1)),
-            "eval": dataset(d / "eval.npz", n=20, seed=3, shape=(8, 8, 1), labels=True)}
+    return {
+        "calib": dataset(d / "calib.npz", shape=(8, 8, 1)),
+        "eval": dataset(d / "eval.npz", n=20, seed=3, shape=(8, 8, 1), labels=True),
+    }
 
 
 def _keras_golden_check(res, model):
@@ -37,7 +39,8 @@ def _keras_golden_check(res, model):
 
 
 CASES = [("keras", q) for q in ("none", "fp16", "dynamic", "int8", "int16x8")] + [
-    (k, q) for k in ("h5", "savedmodel", "callable") for q in ("none", "int8")]
+    (k, q) for k in ("h5", "savedmodel", "callable") for q in ("none", "int8")
+]
 
 
 @pytest.mark.parametrize("kind,quantize", CASES, ids=[f"{k}-{q}" for k, q in CASES])
@@ -45,8 +48,15 @@ def test_keras_to_tflite(kind, quantize, kfiles, nhwc_data, tmp_path):
     calib = nhwc_data["calib"] if quantize in ("int8", "int16x8") else None
     inputs = ["image:1x8x8x1"] if kind == "callable" else []
     name = "image" if kind != "savedmodel" else "image"
-    res = edgepack.build(kfiles[kind], to="tflite", quantize=quantize, calibration=calib, eval=nhwc_data["eval"],
-                         inputs=inputs, output=tmp_path / "m.edgepack")
+    res = edgepack.build(
+        kfiles[kind],
+        to="tflite",
+        quantize=quantize,
+        calibration=calib,
+        eval=nhwc_data["eval"],
+        inputs=inputs,
+        output=tmp_path / "m.edgepack",
+    )
     m = res.manifest
     assert m.format == "tflite" and m.runtime == "litert" and m.model.member == "model.tflite"
     assert m.validation.status == "passed" and name in m.inputs[0].name
@@ -63,8 +73,15 @@ def test_keras_to_tflite(kind, quantize, kfiles, nhwc_data, tmp_path):
 
 
 def test_int8_io_is_quantized_and_dequantized(kfiles, nhwc_data, tmp_path):
-    res = edgepack.build(kfiles["keras"], to="tflite", quantize="int8", io_dtype="int8",
-                         calibration=nhwc_data["calib"], eval=nhwc_data["eval"], output=tmp_path / "m.edgepack")
+    res = edgepack.build(
+        kfiles["keras"],
+        to="tflite",
+        quantize="int8",
+        io_dtype="int8",
+        calibration=nhwc_data["calib"],
+        eval=nhwc_data["eval"],
+        output=tmp_path / "m.edgepack",
+    )
     spec_in, spec_out = res.manifest.inputs[0], res.manifest.outputs[0]
     assert spec_in.dtype == "int8" and spec_in.quant is not None and spec_in.quant.scale[0] > 0
     assert spec_out.dtype == "int8" and spec_out.quant is not None
@@ -120,8 +137,19 @@ def test_missing_delegate_is_an_error_not_a_fallback(kfiles, tmp_path):
     from edgepack.devices import runner_dir
 
     res = edgepack.build(kfiles["keras"], to="tflite", output=tmp_path / "m.edgepack")
-    out = subprocess.run([sys.executable, str(runner_dir() / "tflite_runner.py"), str(res.path), "--runs", "1",
-                          "--delegate", str(tmp_path / "libnope.so")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(runner_dir() / "tflite_runner.py"),
+            str(res.path),
+            "--runs",
+            "1",
+            "--delegate",
+            str(tmp_path / "libnope.so"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1 and out.stdout == ""
     assert "delegate" in out.stderr and "libnope.so" in out.stderr and "failed to load" in out.stderr
 
@@ -131,8 +159,9 @@ def test_onnx_to_tflite_layouts(layout, tiny_model, calib, tmp_path):
     from edgepack.bundle import sha256_file
 
     before = sha256_file(tiny_model)
-    res = edgepack.build(tiny_model, to="tflite", quantize="int8", calibration=calib, layout=layout,
-                         output=tmp_path / "m.edgepack")
+    res = edgepack.build(
+        tiny_model, to="tflite", quantize="int8", calibration=calib, layout=layout, output=tmp_path / "m.edgepack"
+    )
     assert sha256_file(tiny_model) == before, "the user's source file is never modified"
     spec = res.manifest.inputs[0]
     assert spec.layout == layout.upper()
@@ -153,13 +182,26 @@ def test_onnx_to_tflite_two_inputs_two_outputs(quantize, layout, tmp_path):
     src = two_io_onnx(tmp_path / "two.onnx")
     rng = np.random.default_rng(0)
     calib = tmp_path / "calib.npz"
-    np.savez(calib, **{"input.1": rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
-                       "bias": rng.standard_normal((40, 8)).astype(np.float32)})
-    res = edgepack.build(str(src), to="tflite", quantize=quantize, layout=layout, output=tmp_path / "m.edgepack",
-                         calibration=calib if quantize != "none" else None)
+    np.savez(
+        calib,
+        **{
+            "input.1": rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
+            "bias": rng.standard_normal((40, 8)).astype(np.float32),
+        },
+    )
+    res = edgepack.build(
+        str(src),
+        to="tflite",
+        quantize=quantize,
+        layout=layout,
+        output=tmp_path / "m.edgepack",
+        calibration=calib if quantize != "none" else None,
+    )
     m = res.manifest
     assert [(t.shape, t.layout) for t in m.inputs] == [
-        ([1, 3, 8, 8] if layout == "nchw" else [1, 8, 8, 3], layout.upper()), ([1, 8], "NC")]
+        ([1, 3, 8, 8] if layout == "nchw" else [1, 8, 8, 3], layout.upper()),
+        ([1, 8], "NC"),
+    ]
     assert [(t.shape, t.layout) for t in m.outputs] == [([1, 8, 8, 8], "NHWC"), ([1, 8], "NC")]
     assert m.validation.status == "passed"
     assert all(o.cosine >= m.validation.thresholds["min_cosine"] for o in m.validation.outputs.values())
@@ -220,8 +262,13 @@ def test_tflite_bundle_carries_the_source_names(kind, quantize, named_keras, tmp
     rng = np.random.default_rng(0)
     calib = tmp_path / "calib.npz"
     np.savez(calib, pixels=rng.standard_normal((40, 8, 8, 1)).astype(np.float32))
-    res = edgepack.build(named_keras[kind], to="tflite", quantize=quantize, output=tmp_path / "m.edgepack",
-                         calibration=calib if quantize == "int8" else None)
+    res = edgepack.build(
+        named_keras[kind],
+        to="tflite",
+        quantize=quantize,
+        output=tmp_path / "m.edgepack",
+        calibration=calib if quantize == "int8" else None,
+    )
     m = res.manifest
     out = "probs" if kind == "keras" else "output_0"
     assert [t.name for t in m.inputs] == ["pixels"] and [t.name for t in m.outputs] == [out]
@@ -252,9 +299,10 @@ def test_dict_outputs_keep_their_names_and_values(named_keras, tmp_path):
 def test_runner_resolves_old_and_new_names(named_keras, tmp_path):
     """Bundles written before (manifest = the interpreter's tensor names) and now (the source's names, found as
     signature keys) both resolve to the same tensors, in the device runner and in the build-time predictor."""
-    from edgepack.bundle import read_member
     from edgepack.converters import tflite_tools
     from edgepack.device_runners import tflite_runner
+
+    from edgepack.bundle import read_member
     from edgepack.errors import EdgepackError
 
     res = edgepack.build(named_keras["keras"], to="tflite", output=tmp_path / "m.edgepack")
@@ -271,8 +319,10 @@ def test_runner_resolves_old_and_new_names(named_keras, tmp_path):
         tflite_runner.tensor_indices(interp, {"inputs": new["inputs"], "outputs": [{"name": "logits"}]})
     x = _golden(res)["input/pixels"][:1]
     by_old = tflite_tools.session_predict(
-        path, [m.model_copy(update={"name": tin["name"]}) for m in res.manifest.inputs],
-        [m.model_copy(update={"name": tout["name"]}) for m in res.manifest.outputs])
+        path,
+        [m.model_copy(update={"name": tin["name"]}) for m in res.manifest.inputs],
+        [m.model_copy(update={"name": tout["name"]}) for m in res.manifest.outputs],
+    )
     by_new = tflite_tools.session_predict(path, res.manifest.inputs, res.manifest.outputs)
     np.testing.assert_array_equal(by_old({tin["name"]: x})[tout["name"]], by_new({"pixels": x})["probs"])
     with pytest.raises(EdgepackError, match="no input tensor or signature key"):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import edgepack
-from edgepack.errors import UsageError
 from conftest import needs_torch
+from edgepack.errors import UsageError
 from helpers import cli, dataset, torch_model_py
 
 pytestmark = [pytest.mark.torch, needs_torch]
@@ -39,14 +39,20 @@ def test_torch_sources_to_onnx(kind, quantize, torch_files, tmp_path):
     # .pt2 stores its input name (forward's argument); the others take it from --input
     name = {"pt2": "input", "callable": "image", "ts": "x"}[kind]
     calib = dataset(tmp_path / "calib.npz", name=name) if quantize == "int8" else None
-    res = edgepack.build(torch_files[kind], quantize=quantize, calibration=calib,
-                         inputs=[] if kind == "pt2" else [f"{name}:1x1x8x8"], output=tmp_path / "m.edgepack")
+    res = edgepack.build(
+        torch_files[kind],
+        quantize=quantize,
+        calibration=calib,
+        inputs=[] if kind == "pt2" else [f"{name}:1x1x8x8"],
+        output=tmp_path / "m.edgepack",
+    )
     m = res.manifest
     assert m.source.framework == "torch" and m.validation.reference.startswith("torch")
     assert m.validation.status == "passed"
     # the golden outputs in the bundle are torch's own
-    from edgepack.bundle import read_member
     import io
+
+    from edgepack.bundle import read_member
 
     g = np.load(io.BytesIO(read_member(res.path, "golden.npz")))
     assert m.inputs[0].name == name
@@ -83,8 +89,15 @@ def test_torch_to_tflite_layouts(layout, quantize, torch_files, tmp_path):
     if not have_tensorflow():
         pytest.skip("needs the tensorflow extra")
     calib = dataset(tmp_path / "calib.npz", name="image") if quantize == "int8" else None
-    res = edgepack.build(torch_files["callable"], to="tflite", quantize=quantize, calibration=calib, layout=layout,
-                         inputs=["image:1x1x8x8"], output=tmp_path / "m.edgepack")
+    res = edgepack.build(
+        torch_files["callable"],
+        to="tflite",
+        quantize=quantize,
+        calibration=calib,
+        layout=layout,
+        inputs=["image:1x1x8x8"],
+        output=tmp_path / "m.edgepack",
+    )
     spec = res.manifest.inputs[0]
     assert spec.layout == ("NHWC" if layout == "nhwc" else "NCHW")
     assert spec.shape == ([1, 8, 8, 1] if layout == "nhwc" else [1, 1, 8, 8])
@@ -102,8 +115,9 @@ def test_torchscript_to_tflite_goes_through_onnx(torch_files, tmp_path):
 
     if not have_tensorflow():
         pytest.skip("needs the tensorflow extra")
-    res = edgepack.build(torch_files["ts"], to="tflite", inputs=["x:1x1x8x8"], layout="nhwc",
-                         output=tmp_path / "m.edgepack")
+    res = edgepack.build(
+        torch_files["ts"], to="tflite", inputs=["x:1x1x8x8"], layout="nhwc", output=tmp_path / "m.edgepack"
+    )
     m = res.manifest
     assert m.validation.reference.startswith("torch") and "onnx2tf" in m.tools
     assert m.inputs[0].shape == [1, 8, 8, 1] and "via ONNX" in m.quantization.method
@@ -138,8 +152,14 @@ def test_int8_onnx_keeps_layernorm_float(tmp_path):
     calib = tmp_path / "c.npz"
     np.savez(calib, pixel_values=np.random.default_rng(0).standard_normal((100, 3, 32, 32)).astype(np.float32))
     src = f"{Path(__file__).parent / 'models' / 'tiny_vit.py'}:build_model"
-    built = edgepack.build(src, to="onnx", quantize="int8", calibration=calib, inputs=["pixel_values:1x3x32x32"],
-                           output=tmp_path / "v.edgepack")
+    built = edgepack.build(
+        src,
+        to="onnx",
+        quantize="int8",
+        calibration=calib,
+        inputs=["pixel_values:1x3x32x32"],
+        output=tmp_path / "v.edgepack",
+    )
     m = built.manifest.validation.outputs["output"]
     assert m.cosine >= 0.998 and m.top1_agreement == 1.0, m
     (tmp_path / "m.onnx").write_bytes(read_member(built.path, "model.onnx"))

@@ -67,8 +67,9 @@ def _rewrite(src: Path, dst: Path, change):
 def test_verify_cli_ok_and_tampered(tiny_bundle, tmp_path):
     ok = cli("verify", str(tiny_bundle))
     assert ok.returncode == 0 and "OK" in ok.stdout
-    bad = _rewrite(tiny_bundle, tmp_path / "bad.edgepack",
-                   lambda n, d: d[:-1] + bytes([d[-1] ^ 1]) if n == "model.onnx" else d)
+    bad = _rewrite(
+        tiny_bundle, tmp_path / "bad.edgepack", lambda n, d: d[:-1] + bytes([d[-1] ^ 1]) if n == "model.onnx" else d
+    )
     res = cli("verify", str(bad))
     assert res.returncode == 1 and "sha256 mismatch" in res.stderr
     missing = _rewrite(tiny_bundle, tmp_path / "missing.edgepack", lambda n, d: None if n == "golden.npz" else d)

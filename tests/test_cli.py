@@ -14,12 +14,15 @@ from helpers import cli, one_line_error
 FRAMEWORKS = ("torch", "tensorflow", "coremltools", "onnxscript", "keras", "matplotlib")
 
 
-@pytest.mark.parametrize("code", [
-    "import edgepack",
-    "import edgepack.cli, edgepack.builder, edgepack.bencher, edgepack.report, edgepack.devices, edgepack.gate",
-    "from edgepack.cli import main; main(['--help'])",
-    "from edgepack.cli import main; import sys; main(['inspect', sys.argv[1]])",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import edgepack",
+        "import edgepack.cli, edgepack.builder, edgepack.bencher, edgepack.report, edgepack.devices, edgepack.gate",
+        "from edgepack.cli import main; main(['--help'])",
+        "from edgepack.cli import main; import sys; main(['inspect', sys.argv[1]])",
+    ],
+)
 def test_no_framework_is_imported(code, tiny_bundle):
     probe = f"{code}\nimport sys; print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe, str(tiny_bundle)], capture_output=True, text=True)
@@ -43,8 +46,17 @@ def test_build_inspect_bench_json(tiny_model, evalset, tmp_path):
     res = cli("bench", str(out), "--runs", "7", "--min-seconds", "0", "--warmup", "1", "--json", "-", check=True)
     data = json.loads(res.stdout)
     r = data["results"][0]["result"]
-    for key in ("schema", "bundle_sha256", "device", "load_ms", "first_inference_ms", "latency_ms",
-                "peak_rss_mb", "validation", "accuracy"):
+    for key in (
+        "schema",
+        "bundle_sha256",
+        "device",
+        "load_ms",
+        "first_inference_ms",
+        "latency_ms",
+        "peak_rss_mb",
+        "validation",
+        "accuracy",
+    ):
         assert key in r
     for key in ("machine", "system", "python", "runtime", "runtime_version", "cpu_count"):
         assert key in r["device"]
@@ -83,13 +95,20 @@ def test_runner_script_runs_standalone(tiny_bundle, tmp_path):
     for p in runner_files():
         (tmp_path / runner_path(p)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(p, tmp_path / runner_path(p))
-    out = subprocess.run([sys.executable, "-I", str(tmp_path / "onnx_runner.py"), str(tiny_bundle), "--runs", "3",
-                          "--min-seconds", "0"], capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "onnx_runner.py"), str(tiny_bundle), "--runs", "3", "--min-seconds", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["schema"] == "edgepack.result/1" and result["validation"]["logits"]["cosine"] > 0.9999
-    missing = subprocess.run([sys.executable, "-I", str(tmp_path / "onnx_runner.py"), str(tmp_path / "x.edgepack")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "onnx_runner.py"), str(tmp_path / "x.edgepack")],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and missing.stdout == "" and "does not exist" in missing.stderr
 
 
@@ -97,14 +116,30 @@ def test_doctor_advice_for_other_devices():
     """The install advice for devices this machine is not (32-bit ARM, numpy 2 with tflite-runtime)."""
     from edgepack.doctor import advice
 
-    base = {"machine": "armv7l", "system": "Linux", "python": "3.9.2", "python_executable": "/usr/bin/python3",
-            "externally_managed": False,
-            "packages": {"numpy": "2.0.1", "onnxruntime": None, "ai-edge-litert": None, "tflite-runtime": "2.14.0",
-                         "tensorflow": None, "tensorflow-cpu": None, "coremltools": None}}
+    base = {
+        "machine": "armv7l",
+        "system": "Linux",
+        "python": "3.9.2",
+        "python_executable": "/usr/bin/python3",
+        "externally_managed": False,
+        "packages": {
+            "numpy": "2.0.1",
+            "onnxruntime": None,
+            "ai-edge-litert": None,
+            "tflite-runtime": "2.14.0",
+            "tensorflow": None,
+            "tensorflow-cpu": None,
+            "coremltools": None,
+        },
+    }
     a = advice(base)
     assert a["onnx"]["ready"] is False and "no onnxruntime wheel for armv7l" in a["onnx"]["note"]
     assert a["tflite"]["ready"] is False and "numpy<2" in a["tflite"]["install"]
-    pi = dict(base, machine="aarch64", externally_managed=True,
-              packages=dict(base["packages"], numpy=None, **{"tflite-runtime": None}))
+    pi = dict(
+        base,
+        machine="aarch64",
+        externally_managed=True,
+        packages=dict(base["packages"], numpy=None, **{"tflite-runtime": None}),
+    )
     a = advice(pi)
     assert "python3 -m venv" in a["onnx"]["install"] and "ai-edge-litert" in a["tflite"]["install"]

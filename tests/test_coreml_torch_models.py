@@ -15,10 +15,12 @@ import pytest
 import edgepack
 from conftest import have_coremltools, have_torch
 
-pytestmark = [pytest.mark.coreml, pytest.mark.torch,
-              pytest.mark.skipif(not have_coremltools(),
-                                 reason="needs the coreml extra (pip install 'edgepack[coreml]')"),
-              pytest.mark.skipif(not have_torch(), reason="needs the torch extra")]
+pytestmark = [
+    pytest.mark.coreml,
+    pytest.mark.torch,
+    pytest.mark.skipif(not have_coremltools(), reason="needs the coreml extra (pip install 'edgepack[coreml]')"),
+    pytest.mark.skipif(not have_torch(), reason="needs the torch extra"),
+]
 
 MODELS_PY = '''
 import dataclasses
@@ -153,8 +155,13 @@ def models_py(tmp_path_factory):
 
 
 def _build(models_py, fn, tmp_path, quantize="fp16"):
-    return edgepack.build(f"{models_py}:{fn}", to="coreml", quantize=quantize, inputs=["tokens:1x6x16"],
-                          output=tmp_path / f"{fn}.edgepack")
+    return edgepack.build(
+        f"{models_py}:{fn}",
+        to="coreml",
+        quantize=quantize,
+        inputs=["tokens:1x6x16"],
+        output=tmp_path / f"{fn}.edgepack",
+    )
 
 
 def _golden(path):
@@ -190,7 +197,6 @@ def test_shim_is_what_makes_attention_convert(models_py, monkeypatch):
     converts it; the shim is idempotent and only for coremltools 9.0.x."""
     import coremltools
     import torch
-
     from edgepack.converters import coreml_compat, coreml_tools
 
     assert coreml_compat.needed("9.0") and coreml_compat.needed("9.0.1")
@@ -200,9 +206,14 @@ def test_shim_is_what_makes_attention_convert(models_py, monkeypatch):
         pytest.skip(f"coremltools {coremltools.__version__} needs no shim")
     from coremltools.converters.mil.frontend.torch import ops
 
-    assert coreml_compat.apply() == coreml_compat.apply() == [
-        "coremltools.converters.mil.frontend.torch.ops._cast",
-        "coremltools.converters.mil.frontend.torch.ops.new_ones (added)"]
+    assert (
+        coreml_compat.apply()
+        == coreml_compat.apply()
+        == [
+            "coremltools.converters.mil.frontend.torch.ops._cast",
+            "coremltools.converters.mil.frontend.torch.ops.new_ones (added)",
+        ]
+    )
     patched = ops._cast
     assert patched._edgepack_compat and not getattr(patched.__wrapped__, "_edgepack_compat", False)
 
@@ -212,8 +223,12 @@ def test_shim_is_what_makes_attention_convert(models_py, monkeypatch):
         traced = torch.jit.trace(ns["attention"](), torch.zeros(1, 6, 16))
 
     def convert():
-        return ct.convert(traced, inputs=[ct.TensorType(name="tokens", shape=(1, 6, 16))], convert_to="mlprogram",
-                          minimum_deployment_target=ct.target.iOS18)
+        return ct.convert(
+            traced,
+            inputs=[ct.TensorType(name="tokens", shape=(1, 6, 16))],
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS18,
+        )
 
     if tuple(int(p) for p in np.__version__.split(".")[:2]) >= (2, 4):
         monkeypatch.setattr(ops, "_cast", patched.__wrapped__)
@@ -250,8 +265,13 @@ def test_dict_and_dataclass_outputs(models_py, tmp_path):
 def test_int64_token_ids(models_py, tmp_path):
     """CoreML has no int64 features: an int64 token-id input becomes int32 in the package and the manifest (the
     runner casts the golden int64 ids to it); the golden inputs stay the source's ids."""
-    res = edgepack.build(f"{models_py}:token_encoder", to="coreml", quantize="fp16", inputs=["ids:1x6:int64"],
-                         output=tmp_path / "ids.edgepack")
+    res = edgepack.build(
+        f"{models_py}:token_encoder",
+        to="coreml",
+        quantize="fp16",
+        inputs=["ids:1x6:int64"],
+        output=tmp_path / "ids.edgepack",
+    )
     c = res.manifest.validation.checks
     assert [(t["name"], t["shape"], t["dtype"]) for t in c["inputs"]] == [("ids", [1, 6], "int32")]
     assert [(t.name, t.dtype) for t in res.manifest.inputs] == [("ids", "int32")]

@@ -42,14 +42,33 @@ def _home(tmp_path: Path, config: str, known: str, name: str = "home") -> Path:
 
 
 def _alias(server, key: Path, name: str = "dev") -> str:
-    return (f"Host {name}\n  HostName {server.address}\n  Port {server.port}\n  User {server.user}\n"
-            f"  IdentityFile {key}\n  UserKnownHostsFile KNOWN\n")
+    return (
+        f"Host {name}\n  HostName {server.address}\n  Port {server.port}\n  User {server.user}\n"
+        f"  IdentityFile {key}\n  UserKnownHostsFile KNOWN\n"
+    )
 
 
 def _bench(bundle: Path, device: str, home: Path, remote_dir: Path, *extra: str, env: dict | None = None):
-    return cli("bench", str(bundle), "--device", device, "--runs", "3", "--min-seconds", "0", "--warmup", "1",
-               "--remote-python", sys.executable, "--remote-dir", str(remote_dir), "--json", "-", *extra,
-               env={"HOME": str(home), **(env or {})})
+    return cli(
+        "bench",
+        str(bundle),
+        "--device",
+        device,
+        "--runs",
+        "3",
+        "--min-seconds",
+        "0",
+        "--warmup",
+        "1",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(remote_dir),
+        "--json",
+        "-",
+        *extra,
+        env={"HOME": str(home), **(env or {})},
+    )
 
 
 def _ok(proc) -> dict:
@@ -87,17 +106,34 @@ def test_bench_on_openssh_without_sftp(tiny_bundle, nosftp, tmp_path):
     from edgepack.devices import runner_digest, runner_files, runner_path
 
     shipped = remote_dir / "runners" / runner_digest()
-    assert sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*.py")) == \
-        sorted(runner_path(p) for p in runner_files())  # subfolders (runner_common/) included, over exec
+    assert sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*.py")) == sorted(
+        runner_path(p) for p in runner_files()
+    )  # subfolders (runner_common/) included, over exec
     _nothing_left(remote_dir)
     import edgepack
 
-    again = edgepack.bench(tiny_bundle, "dev", runs=1, min_seconds=0, ssh_config=home / ".ssh" / "config",
-                           remote_python=sys.executable, remote_dir=str(remote_dir))
+    again = edgepack.bench(
+        tiny_bundle,
+        "dev",
+        runs=1,
+        min_seconds=0,
+        ssh_config=home / ".ssh" / "config",
+        remote_python=sys.executable,
+        remote_dir=str(remote_dir),
+    )
     assert again.uploaded is False, "the content-addressed cache works over exec too"
     # --transport sftp insists, in one line
-    proc = cli("deploy", str(tiny_bundle), "--device", "dev", "--transport", "sftp", "--remote-dir",
-               str(tmp_path / "c2"), env={"HOME": str(home)})
+    proc = cli(
+        "deploy",
+        str(tiny_bundle),
+        "--device",
+        "dev",
+        "--transport",
+        "sftp",
+        "--remote-dir",
+        str(tmp_path / "c2"),
+        env={"HOME": str(home)},
+    )
     assert proc.returncode == 5 and "refuses SFTP" in one_line_error(proc)
     assert not (tmp_path / "c2").exists()
 
@@ -105,14 +141,31 @@ def test_bench_on_openssh_without_sftp(tiny_bundle, nosftp, tmp_path):
 @pytest.mark.slow
 def test_doctor_reports_the_transport(nosftp, tmp_path):
     home = _home(tmp_path, _alias(nosftp, nosftp.user_key), nosftp.known_hosts_line())
-    proc = cli("doctor", "--device", "dev", "--remote-python", sys.executable, "--remote-dir",
-               str(tmp_path / "cache"), "--json", env={"HOME": str(home)})
+    proc = cli(
+        "doctor",
+        "--device",
+        "dev",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(tmp_path / "cache"),
+        "--json",
+        env={"HOME": str(home)},
+    )
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)["facts"]
     assert facts["transport"] == "exec" and facts["sha256_tool"] == "sha256sum"
     assert any("has no SFTP" in n for n in facts["notes"])
-    text = cli("doctor", "--device", "dev", "--remote-python", sys.executable, "--remote-dir",
-               str(tmp_path / "cache"), env={"HOME": str(home)})
+    text = cli(
+        "doctor",
+        "--device",
+        "dev",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(tmp_path / "cache"),
+        env={"HOME": str(home)},
+    )
     assert "transport exec, sha256 checked with sha256sum" in text.stdout, text.stdout + text.stderr
 
 
@@ -121,16 +174,45 @@ def test_transport_exec_on_a_server_with_sftp(tiny_bundle, tmp_path):
     s = Sshd(tmp_path / "srv").start()
     try:
         home = _home(tmp_path, _alias(s, s.user_key), s.known_hosts_line())
-        proc = cli("deploy", str(tiny_bundle), "--device", "dev", "--transport", "exec", "--remote-dir",
-                   str(tmp_path / "cache"), env={"HOME": str(home)})
+        proc = cli(
+            "deploy",
+            str(tiny_bundle),
+            "--device",
+            "dev",
+            "--transport",
+            "exec",
+            "--remote-dir",
+            str(tmp_path / "cache"),
+            env={"HOME": str(home)},
+        )
         assert proc.returncode == 0, proc.stderr
         assert "has no SFTP" not in proc.stderr  # asked for, not a fallback
         assert [p.name for p in (tmp_path / "cache" / "bundles").iterdir()][0].endswith(".edgepack")
-        proc = cli("doctor", "--device", "dev", "--transport", "exec", "--remote-python", sys.executable,
-                   "--remote-dir", str(tmp_path / "cache"), "--json", env={"HOME": str(home)})
+        proc = cli(
+            "doctor",
+            "--device",
+            "dev",
+            "--transport",
+            "exec",
+            "--remote-python",
+            sys.executable,
+            "--remote-dir",
+            str(tmp_path / "cache"),
+            "--json",
+            env={"HOME": str(home)},
+        )
         assert json.loads(proc.stdout)["facts"]["transport"] == "exec"
-        proc = cli("doctor", "--device", "dev", "--remote-python", sys.executable,
-                   "--remote-dir", str(tmp_path / "cache"), "--json", env={"HOME": str(home)})
+        proc = cli(
+            "doctor",
+            "--device",
+            "dev",
+            "--remote-python",
+            sys.executable,
+            "--remote-dir",
+            str(tmp_path / "cache"),
+            "--json",
+            env={"HOME": str(home)},
+        )
         assert json.loads(proc.stdout)["facts"]["transport"] == "sftp"
     finally:
         s.stop()
@@ -183,13 +265,16 @@ def _remote_ls(server, home: Path, path: Path) -> list[str]:
 
 
 @needs_dropbear
-@pytest.mark.parametrize("where,expect", [("readonly_dir", "cannot be written: .*Read-only file system"),
-                                          ("full_dir", r"is \(nearly\) full: 6\d KiB free")])
+@pytest.mark.parametrize(
+    "where,expect",
+    [("readonly_dir", "cannot be written: .*Read-only file system"), ("full_dir", r"is \(nearly\) full: 6\d KiB free")],
+)
 def test_doctor_on_a_readonly_or_full_remote_dir(dropbear, tmp_path, where, expect):
     home = _home(tmp_path, _alias(dropbear, dropbear.user_key), dropbear.known_hosts_line())
     rd = getattr(dropbear, where) / "cache"
-    proc = cli("doctor", "--device", "dev", "--remote-python", sys.executable, "--remote-dir", str(rd),
-               env={"HOME": str(home)})
+    proc = cli(
+        "doctor", "--device", "dev", "--remote-python", sys.executable, "--remote-dir", str(rd), env={"HOME": str(home)}
+    )
     line = one_line_error(proc)
     assert proc.returncode == 5
     import re
@@ -205,16 +290,38 @@ def test_doctor_on_a_readonly_or_full_remote_dir(dropbear, tmp_path, where, expe
 @needs_dropbear
 def test_doctor_on_a_noexec_remote_dir(dropbear, tmp_path):
     home = _home(tmp_path, _alias(dropbear, dropbear.user_key), dropbear.known_hosts_line())
-    proc = cli("doctor", "--device", "dev", "--remote-python", sys.executable, "--remote-dir",
-               str(dropbear.noexec_dir / "cache"), "--json", env={"HOME": str(home)})
+    proc = cli(
+        "doctor",
+        "--device",
+        "dev",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(dropbear.noexec_dir / "cache"),
+        "--json",
+        env={"HOME": str(home)},
+    )
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)["facts"]
     assert facts["transport"] == "exec" and facts["sha256_tool"] == "sha256sum"
     noexec = [n for n in facts["notes"] if "noexec" in n]
     assert len(noexec) == 1 and "--remote-dir" in noexec[0] and "native libraries" in noexec[0]
-    assert not any("noexec" in n for n in json.loads(
-        cli("doctor", "--device", "dev", "--remote-python", sys.executable, "--remote-dir", str(tmp_path / "c"),
-            "--json", env={"HOME": str(home)}).stdout)["facts"]["notes"])
+    assert not any(
+        "noexec" in n
+        for n in json.loads(
+            cli(
+                "doctor",
+                "--device",
+                "dev",
+                "--remote-python",
+                sys.executable,
+                "--remote-dir",
+                str(tmp_path / "c"),
+                "--json",
+                env={"HOME": str(home)},
+            ).stdout
+        )["facts"]["notes"]
+    )
 
 
 @needs_busybox
@@ -241,8 +348,7 @@ def net(tmp_path_factory):
     jump = Sshd(root / "jump", log_level="DEBUG1").start()
     target = Sshd(root / "target", listen="127.0.0.2", sftp=False).start()
     (target.root / "authorized_keys").write_text((jump.root / "id_ed25519.pub").read_text())
-    yield dict(jump=jump, target=target, key=jump.user_key,
-               known=jump.known_hosts_line() + target.known_hosts_line())
+    yield dict(jump=jump, target=target, key=jump.user_key, known=jump.known_hosts_line() + target.known_hosts_line())
     jump.stop()
     target.stop()
 
@@ -257,15 +363,31 @@ def test_bench_through_a_jump_host_with_the_flag(tiny_bundle, net, tmp_path):
     home = _home(tmp_path, "", net["known"])
     remote_dir = tmp_path / "cache"
     before = j.log().count(f"127.0.0.2 port {t.port}")
-    proc = _bench(tiny_bundle, f"{t.user}@127.0.0.2:{t.port}", home, remote_dir,
-                  "--jump", f"{j.user}@127.0.0.1:{j.port}", "--identity", str(net["key"]))
+    proc = _bench(
+        tiny_bundle,
+        f"{t.user}@127.0.0.2:{t.port}",
+        home,
+        remote_dir,
+        "--jump",
+        f"{j.user}@127.0.0.1:{j.port}",
+        "--identity",
+        str(net["key"]),
+    )
     _ok(proc)
     assert j.log().count(f"127.0.0.2 port {t.port}") > before, "the connection went through the jump host"
     _nothing_left(remote_dir)
     # the jump host's key is checked too: unknown there -> refused before anything reaches the device
     (home / ".ssh" / "known_hosts").write_text(t.known_hosts_line())
-    proc = _bench(tiny_bundle, f"{t.user}@127.0.0.2:{t.port}", home, tmp_path / "c2",
-                  "--jump", f"{j.user}@127.0.0.1:{j.port}", "--identity", str(net["key"]))
+    proc = _bench(
+        tiny_bundle,
+        f"{t.user}@127.0.0.2:{t.port}",
+        home,
+        tmp_path / "c2",
+        "--jump",
+        f"{j.user}@127.0.0.1:{j.port}",
+        "--identity",
+        str(net["key"]),
+    )
     assert proc.returncode == 5 and "host key for jump host" in one_line_error(proc)
     assert not (tmp_path / "c2").exists()
 
@@ -276,23 +398,65 @@ def test_bench_through_proxyjump_in_ssh_config(tiny_bundle, net, tmp_path):
     cfg = tmp_path / "ssh_config"
     known = tmp_path / "known_hosts"
     known.write_text(net["known"])
-    cfg.write_text(f"Host board\n  HostName 127.0.0.2\n  Port {t.port}\n  User {t.user}\n  ProxyJump bastion\n"
-                   f"  IdentityFile {net['key']}\n  UserKnownHostsFile {known}\n"
-                   f"Host bastion\n  HostName 127.0.0.1\n  Port {j.port}\n  IdentityFile {net['key']}\n")
+    cfg.write_text(
+        f"Host board\n  HostName 127.0.0.2\n  Port {t.port}\n  User {t.user}\n  ProxyJump bastion\n"
+        f"  IdentityFile {net['key']}\n  UserKnownHostsFile {known}\n"
+        f"Host bastion\n  HostName 127.0.0.1\n  Port {j.port}\n  IdentityFile {net['key']}\n"
+    )
     remote_dir = tmp_path / "cache"
     before = j.log().count(f"127.0.0.2 port {t.port}")
-    proc = cli("bench", str(tiny_bundle), "--device", "board", "--ssh-config", str(cfg), "--runs", "3",
-               "--min-seconds", "0", "--remote-python", sys.executable, "--remote-dir", str(remote_dir),
-               "--json", "-", env={"HOME": str(tmp_path / "empty-home")})
+    proc = cli(
+        "bench",
+        str(tiny_bundle),
+        "--device",
+        "board",
+        "--ssh-config",
+        str(cfg),
+        "--runs",
+        "3",
+        "--min-seconds",
+        "0",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(remote_dir),
+        "--json",
+        "-",
+        env={"HOME": str(tmp_path / "empty-home")},
+    )
     _ok(proc)
     assert j.log().count(f"127.0.0.2 port {t.port}") > before
     # --jump none ignores the config's ProxyJump: 127.0.0.2 is reached directly here (loopback)
-    proc = cli("doctor", "--device", "board", "--ssh-config", str(cfg), "--jump", "none", "--remote-python",
-               sys.executable, "--remote-dir", str(remote_dir), "--json", env={"HOME": str(tmp_path / "empty-home")})
+    proc = cli(
+        "doctor",
+        "--device",
+        "board",
+        "--ssh-config",
+        str(cfg),
+        "--jump",
+        "none",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(remote_dir),
+        "--json",
+        env={"HOME": str(tmp_path / "empty-home")},
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["facts"]["route"] == []
-    proc = cli("doctor", "--device", "board", "--ssh-config", str(cfg), "--remote-python", sys.executable,
-               "--remote-dir", str(remote_dir), "--json", env={"HOME": str(tmp_path / "empty-home")})
+    proc = cli(
+        "doctor",
+        "--device",
+        "board",
+        "--ssh-config",
+        str(cfg),
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(remote_dir),
+        "--json",
+        env={"HOME": str(tmp_path / "empty-home")},
+    )
     assert json.loads(proc.stdout)["facts"]["route"] == [f"{j.user}@127.0.0.1:{j.port}"]
 
 
@@ -303,8 +467,11 @@ def test_bench_with_an_agent_key_and_no_identity_file(tiny_bundle, net, tmp_path
     agent = SshAgent(tmp_path / "agent").start()
     try:
         agent.add(net["key"])
-        home = _home(tmp_path, f"Host dev\n  HostName 127.0.0.2\n  Port {t.port}\n  User {t.user}\n"
-                               "  UserKnownHostsFile KNOWN\n", net["known"])
+        home = _home(
+            tmp_path,
+            f"Host dev\n  HostName 127.0.0.2\n  Port {t.port}\n  User {t.user}\n  UserKnownHostsFile KNOWN\n",
+            net["known"],
+        )
         assert not list((home / ".ssh").glob("id_*")), "no key file to fall back on"
         _ok(_bench(tiny_bundle, "dev", home, tmp_path / "cache", env={"SSH_AUTH_SOCK": str(agent.sock)}))
         # the same without the agent: one line naming the fix
@@ -321,14 +488,32 @@ def test_bench_through_a_proxycommand(tiny_bundle, net, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(net["known"])
     cfg = tmp_path / "ssh_config"
-    cfg.write_text(f"Host board\n  HostName 127.0.0.2\n  Port {t.port}\n  User {t.user}\n"
-                   f"  IdentityFile {net['key']}\n  UserKnownHostsFile {known}\n"
-                   f"  ProxyCommand ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes "
-                   f"-o UserKnownHostsFile={known} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1\n")
+    cfg.write_text(
+        f"Host board\n  HostName 127.0.0.2\n  Port {t.port}\n  User {t.user}\n"
+        f"  IdentityFile {net['key']}\n  UserKnownHostsFile {known}\n"
+        f"  ProxyCommand ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes "
+        f"-o UserKnownHostsFile={known} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1\n"
+    )
     before = j.log().count(f"127.0.0.2 port {t.port}")
-    proc = cli("bench", str(tiny_bundle), "--device", "board", "--ssh-config", str(cfg), "--runs", "3",
-               "--min-seconds", "0", "--remote-python", sys.executable, "--remote-dir", str(tmp_path / "cache"),
-               "--json", "-", env={"HOME": str(tmp_path / "empty-home")})
+    proc = cli(
+        "bench",
+        str(tiny_bundle),
+        "--device",
+        "board",
+        "--ssh-config",
+        str(cfg),
+        "--runs",
+        "3",
+        "--min-seconds",
+        "0",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(tmp_path / "cache"),
+        "--json",
+        "-",
+        env={"HOME": str(tmp_path / "empty-home")},
+    )
     _ok(proc)
     assert j.log().count(f"127.0.0.2 port {t.port}") > before
 
@@ -336,8 +521,16 @@ def test_bench_through_a_proxycommand(tiny_bundle, net, tmp_path):
 def test_ask_password_without_a_terminal_is_one_line(tiny_bundle, net, tmp_path):
     t = net["target"]
     home = _home(tmp_path, "", net["known"])
-    proc = cli("deploy", str(tiny_bundle), "--device", f"{t.user}@127.0.0.2:{t.port}", "--ask-password",
-               "--remote-dir", str(tmp_path / "cache"), env={"HOME": str(home), "SSH_AUTH_SOCK": ""})
+    proc = cli(
+        "deploy",
+        str(tiny_bundle),
+        "--device",
+        f"{t.user}@127.0.0.2:{t.port}",
+        "--ask-password",
+        "--remote-dir",
+        str(tmp_path / "cache"),
+        env={"HOME": str(home), "SSH_AUTH_SOCK": ""},
+    )
     line = one_line_error(proc)
     assert proc.returncode == 5 and "--ask-password needs a terminal" in line, line
     assert not (tmp_path / "cache").exists()
@@ -350,13 +543,25 @@ def test_bench_through_two_jump_hosts(tiny_bundle, net, tmp_path):
     home = _home(tmp_path, "", net["known"])
     before = j.log().count("direct-tcpip")
     hop = f"{j.user}@127.0.0.1:{j.port}"
-    _ok(_bench(tiny_bundle, f"{t.user}@127.0.0.2:{t.port}", home, tmp_path / "cache", "--jump", f"{hop},{hop}",
-               "--identity", str(net["key"])))
+    _ok(
+        _bench(
+            tiny_bundle,
+            f"{t.user}@127.0.0.2:{t.port}",
+            home,
+            tmp_path / "cache",
+            "--jump",
+            f"{hop},{hop}",
+            "--identity",
+            str(net["key"]),
+        )
+    )
     assert j.log().count("direct-tcpip") >= before + 2, "two forwarded channels: one per hop"
 
 
-@pytest.mark.parametrize("jump,expect", [("u@h:99999", "bad port in jump host"), ("x;touch y", "bad jump host"),
-                                         ("-oProxyCommand=sh", "bad jump host")])
+@pytest.mark.parametrize(
+    "jump,expect",
+    [("u@h:99999", "bad port in jump host"), ("x;touch y", "bad jump host"), ("-oProxyCommand=sh", "bad jump host")],
+)
 def test_bad_jump_is_a_usage_error(tiny_bundle, tmp_path, jump, expect):
     proc = cli("bench", str(tiny_bundle), "--device", "127.0.0.1:1", "--jump", jump, env={"HOME": str(tmp_path)})
     assert proc.returncode == 2 and expect in one_line_error(proc), proc.stderr

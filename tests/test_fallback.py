@@ -19,8 +19,9 @@ YOLO = f"{MODELS / 'cached_anchor.py'}:build_model"
 YOLO_POW = f"{MODELS / 'cached_anchor.py'}:build_model_pow"
 INPUT = ["image:1x3x64x64"]
 
-needs_tflite = pytest.mark.skipif(not (have_torch() and have_tensorflow()),
-                                  reason="needs the torch, tflite and tensorflow extras")
+needs_tflite = pytest.mark.skipif(
+    not (have_torch() and have_tensorflow()), reason="needs the torch, tflite and tensorflow extras"
+)
 
 
 @pytest.mark.torch
@@ -62,11 +63,14 @@ def test_every_route_failing_names_each(tmp_path):
     assert "torch-onnx2tf: converted model disagrees" in e.value.message
     assert not (tmp_path / "y.edgepack").exists()
     # --allow-mismatch: the route that converted is used, and the record says validation failed
-    built = edgepack.build(YOLO_POW, to="tflite", inputs=INPUT, min_cosine=1.5, allow_mismatch=True,
-                           output=tmp_path / "y.edgepack")
+    built = edgepack.build(
+        YOLO_POW, to="tflite", inputs=INPUT, min_cosine=1.5, allow_mismatch=True, output=tmp_path / "y.edgepack"
+    )
     assert built.manifest.validation.status == "failed-overridden"
-    assert [(a.route, a.status) for a in built.manifest.route.attempts] == [("torch-litert", "failed"),
-                                                                             ("torch-onnx2tf", "used")]
+    assert [(a.route, a.status) for a in built.manifest.route.attempts] == [
+        ("torch-litert", "failed"),
+        ("torch-onnx2tf", "used"),
+    ]
 
 
 def test_route_pin_is_checked(tiny_model, tmp_path):
@@ -75,8 +79,9 @@ def test_route_pin_is_checked(tiny_model, tmp_path):
     with pytest.raises(UsageError, match="unknown route 'nope'") as e:
         edgepack.build(tiny_model, to="onnx", route="nope", output=tmp_path / "x.edgepack")
     assert "onnx-onnx" in e.value.hint
-    err = one_line_error(cli("build", str(tiny_model), "--to", "coreml", "--route", "onnx-onnx",
-                             "-o", str(tmp_path / "x.edgepack")))
+    err = one_line_error(
+        cli("build", str(tiny_model), "--to", "coreml", "--route", "onnx-onnx", "-o", str(tmp_path / "x.edgepack"))
+    )
     assert "route onnx-onnx goes onnx -> onnx" in err
     built = edgepack.build(tiny_model, to="onnx", route="onnx-onnx", output=tmp_path / "x.edgepack")
     assert built.manifest.route.pinned and built.manifest.build_options["route"] == "onnx-onnx"
@@ -112,9 +117,15 @@ def test_int8_that_stays_float_is_a_failed_route(tmp_path):
     calib = tmp_path / "c.npz"
     np.savez(calib, pixel_values=np.random.default_rng(0).standard_normal((100, 3, 32, 32)).astype(np.float32))
     with pytest.raises(EdgepackError, match=r"PT2E int8 left \d+ of \d+ convolutions/linears in float") as e:
-        edgepack.build(f"{MODELS / 'hf_efficientnet.py'}:build_model", to="tflite", quantize="int8",
-                       calibration=calib, inputs=["pixel_values:1x3x32x32"], route="torch-litert",
-                       output=tmp_path / "e.edgepack")
+        edgepack.build(
+            f"{MODELS / 'hf_efficientnet.py'}:build_model",
+            to="tflite",
+            quantize="int8",
+            calibration=calib,
+            inputs=["pixel_values:1x3x32x32"],
+            route="torch-litert",
+            output=tmp_path / "e.edgepack",
+        )
     assert "torch-onnx2tf" in e.value.hint
 
 
@@ -124,14 +135,42 @@ def test_build_prints_only_its_own_lines_and_verbose_keeps_the_log(tmp_path):
     """TensorFlow/absl, torchao and torch write to the terminal on import and conversion; a build shows only
     edgepack's progress, and --verbose keeps the frameworks' output in OUT.log (named in errors)."""
     out = tmp_path / "y.edgepack"
-    proc = cli("build", YOLO, "--input", INPUT[0], "--to", "tflite", "--route", "torch-litert", "--verbose",
-               "-o", str(out), check=True, env={"COLUMNS": "300"})  # no wrapping: one line per step
+    proc = cli(
+        "build",
+        YOLO,
+        "--input",
+        INPUT[0],
+        "--to",
+        "tflite",
+        "--route",
+        "torch-litert",
+        "--verbose",
+        "-o",
+        str(out),
+        check=True,
+        env={"COLUMNS": "300"},
+    )  # no wrapping: one line per step
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines and all(ln.startswith("✓ ") for ln in lines), proc.stderr
     log = tmp_path / "y.edgepack.log"
     assert log.is_file() and "torchao" in log.read_text(), "the frameworks' output went to the log"
-    err = one_line_error(cli("build", YOLO, "--input", INPUT[0], "--to", "tflite", "--route", "torch-litert",
-                             "--min-cosine", "1.5", "--verbose", "-o", str(tmp_path / "z.edgepack")))
+    err = one_line_error(
+        cli(
+            "build",
+            YOLO,
+            "--input",
+            INPUT[0],
+            "--to",
+            "tflite",
+            "--route",
+            "torch-litert",
+            "--min-cosine",
+            "1.5",
+            "--verbose",
+            "-o",
+            str(tmp_path / "z.edgepack"),
+        )
+    )
     assert f"the converters' log is {tmp_path / 'z.edgepack.log'}" in err
 
 
@@ -141,7 +180,13 @@ def test_build_prints_only_its_own_lines_and_verbose_keeps_the_log(tmp_path):
 def test_gelu_through_onnx2tf(tmp_path):
     """Regression (zoo: ConvNeXt fp16): onnx2tf kept ONNX's Erf as tf.Erf, which the TFLite converter refuses."""
     for quantize in ("none", "fp16"):
-        built = edgepack.build(f"{MODELS / 'gelu_mlp.py'}:build_model", to="tflite", quantize=quantize,
-                               inputs=["x:1x16"], route="torch-onnx2tf", output=tmp_path / f"g.{quantize}.edgepack")
+        built = edgepack.build(
+            f"{MODELS / 'gelu_mlp.py'}:build_model",
+            to="tflite",
+            quantize=quantize,
+            inputs=["x:1x16"],
+            route="torch-onnx2tf",
+            output=tmp_path / f"g.{quantize}.edgepack",
+        )
         assert built.manifest.validation.status == "passed"
         assert min(o.cosine for o in built.manifest.validation.outputs.values()) >= 0.999

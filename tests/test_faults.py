@@ -32,18 +32,42 @@ def _home(tmp_path: Path, s: Sshd) -> Path:
     h = tmp_path / "home"
     (h / ".ssh").mkdir(parents=True)
     (h / ".ssh" / "known_hosts").write_text(s.known_hosts_line())
-    (h / ".ssh" / "config").write_text(f"Host dev\n  HostName 127.0.0.1\n  Port {s.port}\n  User {s.user}\n"
-                                       f"  IdentityFile {s.user_key}\n  UserKnownHostsFile {h / '.ssh' / 'known_hosts'}\n")
+    (h / ".ssh" / "config").write_text(
+        f"Host dev\n  HostName 127.0.0.1\n  Port {s.port}\n  User {s.user}\n"
+        f"  IdentityFile {s.user_key}\n  UserKnownHostsFile {h / '.ssh' / 'known_hosts'}\n"
+    )
     return h
 
 
 def _bench_cli(bundle, home, remote_dir, out_json, seconds="30"):
-    return subprocess.Popen([sys.executable, "-m", "edgepack", "-q", "bench", str(bundle), "--device", "dev",
-                             "--runs", "1", "--min-seconds", seconds, "--max-runs", "100000000",
-                             "--remote-python", sys.executable, "--remote-dir", str(remote_dir),
-                             "--json", str(out_json)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HOME": str(home)})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgepack",
+            "-q",
+            "bench",
+            str(bundle),
+            "--device",
+            "dev",
+            "--runs",
+            "1",
+            "--min-seconds",
+            seconds,
+            "--max-runs",
+            "100000000",
+            "--remote-python",
+            sys.executable,
+            "--remote-dir",
+            str(remote_dir),
+            "--json",
+            str(out_json),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HOME": str(home)},
+    )
 
 
 def _wait_for_runner(remote_dir: Path, timeout: float = 60) -> int:
@@ -57,8 +81,15 @@ def _wait_for_runner(remote_dir: Path, timeout: float = 60) -> int:
 
 
 def _again(bundle, home, remote_dir):
-    return edgepack.bench(bundle, "dev", runs=2, min_seconds=0, ssh_config=home / ".ssh" / "config",
-                          remote_python=sys.executable, remote_dir=str(remote_dir))
+    return edgepack.bench(
+        bundle,
+        "dev",
+        runs=2,
+        min_seconds=0,
+        ssh_config=home / ".ssh" / "config",
+        remote_python=sys.executable,
+        remote_dir=str(remote_dir),
+    )
 
 
 def test_sshd_killed_mid_bench(tiny_bundle, server, tmp_path):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgepack.device_runners import runner_common as rc
+
 from helpers import cli, one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +27,7 @@ RUNNER = REPO / "device_runners" / "onnx_runner.py"
 
 
 # --------------------------------------------------------------------------- crafting bundles
+
 
 class _Tee:
     """A write-only file that hashes and counts what goes through it."""
@@ -43,8 +44,9 @@ class _Tee:
         pass
 
 
-def craft(src: Path, dst: Path, put: dict | None = None, drop=(), edit=None, level: int = 6,
-          keep_sizes: bool = True) -> Path:
+def craft(
+    src: Path, dst: Path, put: dict | None = None, drop=(), edit=None, level: int = 6, keep_sizes: bool = True
+) -> Path:
     """Rewrite ``src`` as an attacker would: members in ``put`` replaced or added (bytes, or a callable writing
     to a file), ``drop`` removed, the manifest's sha256 list and declared sizes updated to match; ``edit``
     changes the manifest dict last (or returns the raw bytes to store instead). ``level`` 0 stores members."""
@@ -73,8 +75,11 @@ def craft(src: Path, dst: Path, put: dict | None = None, drop=(), edit=None, lev
         if edit is not None:
             manifest = edit(manifest) or manifest
         # written last: readers find it by name, and its content depends on the members above
-        zout.writestr("manifest.json", manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode(),
-                      compress_type=zipfile.ZIP_DEFLATED)
+        zout.writestr(
+            "manifest.json",
+            manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode(),
+            compress_type=zipfile.ZIP_DEFLATED,
+        )
     return dst
 
 
@@ -86,23 +91,31 @@ def npz(arrays: dict, compress: bool = False) -> bytes:
 
 def zeros_npz(key: str, shape: tuple, deflate: bool = False):
     """A writer of an .npz holding one float32 array of zeros of ``shape``, streamed (never in memory)."""
+
     def write(f):
         method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-        with zipfile.ZipFile(f, "w", method, compresslevel=1 if deflate else None, allowZip64=True) as z, \
-                z.open(key + ".npy", "w", force_zip64=True) as g:
+        with (
+            zipfile.ZipFile(f, "w", method, compresslevel=1 if deflate else None, allowZip64=True) as z,
+            z.open(key + ".npy", "w", force_zip64=True) as g,
+        ):
             np.lib.format.write_array_header_1_0(g, {"descr": "<f4", "fortran_order": False, "shape": shape})
             left, block = int(np.prod(shape)) * 4, bytes(1 << 20)
             while left:
-                g.write(block[:min(left, len(block))])
+                g.write(block[: min(left, len(block))])
                 left -= min(left, len(block))
+
     return write
 
 
 def run_runner(bundle: Path, *args: str, env: dict | None = None):
     """The device runner as on a device (a script), with its peak RSS in MiB."""
-    proc = subprocess.Popen([sys.executable, str(RUNNER), str(bundle), "--runs", "2", "--min-seconds", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, str(RUNNER), str(bundle), "--runs", "2", "--min-seconds", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     out, err = proc.communicate(timeout=300)
     return proc.returncode, out, err
 
@@ -122,8 +135,12 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def runner_rss_mib(bundle: Path, *args: str) -> tuple[int, str, float]:
     """Run the runner and return (exit code, stderr, its peak RSS in MiB). VmHWM of the exec'd process: not
     ru_maxrss, which on Linux carries over the (large) RSS of the pytest process that forked it."""
-    proc = subprocess.run([sys.executable, "-c", _MEASURED, str(RUNNER), str(bundle), "--runs", "2",
-                           "--min-seconds", "0", *args], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURED, str(RUNNER), str(bundle), "--runs", "2", "--min-seconds", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     kib = [int(ln.split()[1]) for ln in proc.stderr.splitlines() if ln.startswith("peak-rss-kib ")]
     assert kib, proc.stderr
     return proc.returncode, proc.stderr, kib[-1] / 1024.0
@@ -140,6 +157,7 @@ def golden_bomb(tiny_bundle, tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- refused already (kept)
+
 
 def test_path_traversal_symlink_and_flipped_bytes_are_refused(tiny_bundle, tmp_path):
     trav = craft(tiny_bundle, tmp_path / "trav.edgepack", put={"../evil.txt": b"x"})
@@ -184,6 +202,7 @@ def test_pickle_in_golden_npz_is_refused_in_one_line(tiny_bundle, tmp_path):
 
 # --------------------------------------------------------------------------- 1. decompression bombs
 
+
 @pytest.mark.slow
 def test_golden_bomb_refused_before_inflating(golden_bomb, tmp_path):
     assert golden_bomb.stat().st_size < 4 << 20, "the bomb is small on disk"
@@ -206,12 +225,19 @@ def test_golden_bomb_refused_before_inflating(golden_bomb, tmp_path):
 def test_inner_npz_bomb_and_extra_member_bomb(tiny_bundle, tmp_path):
     """golden.npz deflated inside (the outer zip stores it): the npz's own headers are checked; an extra
     listed member of zeros is refused before it is written out."""
-    inner = craft(tiny_bundle, tmp_path / "inner.edgepack",
-                  put={"golden.npz": zeros_npz("input/image", (1 << 18, 1, 8, 8), deflate=True)}, level=0)
+    inner = craft(
+        tiny_bundle,
+        tmp_path / "inner.edgepack",
+        put={"golden.npz": zeros_npz("input/image", (1 << 18, 1, 8, 8), deflate=True)},
+        level=0,
+    )
     res = cli("verify", str(inner))
     assert res.returncode == 1 and "golden.npz: member input/image.npy inflates" in res.stderr, res.stderr
-    extra = craft(tiny_bundle, tmp_path / "extra.edgepack", put={"pad.bin": lambda f: [f.write(bytes(1 << 20))
-                                                                                         for _ in range(64)]})
+    extra = craft(
+        tiny_bundle,
+        tmp_path / "extra.edgepack",
+        put={"pad.bin": lambda f: [f.write(bytes(1 << 20)) for _ in range(64)]},
+    )
     assert extra.stat().st_size < 1 << 20
     work = tmp_path / "work"
     work.mkdir()
@@ -288,6 +314,7 @@ def test_bundle_without_declared_sizes_still_verifies_and_runs(tiny_bundle, tmp_
 
 # --------------------------------------------------------------------------- 9. malformed manifests
 
+
 @pytest.mark.parametrize("cmd", ["inspect", "verify", "bench", "deploy"])
 def test_manifest_that_is_a_json_array(tiny_bundle, tmp_path, cmd):
     bad = craft(tiny_bundle, tmp_path / "array.edgepack", edit=lambda m: json.dumps([m]).encode())
@@ -313,14 +340,21 @@ def test_unknown_manifest_major_version_is_refused(tiny_bundle, tmp_path):
 
 # --------------------------------------------------------------------------- 2. device names
 
+
 def test_device_names_never_reach_a_shell(tiny_bundle, tmp_path):
     """paramiko substitutes %h unquoted into Match exec; OpenSSH refuses such names and so does edgepack."""
     pwned = tmp_path / "pwned"
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "config").write_text('Match exec "test %h = box"\n  User nobody\n')
-    attacks = [f"x$(touch${{IFS}}{pwned})", f"x;touch {pwned}", f"u`touch {pwned}`@h", f"x|touch {pwned}",
-               "-oProxyCommand=sh", "h\x1b[31m"]
+    attacks = [
+        f"x$(touch${{IFS}}{pwned})",
+        f"x;touch {pwned}",
+        f"u`touch {pwned}`@h",
+        f"x|touch {pwned}",
+        "-oProxyCommand=sh",
+        "h\x1b[31m",
+    ]
     for device in attacks:
         res = cli("bench", str(tiny_bundle), "--device", device, env={"HOME": str(home)})
         assert res.returncode == 2 and "bad " in one_line_error(res), (device, res.stderr)
@@ -333,6 +367,7 @@ def test_device_names_never_reach_a_shell(tiny_bundle, tmp_path):
 
 # --------------------------------------------------------------------------- 3. runs, timeout, signals (local)
 
+
 def test_runs_are_capped_by_max_runs(tiny_bundle):
     res = cli("bench", str(tiny_bundle), "--runs", "1000000000000")
     assert "--runs 1000000000000 exceeds --max-runs 10000" in one_line_error(res) and res.returncode == 2
@@ -342,8 +377,21 @@ def test_runs_are_capped_by_max_runs(tiny_bundle):
 
 def test_local_run_timeout_stops_and_cleans_up(tiny_bundle, tmp_path):
     t0 = time.time()
-    res = cli("bench", str(tiny_bundle), "--runs", "1", "--min-seconds", "120", "--max-runs", "100000000",
-              "--timeout", "3", "--json", str(tmp_path / "r.json"), env={"TMPDIR": str(tmp_path)})
+    res = cli(
+        "bench",
+        str(tiny_bundle),
+        "--runs",
+        "1",
+        "--min-seconds",
+        "120",
+        "--max-runs",
+        "100000000",
+        "--timeout",
+        "3",
+        "--json",
+        str(tmp_path / "r.json"),
+        env={"TMPDIR": str(tmp_path)},
+    )
     assert res.returncode == 5 and "did not finish within 3s" in one_line_error(res), res.stderr
     assert "--timeout" in res.stderr and time.time() - t0 < 60
     assert not (tmp_path / "r.json").exists()
@@ -351,8 +399,13 @@ def test_local_run_timeout_stops_and_cleans_up(tiny_bundle, tmp_path):
 
 
 def _popen_cli(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "edgepack", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgepack", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _wait_for(pred, timeout=60.0, step=0.01):
@@ -369,8 +422,19 @@ def _wait_for(pred, timeout=60.0, step=0.01):
 def test_signal_during_local_bench_stops_the_runner(tiny_bundle, tmp_path, sig):
     from sshd import find_process
 
-    proc = _popen_cli("bench", str(tiny_bundle), "--runs", "1", "--min-seconds", "120", "--max-runs", "100000000",
-                      "--json", str(tmp_path / "r.json"), env={"TMPDIR": str(tmp_path)})
+    proc = _popen_cli(
+        "bench",
+        str(tiny_bundle),
+        "--runs",
+        "1",
+        "--min-seconds",
+        "120",
+        "--max-runs",
+        "100000000",
+        "--json",
+        str(tmp_path / "r.json"),
+        env={"TMPDIR": str(tmp_path)},
+    )
     runner = _wait_for(lambda: list(tmp_path.glob("edgepack-run-*")) and find_process(f"onnx_runner.py {tiny_bundle}"))
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -384,8 +448,9 @@ def test_sigterm_during_build_leaves_nothing(tiny_model, tmp_path):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     out.mkdir()
     tmp.mkdir()
-    proc = _popen_cli("build", str(tiny_model), "--quantize", "dynamic", "-o", str(out / "m.edgepack"),
-                      env={"TMPDIR": str(tmp)})
+    proc = _popen_cli(
+        "build", str(tiny_model), "--quantize", "dynamic", "-o", str(out / "m.edgepack"), env={"TMPDIR": str(tmp)}
+    )
     _wait_for(lambda: list(tmp.glob("edgepack-build-*")), step=0.002)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -395,11 +460,25 @@ def test_sigterm_during_build_leaves_nothing(tiny_model, tmp_path):
 
 # --------------------------------------------------------------------------- 4. NaN and the gate
 
+
 @pytest.fixture(scope="module")
 def bench_json(tiny_bundle, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("gate") / "r.json"
-    cli("bench", str(tiny_bundle), "--runs", "20", "--min-seconds", "0", "--repeat", "3", "--cooldown", "0",
-        "--json", str(path), check=True)
+    cli(
+        "bench",
+        str(tiny_bundle),
+        "--runs",
+        "20",
+        "--min-seconds",
+        "0",
+        "--repeat",
+        "3",
+        "--cooldown",
+        "0",
+        "--json",
+        str(path),
+        check=True,
+    )
     return path
 
 
@@ -427,15 +506,18 @@ def test_nan_in_a_result_fails_the_gate(bench_json, tmp_path):
     assert res.returncode == 1 and "not finite numbers" in res.stdout
 
 
-@pytest.mark.parametrize("args, expect", [
-    (["--max-latency-regression", "nan"], "not a finite number"),
-    (["--max-latency-regression", "5"], "ambiguous"),
-    (["--max-size-growth", "inf%"], "not a finite number"),
-    (["--max-accuracy-drop", "nan"], "not a finite number"),
-    (["--max-p50-ms", "nan"], "--max-p50-ms nan is out of range"),
-    (["--max-p99-ms", "inf"], "--max-p99-ms inf is out of range"),
-    (["--min-accuracy", "nan"], "--min-accuracy nan is out of range"),
-])
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["--max-latency-regression", "nan"], "not a finite number"),
+        (["--max-latency-regression", "5"], "ambiguous"),
+        (["--max-size-growth", "inf%"], "not a finite number"),
+        (["--max-accuracy-drop", "nan"], "not a finite number"),
+        (["--max-p50-ms", "nan"], "--max-p50-ms nan is out of range"),
+        (["--max-p99-ms", "inf"], "--max-p99-ms inf is out of range"),
+        (["--min-accuracy", "nan"], "--min-accuracy nan is out of range"),
+    ],
+)
 def test_nan_and_ambiguous_gate_options_are_usage_errors(bench_json, args, expect):
     res = cli("report", str(bench_json), "--baseline", str(bench_json), *args)
     assert res.returncode == 2 and expect in one_line_error(res), res.stderr
@@ -451,15 +533,26 @@ def test_a_10x_slowdown_fails_with_a_percent_threshold(bench_json, tmp_path):
     assert cli("report", str(slow), "--baseline", str(bench_json), "--max-latency-regression", "0.05").returncode == 1
 
 
-@pytest.mark.parametrize("args", [["--min-seconds", "nan"], ["--min-seconds", "inf"], ["--cooldown", "nan"],
-                                  ["--warmup", "-1"], ["--threads", "-1"], ["--max-runs", "-1"],
-                                  ["--timeout", "nan"], ["--timeout", "-5"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--min-seconds", "nan"],
+        ["--min-seconds", "inf"],
+        ["--cooldown", "nan"],
+        ["--warmup", "-1"],
+        ["--threads", "-1"],
+        ["--max-runs", "-1"],
+        ["--timeout", "nan"],
+        ["--timeout", "-5"],
+    ],
+)
 def test_bad_bench_settings_are_usage_errors(tiny_bundle, args):
     res = cli("bench", str(tiny_bundle), *args)
     assert res.returncode == 2 and "out of range" in one_line_error(res) and "run onnxruntime" not in res.stderr
 
 
 # --------------------------------------------------------------------------- 5. calibration data
+
 
 def test_calibration_overflow_npy_and_text_are_one_line_errors(tiny_model, tmp_path):
     big = tmp_path / "big.npz"
@@ -479,6 +572,7 @@ def test_calibration_overflow_npy_and_text_are_one_line_errors(tiny_model, tmp_p
 
 # --------------------------------------------------------------------------- 6. crafted text
 
+
 def test_crafted_text_is_shown_not_interpreted(tiny_bundle, tiny_model, tmp_path):
     def markup(m):
         m["source"]["file"] = "[/x]evil[bold]\x1b[31mRED\x1b[0m.onnx"
@@ -493,8 +587,7 @@ def test_crafted_text_is_shown_not_interpreted(tiny_bundle, tiny_model, tmp_path
     assert res.returncode == 0, res.stderr
     assert weird.is_file() and "a[/b]/c[red].edgepack" in res.stdout and "a[/b]/c[red].edgepack" in res.stderr
     # a result file is untrusted too: its names go into the report's tables
-    data = json.loads(cli("bench", str(weird), "--runs", "2", "--min-seconds", "0", "--json", "-",
-                          check=True).stdout)
+    data = json.loads(cli("bench", str(weird), "--runs", "2", "--min-seconds", "0", "--json", "-", check=True).stdout)
     data["results"][0]["device_spec"] = "[/oops]\x1b]0;title\x07"
     (tmp_path / "r.json").write_text(json.dumps(data))
     data["results"][0]["bundle"] = "<img src=https://example.invalid/x.png>|"
@@ -512,6 +605,7 @@ def test_crafted_text_is_shown_not_interpreted(tiny_bundle, tiny_model, tmp_path
 
 
 # --------------------------------------------------------------------------- 7./8. outputs
+
 
 def _digest(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
@@ -566,6 +660,7 @@ def test_build_refuses_to_overwrite_its_source_and_checks_o_first(tiny_model, tm
 
 
 # --------------------------------------------------------------------------- 9. SSH options and odd peers
+
 
 def test_ssh_options_that_paramiko_would_turn_into_tracebacks(tiny_bundle, tmp_path):
     key = tmp_path / "id_test"

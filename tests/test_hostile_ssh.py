@@ -31,18 +31,42 @@ def home(tmp_path, server) -> Path:
     h = tmp_path / "home"
     (h / ".ssh").mkdir(parents=True)
     (h / ".ssh" / "known_hosts").write_text(server.known_hosts_line())
-    (h / ".ssh" / "config").write_text(f"Host dev\n  HostName 127.0.0.1\n  Port {server.port}\n  User {server.user}\n"
-                                       f"  IdentityFile {server.user_key}\n"
-                                       f"  UserKnownHostsFile {h / '.ssh' / 'known_hosts'}\n")
+    (h / ".ssh" / "config").write_text(
+        f"Host dev\n  HostName 127.0.0.1\n  Port {server.port}\n  User {server.user}\n"
+        f"  IdentityFile {server.user_key}\n"
+        f"  UserKnownHostsFile {h / '.ssh' / 'known_hosts'}\n"
+    )
     return h
 
 
 def _bench(bundle, home, remote_dir, *extra):
-    return subprocess.Popen([sys.executable, "-m", "edgepack", "-q", "bench", str(bundle), "--device", "dev",
-                             "--runs", "1", "--min-seconds", "120", "--max-runs", "100000000",
-                             "--remote-python", sys.executable, "--remote-dir", str(remote_dir), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HOME": str(home)})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgepack",
+            "-q",
+            "bench",
+            str(bundle),
+            "--device",
+            "dev",
+            "--runs",
+            "1",
+            "--min-seconds",
+            "120",
+            "--max-runs",
+            "100000000",
+            "--remote-python",
+            sys.executable,
+            "--remote-dir",
+            str(remote_dir),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HOME": str(home)},
+    )
 
 
 def _runner(remote_dir: Path, timeout: float = 60) -> int:

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, have_tensorflow
-from helpers import KERAS_MODEL_PY, cli, one_line_error
-
 import edgepack
+from conftest import REPO, have_tensorflow
 from edgepack.errors import EdgepackError, UsageError
+from helpers import KERAS_MODEL_PY, cli, one_line_error
 
 
 def have_vela() -> bool:
@@ -30,10 +29,11 @@ def have_vela() -> bool:
 
 
 needs_vela = pytest.mark.skipif(not have_vela(), reason="needs the npu extra (pip install 'edgepack[npu]')")
-needs_tf = pytest.mark.skipif(not have_tensorflow(),
-                              reason="needs the tensorflow extra (pip install 'edgepack[tensorflow]')")
+needs_tf = pytest.mark.skipif(
+    not have_tensorflow(), reason="needs the tensorflow extra (pip install 'edgepack[tensorflow]')"
+)
 
-GATHER_MODEL_PY = '''
+GATHER_MODEL_PY = """
 import keras
 import tensorflow as tf
 
@@ -45,7 +45,7 @@ def build_model():
     x = keras.layers.Lambda(lambda t: tf.gather(t, [3, 1, 0, 2], axis=-1))(x)  # GATHER: no Ethos-U55 kernel
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, keras.layers.Dense(10)(x))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,9 @@ def tflite_models(tmp_path_factory):
         for io_dtype in ("int8", "float32"):
             conv = tf.lite.TFLiteConverter.from_keras_model(model)
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = lambda: ([rng.standard_normal((1, 8, 8, 1)).astype(np.float32)]
-                                                   for _ in range(32))
+            conv.representative_dataset = lambda: (
+                [rng.standard_normal((1, 8, 8, 1)).astype(np.float32)] for _ in range(32)
+            )
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if io_dtype == "int8":
                 conv.inference_input_type = conv.inference_output_type = tf.int8
@@ -102,8 +103,21 @@ def _manifest(bundle: Path) -> dict:
 def test_keras_int8_build_maps_fully_to_ethos_u55(tflite_models, tmp_path):
     """build → int8 TFLite (int8 I/O by default with --npu) → validate → vela → bundle with both models."""
     out = tmp_path / "tiny.npu.edgepack"
-    proc = cli("build", f"{tflite_models['tiny-py']}:build_model", "--to", "tflite", "--quantize", "int8",
-               "--calibration", str(tflite_models["calib"]), "--npu", "ethos-u55-128", "-o", str(out), check=True)
+    proc = cli(
+        "build",
+        f"{tflite_models['tiny-py']}:build_model",
+        "--to",
+        "tflite",
+        "--quantize",
+        "int8",
+        "--calibration",
+        str(tflite_models["calib"]),
+        "--npu",
+        "ethos-u55-128",
+        "-o",
+        str(out),
+        check=True,
+    )
     assert "ethos-u55-128: all 3 ops on the NPU" in proc.stderr
     m = _manifest(out)
     npu = m["npu"]
@@ -144,8 +158,18 @@ def test_int8_tflite_is_100_percent_npu(tflite_models, tmp_path):
 @needs_vela
 def test_unmappable_op_falls_back_with_reason_and_fix(tflite_models, tmp_path):
     out = tmp_path / "gather.edgepack"
-    proc = cli("build", str(tflite_models["gather-int8"]), "--to", "tflite", "--npu", "ethos-u55-128", "-o", str(out),
-               env={"COLUMNS": "300"}, check=True)
+    proc = cli(
+        "build",
+        str(tflite_models["gather-int8"]),
+        "--to",
+        "tflite",
+        "--npu",
+        "ethos-u55-128",
+        "-o",
+        str(out),
+        env={"COLUMNS": "300"},
+        check=True,
+    )
     assert "1 of 4 ops fall back to the CPU" in proc.stderr
     assert "CPU: GATHER ×1 — Unsupported opType" in proc.stderr and "fix: GATHER" in proc.stderr
     npu = _manifest(out)["npu"]
@@ -158,8 +182,9 @@ def test_unmappable_op_falls_back_with_reason_and_fix(tflite_models, tmp_path):
 @pytest.mark.npu
 @needs_vela
 def test_float_io_falls_back_and_says_quantize_fully(tflite_models, tmp_path):
-    res = edgepack.build(tflite_models["tiny-float32"], to="tflite", npu="ethos-u55-128",
-                         output=tmp_path / "f.edgepack")
+    res = edgepack.build(
+        tflite_models["tiny-float32"], to="tflite", npu="ethos-u55-128", output=tmp_path / "f.edgepack"
+    )
     p = res.manifest.npu.placement
     cpu = {o.op_type: o for o in p.ops if o.cpu}
     assert set(cpu) == {"QUANTIZE", "DEQUANTIZE"}
@@ -171,8 +196,17 @@ def test_float_io_falls_back_and_says_quantize_fully(tflite_models, tmp_path):
 @needs_vela
 def test_npu_strict_fails_and_writes_nothing(tflite_models, tmp_path):
     out = tmp_path / "strict.edgepack"
-    proc = cli("build", str(tflite_models["gather-int8"]), "--to", "tflite", "--npu", "ethos-u55-128",
-               "--npu-strict", "-o", str(out))
+    proc = cli(
+        "build",
+        str(tflite_models["gather-int8"]),
+        "--to",
+        "tflite",
+        "--npu",
+        "ethos-u55-128",
+        "--npu-strict",
+        "-o",
+        str(out),
+    )
     line = one_line_error(proc)
     assert proc.returncode == 1 and "--npu-strict: 1 op(s) fall back to the CPU" in line and "GATHER" in line
     assert not out.exists() and not list(tmp_path.iterdir())
@@ -181,17 +215,31 @@ def test_npu_strict_fails_and_writes_nothing(tflite_models, tmp_path):
 @pytest.mark.npu
 @needs_vela
 def test_vela_options_pass_through(tflite_models, tmp_path):
-    res = edgepack.build(tflite_models["gather-int8"], to="tflite", npu="ethos-u85-256", npu_config="Arm/vela.ini",
-                         npu_system_config="Ethos_U85_SYS_DRAM_Mid", npu_memory_mode="Dedicated_Sram_384KB",
-                         output=tmp_path / "u85.edgepack")
+    res = edgepack.build(
+        tflite_models["gather-int8"],
+        to="tflite",
+        npu="ethos-u85-256",
+        npu_config="Arm/vela.ini",
+        npu_system_config="Ethos_U85_SYS_DRAM_Mid",
+        npu_memory_mode="Dedicated_Sram_384KB",
+        output=tmp_path / "u85.edgepack",
+    )
     npu = res.manifest.npu
     assert (npu.accelerator, npu.system_config, npu.memory_mode) == (
-        "ethos-u85-256", "Ethos_U85_SYS_DRAM_Mid", "Dedicated_Sram_384KB")
+        "ethos-u85-256",
+        "Ethos_U85_SYS_DRAM_Mid",
+        "Dedicated_Sram_384KB",
+    )
     gather = next(o for o in npu.placement.ops if o.op_type == "GATHER")  # U85 has GATHER, but only on axis 0 here
     assert gather.cpu == 1 and gather.reasons == ["axis: 3 != batch_dims: 0 — axis must be equal to batch_dims"]
     with pytest.raises(UsageError, match="Section System_Config.Nope not found"):
-        edgepack.build(tflite_models["gather-int8"], to="tflite", npu="ethos-u55-128", npu_system_config="Nope",
-                       output=tmp_path / "x.edgepack")
+        edgepack.build(
+            tflite_models["gather-int8"],
+            to="tflite",
+            npu="ethos-u55-128",
+            npu_system_config="Nope",
+            output=tmp_path / "x.edgepack",
+        )
 
 
 def test_npu_option_errors(tiny_model, tmp_path):
@@ -206,8 +254,9 @@ def test_npu_option_errors(tiny_model, tmp_path):
 @pytest.mark.npu
 @needs_vela
 def test_npu_model_needs_the_ethos_u_delegate(tflite_models, tmp_path):
-    out = edgepack.build(tflite_models["tiny-int8"], to="tflite", npu="ethos-u55-128",
-                         output=tmp_path / "t.edgepack").path
+    out = edgepack.build(
+        tflite_models["tiny-int8"], to="tflite", npu="ethos-u55-128", output=tmp_path / "t.edgepack"
+    ).path
     with pytest.raises(EdgepackError, match="unresolved custom op: ethos-u") as info:
         edgepack.bench(out, runs=2, warmup=0, min_seconds=0, npu_model=True)
     assert "--delegate libethosu_op_delegate.so on an Ethos-U board" in info.value.hint
@@ -258,8 +307,18 @@ def test_ep_cpu_reports_every_node_on_cpu(tiny_bundle):
 
 
 def test_absent_ep_is_a_clear_error(tiny_bundle, tmp_path):
-    proc = cli("bench", str(tiny_bundle), "--ep", "qnn", "--runs", "2", "--min-seconds", "0",
-               "--json", str(tmp_path / "r.json"))
+    proc = cli(
+        "bench",
+        str(tiny_bundle),
+        "--ep",
+        "qnn",
+        "--runs",
+        "2",
+        "--min-seconds",
+        "0",
+        "--json",
+        str(tmp_path / "r.json"),
+    )
     line = one_line_error(proc)
     assert proc.returncode == 5
     assert "execution provider QNNExecutionProvider is not available" in line and "CPUExecutionProvider" in line
@@ -267,9 +326,23 @@ def test_absent_ep_is_a_clear_error(tiny_bundle, tmp_path):
 
 
 def test_bench_shows_placement_and_op_timing(tiny_bundle, tmp_path):
-    proc = cli("bench", str(tiny_bundle), "--profile", "--runs", "5", "--min-seconds", "0", "--top", "3",
-               "--markdown", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json"),
-               env={"COLUMNS": "200"}, check=True)
+    proc = cli(
+        "bench",
+        str(tiny_bundle),
+        "--profile",
+        "--runs",
+        "5",
+        "--min-seconds",
+        "0",
+        "--top",
+        "3",
+        "--markdown",
+        str(tmp_path / "r.md"),
+        "--json",
+        str(tmp_path / "r.json"),
+        env={"COLUMNS": "200"},
+        check=True,
+    )
     assert "op placement" in proc.stdout and "per-op time (top 3" in proc.stdout
     md = (tmp_path / "r.md").read_text()
     assert "**Op placement**" in md and "**Per-op time** (top 3" in md and "| Conv |" in md

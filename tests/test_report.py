@@ -24,6 +24,7 @@ JUNIT_XSD = Path(__file__).parent / "data" / "junit.xsd"
 
 # --------------------------------------------------------------------------- statistics, known answers
 
+
 def _windows(rng, scale, offsets, n=300, sigma=0.05):
     """Log-normal latencies around ``scale`` ms, one window per offset (run-to-run drift)."""
     return [list(scale * off * rng.lognormal(0.0, sigma, n)) for off in offsets]
@@ -77,6 +78,7 @@ def test_parse_fraction():
 
 # --------------------------------------------------------------------------- checks on real records
 
+
 @pytest.fixture(scope="module")
 def measured(tiny_bundle) -> BenchRecord:
     """A real bench record of a real bundle, with 3 timing windows."""
@@ -92,11 +94,17 @@ def record(measured) -> BenchRecord:
     data = measured.model_dump(mode="json", by_alias=True)
     lat = data["result"]["latency_ms"]
     lat["samples"] = samples
-    lat["windows"] = [{"n": 200, "p50": float(np.median(samples[i:i + 200])), "p90": 0.0, "mean": 0.0}
-                      for i in (0, 200, 400)]
-    for k, v in (("min", min(samples)), ("p50", float(np.median(samples))),
-                 ("p90", float(np.percentile(samples, 90))), ("p99", float(np.percentile(samples, 99))),
-                 ("mean", float(np.mean(samples))), ("std", float(np.std(samples)))):
+    lat["windows"] = [
+        {"n": 200, "p50": float(np.median(samples[i : i + 200])), "p90": 0.0, "mean": 0.0} for i in (0, 200, 400)
+    ]
+    for k, v in (
+        ("min", min(samples)),
+        ("p50", float(np.median(samples))),
+        ("p90", float(np.percentile(samples, 90))),
+        ("p99", float(np.percentile(samples, 99))),
+        ("mean", float(np.mean(samples))),
+        ("std", float(np.std(samples))),
+    ):
         lat[k] = v
     return BenchRecord.model_validate(data)
 
@@ -141,8 +149,12 @@ def test_same_record_passes_every_check(record):
 
 
 def test_slower_bigger_less_accurate_fails(record):
-    worse = _scaled(record, 1.5, bundle_bytes=int(record.bundle_bytes * 1.2),
-                    **{"result.accuracy.top1": record.result.accuracy.top1 - 0.05})
+    worse = _scaled(
+        record,
+        1.5,
+        bundle_bytes=int(record.bundle_bytes * 1.2),
+        **{"result.accuracy.top1": record.result.accuracy.top1 - 0.05},
+    )
     checks = _by_name(evaluate([worse], [record], GateSettings()))
     assert checks["latency"].status == "fail" and checks["latency"].interval[0] > 1.05
     assert checks["size"].status == "fail" and "+20.0%" in checks["size"].message
@@ -182,7 +194,9 @@ def test_new_and_missing_entries(record):
     renamed = record.model_copy(update={"bundle": "other.edgepack"})
     checks = evaluate([renamed], [record], GateSettings())
     assert [(c.entry, c.name, c.status) for c in checks if c.name == "baseline"] == [
-        ("other.edgepack @ local", "baseline", "skip"), (record.key, "baseline", "flag")]
+        ("other.edgepack @ local", "baseline", "skip"),
+        (record.key, "baseline", "flag"),
+    ]
 
 
 def test_disagreeing_device_output_fails_agreement(record):
@@ -191,6 +205,7 @@ def test_disagreeing_device_output_fails_agreement(record):
 
 
 # --------------------------------------------------------------------------- formats, parsed back
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, record):
@@ -241,8 +256,9 @@ def test_markdown_tables_are_well_formed(files):
 
 
 def test_junit_validates_and_counts(files, tmp_path):
-    import xmlschema
     from xml.etree import ElementTree as ET
+
+    import xmlschema
 
     d, base, slow, _ = files
     out = tmp_path / "junit.xml"
@@ -321,8 +337,22 @@ def test_bad_inputs_are_one_line_errors(files, tmp_path):
 
 def test_bench_markdown_and_json_roundtrip(tiny_bundle, tmp_path):
     js, md = tmp_path / "b.json", tmp_path / "b.md"
-    p = cli("bench", str(tiny_bundle), "--runs", "5", "--min-seconds", "0", "--repeat", "2", "--cooldown", "0",
-            "--json", str(js), "--markdown", str(md))
+    p = cli(
+        "bench",
+        str(tiny_bundle),
+        "--runs",
+        "5",
+        "--min-seconds",
+        "0",
+        "--repeat",
+        "2",
+        "--cooldown",
+        "0",
+        "--json",
+        str(js),
+        "--markdown",
+        str(md),
+    )
     assert p.returncode == 0, p.stderr
     recs = rp.load_records(js)
     assert len(recs) == 1 and len(recs[0].result.latency_ms.windows) == 2
@@ -342,12 +372,24 @@ def test_ci_recipe_records_then_gates(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     out, baseline, summary = tmp_path / "ci", tmp_path / "baseline.json", tmp_path / "summary.md"
-    env = {**os.environ, "EDGEPACK": str(Path(sys.executable).parent / "edgepack"), "OUT": str(out),
-           "BASELINE": str(baseline), "REPEAT": "2", "GITHUB_STEP_SUMMARY": str(summary)}
+    env = {
+        **os.environ,
+        "EDGEPACK": str(Path(sys.executable).parent / "edgepack"),
+        "OUT": str(out),
+        "BASELINE": str(baseline),
+        "REPEAT": "2",
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
 
     def gate():
-        return subprocess.run(["bash", str(repo / "samples" / "ci" / "gate.sh")], cwd=repo, env=env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            ["bash", str(repo / "samples" / "ci" / "gate.sh")],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     first = gate()
     assert first.returncode == 0, first.stderr

@@ -13,9 +13,9 @@ import sys
 import pytest
 
 import edgepack
+from conftest import have_coremltools, have_tensorflow, have_torch
 from edgepack import registry
 from edgepack.errors import DeviceError
-from conftest import have_coremltools, have_tensorflow, have_torch
 from helpers import dataset, keras_files, tiny_onnx, torch_model_py
 
 
@@ -56,9 +56,14 @@ SOURCE_FACTORIES = {
 }
 
 SLOW_ROUTES = {"torch-onnx2tf", "onnx-onnx2tf", "torch-onnx-coreml", "onnx-coreml"}  # onnx2tf: 10-40 s a build
-CASES = [pytest.param(r.name, fw, r.target, q, id=f"{r.name}-{fw}-{q}",
-                      marks=[pytest.mark.slow] if r.name in SLOW_ROUTES else [])
-         for r in registry.routes() for fw in r.sources for q in r.precisions]
+CASES = [
+    pytest.param(
+        r.name, fw, r.target, q, id=f"{r.name}-{fw}-{q}", marks=[pytest.mark.slow] if r.name in SLOW_ROUTES else []
+    )
+    for r in registry.routes()
+    for fw in r.sources
+    for q in r.precisions
+]
 
 
 def test_every_route_has_a_source_factory():
@@ -79,8 +84,9 @@ def test_declarations_agree():
         assert registry.runtime(r.target).format == r.target
         for o in r.options:
             assert o.name in BuildOptions.__dataclass_fields__, (r.name, o.name)
-    import edgepack.device_runners as dr
     from pathlib import Path
+
+    import edgepack.device_runners as dr
 
     for rt in registry.runtimes():
         assert (Path(dr.__file__).parent / rt.runner).is_file(), rt.runner
@@ -97,8 +103,16 @@ def test_route(route, framework, target, quantize, tmp_path):
     needs_calibration = quantize in registry.route(route).calibrated
     calib = dataset(tmp_path / "calib.npz", name=name, shape=shape) if needs_calibration else None
     evalset = dataset(tmp_path / "eval.npz", n=20, name=name, shape=shape, labels=True)
-    built = edgepack.build(source, to=target, quantize=quantize, calibration=calib, eval=evalset, inputs=inputs,
-                           output=tmp_path / "m.edgepack", route=route)
+    built = edgepack.build(
+        source,
+        to=target,
+        quantize=quantize,
+        calibration=calib,
+        eval=evalset,
+        inputs=inputs,
+        output=tmp_path / "m.edgepack",
+        route=route,
+    )
     m = built.manifest
     assert m.route.name == route and m.route.pinned and [a.status for a in m.route.attempts] == ["used"]
     manifest, problems = edgepack.verify(built.path)

@@ -8,7 +8,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from edgepack.device_runners import runner_common as rc
 
 
@@ -43,8 +42,7 @@ def test_timing_loop_meets_runs_and_seconds():
     calls = []
     import time
 
-    samples, elapsed = rc.timing_loop(lambda: (calls.append(1), time.sleep(0.002)), warmup=3, runs=10,
-                                      min_seconds=0.05)
+    samples, elapsed = rc.timing_loop(lambda: (calls.append(1), time.sleep(0.002)), warmup=3, runs=10, min_seconds=0.05)
     assert len(samples) >= 10 and elapsed >= 0.05 and len(calls) == len(samples) + 3
     samples, _ = rc.timing_loop(lambda: None, warmup=0, runs=5, min_seconds=10, max_runs=20)
     assert len(samples) == 20, "max_runs bounds the loop"
@@ -58,7 +56,7 @@ def _zip(path, members: dict, manifest: dict | None = None, links=()):
             zf.writestr(name, data)
         for name in links:
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, "/etc/passwd")
     return path
 
@@ -66,8 +64,7 @@ def _zip(path, members: dict, manifest: dict | None = None, links=()):
 def _manifest(members: dict) -> dict:
     import hashlib
 
-    return {"schema": "edgepack.manifest/1",
-            "members": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}}
+    return {"schema": "edgepack.manifest/1", "members": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}}
 
 
 def test_bundle_rejects_path_traversal(tmp_path):
@@ -120,9 +117,11 @@ def test_runner_imports_only_stdlib_numpy_and_runtime():
     import sys
     from pathlib import Path
 
-    runtimes = {"onnx_runner.py": {"onnxruntime"},
-                "tflite_runner.py": {"ai_edge_litert", "tflite_runtime", "tensorflow"},
-                "coreml_runner.py": {"coremltools"}}
+    runtimes = {
+        "onnx_runner.py": {"onnxruntime"},
+        "tflite_runner.py": {"ai_edge_litert", "tflite_runtime", "tensorflow"},
+        "coreml_runner.py": {"coremltools"},
+    }
     folder = Path(rc.__file__).parents[1]
     files = sorted(folder.glob("**/*.py"))
     assert folder / "runner_common" / "bundle.py" in files
@@ -152,9 +151,16 @@ def test_timing_windows_and_their_summary():
     import time
 
     seen = []
-    samples, sizes, elapsed = rc.timing_windows(lambda: time.sleep(0.001), warmup=1, runs=4, min_seconds=0,
-                                                max_runs=4, repeat=3, cooldown=0.01,
-                                                between=lambda: seen.append(time.perf_counter()))
+    samples, sizes, elapsed = rc.timing_windows(
+        lambda: time.sleep(0.001),
+        warmup=1,
+        runs=4,
+        min_seconds=0,
+        max_runs=4,
+        repeat=3,
+        cooldown=0.01,
+        between=lambda: seen.append(time.perf_counter()),
+    )
     assert sizes == [4, 4, 4] and len(samples) == 12 and len(seen) == 2 and elapsed > 0
     s = rc.summarize(samples, sizes)
     assert [w["n"] for w in s["windows"]] == sizes
@@ -164,8 +170,13 @@ def test_timing_windows_and_their_summary():
 
 def test_cpu_temperature_reads_the_hottest_plausible_zone(tmp_path):
     """A sysfs-shaped tree: millidegrees per zone; unreadable and implausible values are ignored."""
-    for zone, text in (("thermal_zone0", "45500\n"), ("thermal_zone1", "61250\n"), ("thermal_zone2", "garbage"),
-                       ("thermal_zone3", "200000\n"), ("cooling_device0", "99000\n")):
+    for zone, text in (
+        ("thermal_zone0", "45500\n"),
+        ("thermal_zone1", "61250\n"),
+        ("thermal_zone2", "garbage"),
+        ("thermal_zone3", "200000\n"),
+        ("cooling_device0", "99000\n"),
+    ):
         (tmp_path / zone).mkdir()
         (tmp_path / zone / "temp").write_text(text)
     assert rc.cpu_temperature(str(tmp_path)) == 61.25
@@ -179,8 +190,9 @@ def test_stale_profile_dirs_are_swept_like_extraction_dirs(tmp_path):
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = tmp_path / f"edgepack-run-{dead}-profile-abc"
     stale.mkdir()
     (stale / "ort.json").write_text("[]")
@@ -197,14 +209,14 @@ RUNTIME_MODULES = ("onnx_runner", "tflite_runner", "coreml_runner")
 
 def test_runtimes_implement_the_backend_interface():
     """Every runtime subclasses Backend and implements what has no default; the shared runner probes nothing."""
-    import ast
     import importlib
     from pathlib import Path
 
     for name in RUNTIME_MODULES:
         mod = importlib.import_module(f"edgepack.device_runners.{name}")
-        backends = [v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, rc.Backend)
-                    and v is not rc.Backend]
+        backends = [
+            v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, rc.Backend) and v is not rc.Backend
+        ]
         assert len(backends) == 1, name
         cls = backends[0]
         assert cls.runtime, name
@@ -235,9 +247,10 @@ def test_published_result_schema_is_current():
     from edgepack.types import RESULT_SCHEMA, RunResult
 
     committed = (Path(__file__).resolve().parents[1] / "edgepack" / "schemas" / "result.schema.json").read_text()
-    assert committed == RunResult.json_schema_text(), \
-        "regenerate: python -c 'from edgepack.types import RunResult; print(RunResult.json_schema_text(), end=\"\")' " \
+    assert committed == RunResult.json_schema_text(), (
+        "regenerate: python -c 'from edgepack.types import RunResult; print(RunResult.json_schema_text(), end=\"\")' "
         "> edgepack/schemas/result.schema.json"
+    )
     assert rc.RESULT_SCHEMA == RESULT_SCHEMA
 
 
@@ -263,9 +276,28 @@ def test_real_runner_output_validates_against_the_published_schema(tiny_bundle):
     from edgepack.types import RunResult
 
     runner = Path(rc.__file__).parents[1] / "onnx_runner.py"
-    out = subprocess.run([sys.executable, "-I", str(runner), str(tiny_bundle), "--runs", "3", "--min-seconds", "0",
-                          "--repeat", "2", "--cooldown", "0", "--profile", "--profile-runs", "1"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            str(runner),
+            str(tiny_bundle),
+            "--runs",
+            "3",
+            "--min-seconds",
+            "0",
+            "--repeat",
+            "2",
+            "--cooldown",
+            "0",
+            "--profile",
+            "--profile-runs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     schema = json.loads(RunResult.json_schema_text())

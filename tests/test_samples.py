@@ -36,8 +36,13 @@ def test_digits_fp32_and_int8_accuracy_on_device(tmp_path):
     assert source_top1 > 0.9, "the committed weights should classify digits well"
     common = dict(inputs=["image:1x1x8x8"], eval=DIGITS / "eval.npz")
     fp32 = edgepack.build(f"{DIGITS / 'model.py'}:build_model", output=tmp_path / "fp32.edgepack", **common)
-    int8 = edgepack.build(f"{DIGITS / 'model.py'}:build_model", quantize="int8", calibration=DIGITS / "calib.npz",
-                          output=tmp_path / "int8.edgepack", **common)
+    int8 = edgepack.build(
+        f"{DIGITS / 'model.py'}:build_model",
+        quantize="int8",
+        calibration=DIGITS / "calib.npz",
+        output=tmp_path / "int8.edgepack",
+        **common,
+    )
     r32 = edgepack.bench(fp32.path, "local", runs=10, min_seconds=0).result
     r8 = edgepack.bench(int8.path, "local", runs=10, min_seconds=0).result
     assert r32.accuracy.n == r8.accuracy.n == len(np.load(DIGITS / "eval.npz")["labels"])
@@ -54,9 +59,16 @@ def test_digits_int8_tflite_within_one_point_of_source(tmp_path):
     if not have_tensorflow():
         pytest.skip("needs the tensorflow extra")
     source_top1 = _torch_top1()
-    built = edgepack.build(f"{DIGITS / 'model.py'}:build_model", to="tflite", quantize="int8", layout="nhwc",
-                           calibration=DIGITS / "calib.npz", eval=DIGITS / "eval.npz", inputs=["image:1x1x8x8"],
-                           output=tmp_path / "int8.tflite.edgepack")
+    built = edgepack.build(
+        f"{DIGITS / 'model.py'}:build_model",
+        to="tflite",
+        quantize="int8",
+        layout="nhwc",
+        calibration=DIGITS / "calib.npz",
+        eval=DIGITS / "eval.npz",
+        inputs=["image:1x1x8x8"],
+        output=tmp_path / "int8.tflite.edgepack",
+    )
     r = edgepack.bench(built.path, "local", runs=5, min_seconds=0).result
     assert built.manifest.inputs[0].dtype == "int8"
     assert abs(r.accuracy.top1 - source_top1) <= 0.01, (r.accuracy.top1, source_top1)

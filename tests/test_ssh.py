@@ -37,7 +37,8 @@ def home(tmp_path, sshd) -> Path:
     (ssh / "known_hosts").write_text(sshd.known_hosts_line())
     (ssh / "config").write_text(
         f"Host edgedev\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
-        f"  IdentityFile {sshd.user_key}\n  UserKnownHostsFile {ssh / 'known_hosts'}\n")
+        f"  IdentityFile {sshd.user_key}\n  UserKnownHostsFile {ssh / 'known_hosts'}\n"
+    )
     return h
 
 
@@ -73,9 +74,25 @@ def test_bench_over_ssh_then_cache_hit(tiny_bundle, home, remote_dir):
 
 def test_cli_bench_with_alias_from_ssh_config(tiny_bundle, home, remote_dir, tmp_path):
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
-    proc = cli("bench", str(tiny_bundle), "--device", "edgedev", "--runs", "3", "--min-seconds", "0",
-               "--remote-python", sys.executable, "--remote-dir", str(remote_dir),
-               "--json", str(out_json), "--markdown", str(out_md), env={"HOME": str(home)})
+    proc = cli(
+        "bench",
+        str(tiny_bundle),
+        "--device",
+        "edgedev",
+        "--runs",
+        "3",
+        "--min-seconds",
+        "0",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(remote_dir),
+        "--json",
+        str(out_json),
+        "--markdown",
+        str(out_md),
+        env={"HOME": str(home)},
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out_json.read_text())
     assert data["results"][0]["device_spec"] == "edgedev"
@@ -101,8 +118,9 @@ def test_unknown_host_key_is_refused(tiny_bundle, home, remote_dir):
 def test_accept_new_host_key_adds_it(tiny_bundle, home, remote_dir, sshd):
     kh = home / ".ssh" / "known_hosts"
     kh.write_text("")
-    res = edgepack.bench(tiny_bundle, "edgedev", runs=1, min_seconds=0, accept_new_host_key=True,
-                         **_opts(home, remote_dir))
+    res = edgepack.bench(
+        tiny_bundle, "edgedev", runs=1, min_seconds=0, accept_new_host_key=True, **_opts(home, remote_dir)
+    )
     assert res.result.latency_ms.p50 > 0
     assert f"[127.0.0.1]:{sshd.port}" in kh.read_text()
     # the key is now known: strict checking passes without the flag
@@ -114,24 +132,41 @@ def test_changed_host_key_is_refused_even_with_accept_new(tiny_bundle, home, rem
     kind, b64 = (tmp_path / "fake.pub").read_text().split()[:2]
     (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {kind} {b64}\n")
     with pytest.raises(DeviceError, match="CHANGED"):
-        edgepack.bench(tiny_bundle, "edgedev", runs=1, min_seconds=0, accept_new_host_key=True,
-                       **_opts(home, remote_dir))
+        edgepack.bench(
+            tiny_bundle, "edgedev", runs=1, min_seconds=0, accept_new_host_key=True, **_opts(home, remote_dir)
+        )
 
 
 def test_wrong_key_fails_authentication(tiny_bundle, home, remote_dir, sshd):
     with pytest.raises(DeviceError, match="authentication failed"):
-        edgepack.bench(tiny_bundle, f"{sshd.user}@127.0.0.1:{sshd.port}", runs=1, min_seconds=0,
-                       identity=sshd.other_key, known_hosts=home / ".ssh" / "known_hosts",
-                       remote_python=sys.executable, remote_dir=str(remote_dir),
-                       ssh_config=home / "no-config")
+        edgepack.bench(
+            tiny_bundle,
+            f"{sshd.user}@127.0.0.1:{sshd.port}",
+            runs=1,
+            min_seconds=0,
+            identity=sshd.other_key,
+            known_hosts=home / ".ssh" / "known_hosts",
+            remote_python=sys.executable,
+            remote_dir=str(remote_dir),
+            ssh_config=home / "no-config",
+        )
 
 
 def test_unreachable_port_is_one_line_error(tiny_bundle, home, remote_dir):
     from sshd import free_port
 
     port = free_port()
-    proc = cli("bench", str(tiny_bundle), "--device", f"127.0.0.1:{port}", "--connect-timeout", "3",
-               "--remote-dir", str(remote_dir), env={"HOME": str(home)})
+    proc = cli(
+        "bench",
+        str(tiny_bundle),
+        "--device",
+        f"127.0.0.1:{port}",
+        "--connect-timeout",
+        "3",
+        "--remote-dir",
+        str(remote_dir),
+        env={"HOME": str(home)},
+    )
     assert proc.returncode == 5
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("edgepack: error:") and "refused" in last and "Traceback" not in proc.stderr
@@ -149,8 +184,13 @@ def test_missing_runtime_names_the_package(tiny_bundle, home, remote_dir, tmp_pa
         if p.name == "numpy" or p.name.startswith("numpy.libs") or p.name.startswith("numpy-"):
             (site / p.name).symlink_to(p)
     with pytest.raises(DeviceError, match="onnxruntime is not installed") as e:
-        edgepack.bench(tiny_bundle, "edgedev", runs=1, min_seconds=0,
-                       **_opts(home, remote_dir, remote_python=str(venv / "bin" / "python")))
+        edgepack.bench(
+            tiny_bundle,
+            "edgedev",
+            runs=1,
+            min_seconds=0,
+            **_opts(home, remote_dir, remote_python=str(venv / "bin" / "python")),
+        )
     assert "pip install onnxruntime" in e.value.hint
     assert list((remote_dir / "work").iterdir()) == []
 
@@ -174,24 +214,54 @@ def test_install_runtime_into_a_device_venv(tiny_bundle, home, remote_dir, tmp_p
     """A device Python without onnxruntime: --install-runtime makes a venv in the device cache and pip-installs it."""
     venv = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    proc = cli("bench", str(tiny_bundle), "--device", "edgedev", "--runs", "2", "--min-seconds", "0",
-               "--remote-python", str(venv / "bin" / "python"), "--remote-dir", str(remote_dir),
-               "--install-runtime", "--json", "-", env={"HOME": str(home)})
+    proc = cli(
+        "bench",
+        str(tiny_bundle),
+        "--device",
+        "edgedev",
+        "--runs",
+        "2",
+        "--min-seconds",
+        "0",
+        "--remote-python",
+        str(venv / "bin" / "python"),
+        "--remote-dir",
+        str(remote_dir),
+        "--install-runtime",
+        "--json",
+        "-",
+        env={"HOME": str(home)},
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)["results"][0]["result"]
     assert r["device"]["runtime"] == "onnxruntime"
     assert (remote_dir / "venv" / "bin" / "python").exists()
     # the next run finds the venv without installing again
-    again = edgepack.bench(tiny_bundle, "edgedev", runs=1, min_seconds=0, install_runtime=True,
-                           **_opts(home, remote_dir, remote_python=str(venv / "bin" / "python")))
+    again = edgepack.bench(
+        tiny_bundle,
+        "edgedev",
+        runs=1,
+        min_seconds=0,
+        install_runtime=True,
+        **_opts(home, remote_dir, remote_python=str(venv / "bin" / "python")),
+    )
     assert again.result.device.runtime == "onnxruntime"
 
 
 def test_doctor_over_ssh_says_what_to_install(home, remote_dir, tmp_path):
     venv = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    proc = cli("doctor", "--device", "edgedev", "--remote-python", str(venv / "bin" / "python"),
-               "--remote-dir", str(remote_dir), "--json", env={"HOME": str(home)})
+    proc = cli(
+        "doctor",
+        "--device",
+        "edgedev",
+        "--remote-python",
+        str(venv / "bin" / "python"),
+        "--remote-dir",
+        str(remote_dir),
+        "--json",
+        env={"HOME": str(home)},
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     import platform
@@ -199,6 +269,14 @@ def test_doctor_over_ssh_says_what_to_install(home, remote_dir, tmp_path):
     assert data["facts"]["machine"] == platform.machine() and data["facts"]["packages"]["onnxruntime"] is None
     assert data["formats"]["onnx"]["ready"] is False
     assert data["formats"]["onnx"]["install"].startswith(f"{venv / 'bin' / 'python'} -m pip install numpy onnxruntime")
-    text = cli("doctor", "--device", "edgedev", "--remote-python", sys.executable, "--remote-dir", str(remote_dir),
-               env={"HOME": str(home)})
+    text = cli(
+        "doctor",
+        "--device",
+        "edgedev",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(remote_dir),
+        env={"HOME": str(home)},
+    )
     assert text.returncode == 0 and "onnx    ready (onnxruntime" in text.stdout

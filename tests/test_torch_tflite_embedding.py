@@ -13,10 +13,14 @@ import pytest
 import edgepack
 from conftest import have_tensorflow, needs_torch
 
-pytestmark = [pytest.mark.torch, pytest.mark.tensorflow, needs_torch,
-              pytest.mark.skipif(not have_tensorflow(), reason="needs the tensorflow extra (ai-edge-litert)")]
+pytestmark = [
+    pytest.mark.torch,
+    pytest.mark.tensorflow,
+    needs_torch,
+    pytest.mark.skipif(not have_tensorflow(), reason="needs the tensorflow extra (ai-edge-litert)"),
+]
 
-MODEL_PY = '''
+MODEL_PY = """
 import torch
 from torch import nn
 
@@ -35,7 +39,7 @@ class Tagger(nn.Module):
 def build_model():
     torch.manual_seed(0)
     return Tagger().eval()
-'''
+"""
 
 
 @pytest.mark.slow
@@ -46,8 +50,14 @@ def test_embedding_model_quantizes_to_a_loadable_model(quantize, tmp_path):
     rng = np.random.default_rng(0)
     calib = tmp_path / "ids.npz"
     np.savez(calib, ids=rng.integers(0, 100, (32, 6)).astype(np.int64))
-    res = edgepack.build(f"{py}:build_model", to="tflite", quantize=quantize, inputs=["ids:1x6:int64"],
-                         calibration=calib if quantize == "int8" else None, output=tmp_path / "m.edgepack")
+    res = edgepack.build(
+        f"{py}:build_model",
+        to="tflite",
+        quantize=quantize,
+        inputs=["ids:1x6:int64"],
+        calibration=calib if quantize == "int8" else None,
+        output=tmp_path / "m.edgepack",
+    )
     m = res.manifest
     assert m.validation.status == "passed" and m.quantization.mode == quantize
     out = m.outputs[0].name
@@ -59,8 +69,9 @@ def test_embedding_model_quantizes_to_a_loadable_model(quantize, tmp_path):
     assert r.validation[out].cosine >= m.validation.thresholds["min_cosine"]
     if quantize == "dynamic":
         assert "embedding tables symmetric" in m.quantization.method
-        from edgepack.bundle import read_member
         from edgepack.converters.tflite_tools import interpreter_class
+
+        from edgepack.bundle import read_member
 
         model = tmp_path / "model.tflite"
         model.write_bytes(read_member(res.path, "model.tflite"))

@@ -65,8 +65,7 @@ _SKIPS = {"dropbear": needs_dropbear, "busybox": needs_busybox}
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     started: dict = {}
-    yield lambda kind: started.get(kind) or started.setdefault(
-        kind, _make(kind, tmp_path_factory.mktemp(kind)).start())
+    yield lambda kind: started.get(kind) or started.setdefault(kind, _make(kind, tmp_path_factory.mktemp(kind)).start())
     for s in started.values():
         s.stop()
 
@@ -77,8 +76,15 @@ def _client(server) -> paramiko.SSHClient:
     kh.write_text(server.known_hosts_line())
     c.load_host_keys(str(kh))
     c.set_missing_host_key_policy(paramiko.RejectPolicy())
-    c.connect(server.address, server.port, server.user, key_filename=str(server.user_key), allow_agent=False,
-              look_for_keys=False, timeout=10)
+    c.connect(
+        server.address,
+        server.port,
+        server.user,
+        key_filename=str(server.user_key),
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=10,
+    )
     return c
 
 
@@ -121,8 +127,9 @@ def test_wrong_sha256_is_refused_and_leaves_nothing(device, tmp_path):
     t = open_transfer(client, name=kind)
     final = tmp_path / "dst" / "x.bin"
     t.mkdirs(str(final.parent))
-    with pytest.raises(DeviceError, match="arrived corrupted: sha256 on the device is [0-9a-f]{64} .sha256sum., "
-                                          "expected 0{64}") as e:
+    with pytest.raises(
+        DeviceError, match="arrived corrupted: sha256 on the device is [0-9a-f]{64} .sha256sum., expected 0{64}"
+    ) as e:
         t.put(local, str(final), "0" * 64)
     assert "removed" in e.value.hint
     assert not final.exists() and _leftovers(final.parent) == []
@@ -164,8 +171,7 @@ def test_put_dir_installs_once(device, tmp_path):
 
 
 @needs_dropbear
-@pytest.mark.parametrize("where,expect", [("readonly_dir", "Read-only file system"),
-                                          ("full_dir", "No space left")])
+@pytest.mark.parametrize("where,expect", [("readonly_dir", "Read-only file system"), ("full_dir", "No space left")])
 def test_readonly_and_full_remote_dir(servers, tmp_path, where, expect):
     server = servers("dropbear")
     client = _client(server)
@@ -295,21 +301,23 @@ def test_parse_jump_forms():
 
 def test_proxyjump_from_ssh_config(net, tmp_path):
     j, t = net["jump"], net["target"]
-    cfg = _config(tmp_path, f"""
+    cfg = _config(
+        tmp_path,
+        f"""
 Host board
   HostName 127.0.0.2
   Port {t.port}
   User {t.user}
-  IdentityFile {net['key']}
+  IdentityFile {net["key"]}
   ProxyJump bastion
 Host bastion
   HostName 127.0.0.1
   Port {j.port}
-  IdentityFile {net['key']}
-""")
+  IdentityFile {net["key"]}
+""",
+    )
     look = cfg.lookup("board")
-    c = connect(look["hostname"], int(look["port"]), look["user"],
-                _strict(net, lookup=look, config=cfg, alias="board"))
+    c = connect(look["hostname"], int(look["port"]), look["user"], _strict(net, lookup=look, config=cfg, alias="board"))
     try:
         assert _run(c, "echo $SSH_CONNECTION").split()[2:] == ["127.0.0.2", str(t.port)]
         assert c.route == [f"{j.user}@127.0.0.1:{j.port}"]
@@ -326,9 +334,12 @@ Host bastion
 
 def test_two_hop_chain_with_jump_flag(net):
     j, j2, t = net["jump"], net["jump2"], net["target"]
-    c = connect("127.0.0.2", t.port, t.user,
-                _strict(net, jump=f"{j.user}@127.0.0.1:{j.port},{j2.user}@127.0.0.3:{j2.port}",
-                        identity_files=[net["key"]]))
+    c = connect(
+        "127.0.0.2",
+        t.port,
+        t.user,
+        _strict(net, jump=f"{j.user}@127.0.0.1:{j.port},{j2.user}@127.0.0.3:{j2.port}", identity_files=[net["key"]]),
+    )
     try:
         assert _run(c, "echo $SSH_CONNECTION").split()[2:] == ["127.0.0.2", str(t.port)]
         assert len(c.route) == 2
@@ -341,8 +352,12 @@ def test_unknown_host_key_on_the_jump_hop_is_refused(net, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text(t.known_hosts_line())  # the device is known, the jump host is not
     with pytest.raises(DeviceError, match=f"host key for jump host .*127.0.0.1:{j.port} is unknown"):
-        connect("127.0.0.2", t.port, t.user, _strict(net, known_hosts=kh, jump=f"127.0.0.1:{j.port}",
-                                                       identity_files=[net["key"]]))
+        connect(
+            "127.0.0.2",
+            t.port,
+            t.user,
+            _strict(net, known_hosts=kh, jump=f"127.0.0.1:{j.port}", identity_files=[net["key"]]),
+        )
 
 
 def test_unknown_host_key_behind_the_jump_is_refused(net, tmp_path):
@@ -350,23 +365,36 @@ def test_unknown_host_key_behind_the_jump_is_refused(net, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text(j.known_hosts_line())
     with pytest.raises(DeviceError, match=f"host key for {t.user}@127.0.0.2:{t.port} is unknown"):
-        connect("127.0.0.2", t.port, t.user, _strict(net, known_hosts=kh, jump=f"127.0.0.1:{j.port}",
-                                                       identity_files=[net["key"]]))
+        connect(
+            "127.0.0.2",
+            t.port,
+            t.user,
+            _strict(net, known_hosts=kh, jump=f"127.0.0.1:{j.port}", identity_files=[net["key"]]),
+        )
 
 
 def test_proxycommand_with_openssh_client(net, tmp_path):
     j, t = net["jump"], net["target"]
-    proxy = (f"ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="
-             f"{net['known_hosts']} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1")
-    cfg = _config(tmp_path, f"""
+    proxy = (
+        f"ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="
+        f"{net['known_hosts']} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1"
+    )
+    cfg = _config(
+        tmp_path,
+        f"""
 Host board
   HostName 127.0.0.2
   Port {t.port}
   ProxyCommand {proxy}
-""")
+""",
+    )
     look = cfg.lookup("board")
-    c = connect(look["hostname"], int(look["port"]), t.user,
-                _strict(net, lookup=look, alias="board", identity_files=[net["key"]]))
+    c = connect(
+        look["hostname"],
+        int(look["port"]),
+        t.user,
+        _strict(net, lookup=look, alias="board", identity_files=[net["key"]]),
+    )
     try:
         assert _run(c, "echo $SSH_CONNECTION").split()[2:] == ["127.0.0.2", str(t.port)]
         assert c.route[0].startswith("ProxyCommand ssh ")
@@ -395,8 +423,12 @@ def test_agent_key_without_identity_file(net, tmp_path, monkeypatch):
         # IdentitiesOnly with another IdentityFile: the agent's key is not offered
         other = keygen(tmp_path / "id_other")
         with pytest.raises(DeviceError, match="authentication failed"):
-            connect("127.0.0.2", t.port, t.user,
-                    _strict(net, use_agent=True, lookup={"identitiesonly": "yes", "identityfile": [str(other)]}))
+            connect(
+                "127.0.0.2",
+                t.port,
+                t.user,
+                _strict(net, use_agent=True, lookup={"identitiesonly": "yes", "identityfile": [str(other)]}),
+            )
     finally:
         agent.stop()
 
@@ -432,9 +464,13 @@ def test_passphrase_key_loaded_with_ssh_add_is_used_from_the_agent(net, tmp_path
     try:
         import subprocess
 
-        subprocess.run(["ssh-add", str(key)], check=True, capture_output=True, stdin=subprocess.DEVNULL,
-                       env={**agent.env(), "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force",
-                            "DISPLAY": ":0"})
+        subprocess.run(
+            ["ssh-add", str(key)],
+            check=True,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            env={**agent.env(), "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"},
+        )
         monkeypatch.setenv("SSH_AUTH_SOCK", str(agent.sock))
         c = connect("127.0.0.2", t.port, t.user, _strict(net, use_agent=True, identity_files=[key]))
         assert _run(c, "echo ok") == "ok"
@@ -451,6 +487,10 @@ def test_password_only_when_asked(net, tmp_path, monkeypatch):
         connect("127.0.0.2", t.port, t.user, _strict(net, password=asked.append))
     assert asked == [] and "--ask-password" in e.value.hint
     with pytest.raises(DeviceError, match="authentication failed.*password"):
-        connect("127.0.0.2", t.port, t.user,
-                _strict(net, ask_password=True, password=lambda where: asked.append(where) or "wrong"))
+        connect(
+            "127.0.0.2",
+            t.port,
+            t.user,
+            _strict(net, ask_password=True, password=lambda where: asked.append(where) or "wrong"),
+        )
     assert asked == [f"{t.user}@127.0.0.2:{t.port}"]

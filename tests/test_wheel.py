@@ -18,8 +18,22 @@ def test_wheel_in_fresh_venv(tmp_path, tiny_model, evalset):
     dist = tmp_path / "dist"
     had_build_dir = (REPO / "build").exists()
     try:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(dist), str(REPO)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                str(dist),
+                str(REPO),
+            ],
+            check=True,
+            capture_output=True,
+        )
     finally:
         if not had_build_dir:  # setuptools builds in the checkout; leave it as we found it
             import shutil
@@ -36,22 +50,36 @@ def test_wheel_in_fresh_venv(tmp_path, tiny_model, evalset):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
-                   check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     exe = venv / "bin" / "edgepack"
     ver = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
     assert ver.stdout.startswith("edgepack ")
     out = tmp_path / "w.edgepack"
-    subprocess.run([str(exe), "-q", "build", str(tiny_model), "--eval", str(evalset), "-o", str(out)], check=True,
-                   cwd=tmp_path)
-    res = subprocess.run([str(exe), "-q", "bench", str(out), "--device", "local", "--runs", "3", "--min-seconds", "0",
-                          "--json", "-"], capture_output=True, text=True, cwd=tmp_path)
+    subprocess.run(
+        [str(exe), "-q", "build", str(tiny_model), "--eval", str(evalset), "-o", str(out)], check=True, cwd=tmp_path
+    )
+    res = subprocess.run(
+        [str(exe), "-q", "bench", str(out), "--device", "local", "--runs", "3", "--min-seconds", "0", "--json", "-"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)["results"][0]["result"]
     assert r["accuracy"]["n"] == 40 and r["validation"]["logits"]["cosine"] > 0.9999
     # runner came from the installed wheel, not from this checkout
-    where = subprocess.run([str(py), "-c", "import edgepack.devices as d; print(d.runner_dir())"],
-                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    where = subprocess.run(
+        [str(py), "-c", "import edgepack.devices as d; print(d.runner_dir())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout.strip()
     assert str(venv) in where
     # a TFLite bundle too: the wheel plus the interpreter alone (no TensorFlow) bundle and bench a .tflite
     from conftest import have_tensorflow
@@ -68,17 +96,36 @@ def test_wheel_in_fresh_venv(tmp_path, tiny_model, evalset):
         tfl.write_bytes(read_member(src.path, "model.tflite"))
         from importlib import metadata
 
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        f"ai-edge-litert=={metadata.version('ai-edge-litert')}"], check=True, capture_output=True,
-                       timeout=900)
+        subprocess.run(
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"ai-edge-litert=={metadata.version('ai-edge-litert')}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
         out = tmp_path / "t.edgepack"
         subprocess.run([str(exe), "-q", "build", str(tfl), "--to", "tflite", "-o", str(out)], check=True, cwd=tmp_path)
-        res = subprocess.run([str(exe), "-q", "bench", str(out), "--runs", "3", "--min-seconds", "0", "--json", "-"],
-                             capture_output=True, text=True, cwd=tmp_path)
+        res = subprocess.run(
+            [str(exe), "-q", "bench", str(out), "--runs", "3", "--min-seconds", "0", "--json", "-"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         assert res.returncode == 0, res.stderr
         r = json.loads(res.stdout)["results"][0]["result"]
         assert r["device"]["runtime"] == "litert" and r["runtime_details"]["package"] == "ai-edge-litert"
         assert min(v["cosine"] for v in r["validation"].values()) > 0.9999
-    no_torch = subprocess.run([str(py), "-c", "import edgepack, sys; print('torch' in sys.modules)"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    no_torch = subprocess.run(
+        [str(py), "-c", "import edgepack, sys; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert no_torch == "False"

@@ -24,8 +24,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "samples" / "zoo"))
 
-from models import ZOO, FetchUnavailable  # noqa: E402
 from runner import run_isolated  # noqa: E402
+
+from models import ZOO, FetchUnavailable  # noqa: E402
 
 MODE = os.environ.get("EDGEPACK_ZOO", "core").lower()
 TIMEOUT = float(os.environ.get("EDGEPACK_ZOO_TIMEOUT", "600"))
@@ -116,15 +117,16 @@ def test_zoo_case(name, target, precision):
     refusal = model.refusal(target, precision)
     where = f"{name} -> {target} {precision}"
     if r["outcome"] == "pass":
-        assert not refusal, (f"{where} now builds ({r.get('validation')}, cosine {r.get('cosine')}) but is "
-                             f"documented as refused ({refusal.why}): update samples/zoo/models.py")
+        assert not refusal, (
+            f"{where} now builds ({r.get('validation')}, cosine {r.get('cosine')}) but is "
+            f"documented as refused ({refusal.why}): update samples/zoo/models.py"
+        )
         assert r["validation"] in ("passed", "pending-device")
         return
     if r["outcome"] == "expected":
         return
     documented = f"; documented refusal: {refusal.why}" if refusal else ""
-    pytest.fail(f"{where}: {r['outcome']} after {r.get('seconds')} s: {r.get('message')}{documented}",
-                pytrace=False)
+    pytest.fail(f"{where}: {r['outcome']} after {r.get('seconds')} s: {r.get('message')}{documented}", pytrace=False)
 
 
 def test_zoo_registry_is_complete():

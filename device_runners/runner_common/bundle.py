@@ -72,12 +72,14 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
 def _check_member_name(name: str) -> None:
     """Reject names that could escape the extraction directory."""
     if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name.split("/")[0]:
-        raise RunnerError("unsafe member name in bundle: %r" % name,
-                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+        raise RunnerError(
+            "unsafe member name in bundle: %r" % name, "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID
+        )
     parts = name.rstrip("/").split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise RunnerError("unsafe member name in bundle: %r" % name,
-                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+        raise RunnerError(
+            "unsafe member name in bundle: %r" % name, "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID
+        )
 
 
 def _is_link(info: zipfile.ZipInfo) -> bool:
@@ -89,8 +91,9 @@ def _mib(n: int) -> str:
     return "%.1f MiB" % (n / 1048576.0)
 
 
-def check_zip_headers(zf: zipfile.ZipFile, max_unpacked: Optional[int] = None, max_ratio: Optional[int] = None,
-                      what: str = "bundle") -> int:
+def check_zip_headers(
+    zf: zipfile.ZipFile, max_unpacked: Optional[int] = None, max_ratio: Optional[int] = None, what: str = "bundle"
+) -> int:
     """Refuse a decompression bomb from the zip headers alone, before any member is read: the total
     unpacked size, each large member's compression ratio, and the size of manifest.json."""
     max_unpacked = max_unpacked or MAX_UNPACKED_BYTES
@@ -100,19 +103,24 @@ def check_zip_headers(zf: zipfile.ZipFile, max_unpacked: Optional[int] = None, m
         size = info.file_size
         total += size
         if info.filename == MANIFEST_MEMBER and size > MAX_MANIFEST_BYTES:
-            raise RunnerError("%s: manifest.json unpacks to %s (limit %s)"
-                              % (what, _mib(size), _mib(MAX_MANIFEST_BYTES)),
-                              "this is not a bundle edgepack wrote; rebuild it", EXIT_BUNDLE_INVALID)
+            raise RunnerError(
+                "%s: manifest.json unpacks to %s (limit %s)" % (what, _mib(size), _mib(MAX_MANIFEST_BYTES)),
+                "this is not a bundle edgepack wrote; rebuild it",
+                EXIT_BUNDLE_INVALID,
+            )
         if size >= RATIO_MIN_BYTES and size > max_ratio * max(1, info.compress_size):
-            raise RunnerError("%s: member %s inflates %d:1 (%s from %d bytes; limit %d:1)"
-                              % (what, info.filename, size // max(1, info.compress_size), _mib(size),
-                                 info.compress_size, max_ratio),
-                              "a decompression bomb, or a bundle edgepack did not write; rebuild it "
-                              "(or raise EDGEPACK_MAX_RATIO)", EXIT_BUNDLE_INVALID)
+            raise RunnerError(
+                "%s: member %s inflates %d:1 (%s from %d bytes; limit %d:1)"
+                % (what, info.filename, size // max(1, info.compress_size), _mib(size), info.compress_size, max_ratio),
+                "a decompression bomb, or a bundle edgepack did not write; rebuild it (or raise EDGEPACK_MAX_RATIO)",
+                EXIT_BUNDLE_INVALID,
+            )
     if total > max_unpacked:
-        raise RunnerError("%s unpacks to %s (limit %s)" % (what, _mib(total), _mib(max_unpacked)),
-                          "for a bigger model set EDGEPACK_MAX_UNPACKED_BYTES (bytes) where edgepack runs",
-                          EXIT_BUNDLE_INVALID)
+        raise RunnerError(
+            "%s unpacks to %s (limit %s)" % (what, _mib(total), _mib(max_unpacked)),
+            "for a bigger model set EDGEPACK_MAX_UNPACKED_BYTES (bytes) where edgepack runs",
+            EXIT_BUNDLE_INVALID,
+        )
     return total
 
 
@@ -121,28 +129,40 @@ def read_manifest(zf: zipfile.ZipFile, max_unpacked: Optional[int] = None) -> di
     try:
         raw = zf.read(MANIFEST_MEMBER)
     except KeyError:
-        raise RunnerError("not an edgepack bundle: no manifest.json inside",
-                          "pass a .edgepack file written by edgepack build", EXIT_BUNDLE_INVALID)
+        raise RunnerError(
+            "not an edgepack bundle: no manifest.json inside",
+            "pass a .edgepack file written by edgepack build",
+            EXIT_BUNDLE_INVALID,
+        )
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
-        raise RunnerError("manifest.json cannot be read (%s)" % e,
-                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+        raise RunnerError(
+            "manifest.json cannot be read (%s)" % e, "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID
+        )
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except ValueError as e:
-        raise RunnerError("manifest.json is not valid JSON (%s)" % e,
-                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+        raise RunnerError(
+            "manifest.json is not valid JSON (%s)" % e, "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID
+        )
     if not isinstance(manifest, dict):
-        raise RunnerError("manifest.json is a JSON %s, not an object" % type(manifest).__name__,
-                          "rebuild the bundle with edgepack build", EXIT_BUNDLE_INVALID)
+        raise RunnerError(
+            "manifest.json is a JSON %s, not an object" % type(manifest).__name__,
+            "rebuild the bundle with edgepack build",
+            EXIT_BUNDLE_INVALID,
+        )
     schema = manifest.get("schema")
     schema = schema if isinstance(schema, str) else repr(schema)
     if not schema.startswith(MANIFEST_SCHEMA_PREFIX):
-        raise RunnerError("unknown manifest schema %r" % schema,
-                          "rebuild the bundle with this edgepack version", EXIT_BUNDLE_INVALID)
-    if schema[len(MANIFEST_SCHEMA_PREFIX):].split(".")[0] != MANIFEST_MAJOR:
-        raise RunnerError("manifest schema %r is not supported (this edgepack reads %s%s)"
-                          % (schema, MANIFEST_SCHEMA_PREFIX, MANIFEST_MAJOR),
-                          "use the edgepack version that wrote the bundle, or rebuild it", EXIT_BUNDLE_INVALID)
+        raise RunnerError(
+            "unknown manifest schema %r" % schema, "rebuild the bundle with this edgepack version", EXIT_BUNDLE_INVALID
+        )
+    if schema[len(MANIFEST_SCHEMA_PREFIX) :].split(".")[0] != MANIFEST_MAJOR:
+        raise RunnerError(
+            "manifest schema %r is not supported (this edgepack reads %s%s)"
+            % (schema, MANIFEST_SCHEMA_PREFIX, MANIFEST_MAJOR),
+            "use the edgepack version that wrote the bundle, or rebuild it",
+            EXIT_BUNDLE_INVALID,
+        )
     return manifest
 
 
@@ -150,8 +170,9 @@ def declared_sizes(manifest: dict[str, Any]) -> Optional[dict[str, int]]:
     """{member: bytes} the manifest declares: its "sizes" (new bundles), else the model's "bytes"."""
     sizes = manifest.get("sizes")
     if sizes is not None:
-        if not isinstance(sizes, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                  for v in sizes.values()):
+        if not isinstance(sizes, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes.values()
+        ):
             return None
         return dict(sizes)
     raw_model = manifest.get("model")
@@ -210,8 +231,9 @@ def verify_zip(zf: zipfile.ZipFile, manifest: dict[str, Any]) -> list[str]:
             problems.append("member %s cannot be read (%s)" % (name, e))
             continue
         if h.hexdigest() != want:
-            problems.append("member %s: sha256 mismatch (manifest %s..., file %s...)"
-                            % (name, str(want)[:12], h.hexdigest()[:12]))
+            problems.append(
+                "member %s: sha256 mismatch (manifest %s..., file %s...)" % (name, str(want)[:12], h.hexdigest()[:12])
+            )
             bad_size.add(name)
     for name in sorted(set(listed) - seen):
         problems.append("member %s is listed in the manifest but missing" % name)
@@ -263,8 +285,7 @@ def npz_problems(zf: zipfile.ZipFile, member: str, samples: Any, manifest: dict[
     return problems
 
 
-def _npz_header_problems(fileobj: IO[bytes], member: str, samples: int,
-                         specs: dict[str, dict[str, Any]]) -> list[str]:
+def _npz_header_problems(fileobj: IO[bytes], member: str, samples: int, specs: dict[str, dict[str, Any]]) -> list[str]:
     """The checks of :func:`npz_problems` on a seekable .npz file object."""
     problems: list[str] = []
     with zipfile.ZipFile(fileobj) as inner:
@@ -284,23 +305,25 @@ def _npz_header_problems(fileobj: IO[bytes], member: str, samples: int,
             for d in shape:
                 count *= d
             if count * dtype.itemsize > info.file_size:
-                problems.append("%s: array %s declares %s of data but holds %d bytes"
-                                % (member, key, _mib(count * dtype.itemsize), info.file_size))
+                problems.append(
+                    "%s: array %s declares %s of data but holds %d bytes"
+                    % (member, key, _mib(count * dtype.itemsize), info.file_size)
+                )
                 continue
             if key.startswith(OUTPUT_PREFIX):
                 continue  # an output's leading axis need not be the batch
             if not shape or shape[0] != samples:
-                problems.append("%s: array %s holds %s samples, the manifest says %d"
-                                % (member, key, shape[0] if shape else "no", samples))
+                problems.append(
+                    "%s: array %s holds %s samples, the manifest says %d"
+                    % (member, key, shape[0] if shape else "no", samples)
+                )
                 continue
             spec = specs.get(key)
             if spec is not None:
                 want = list(spec.get("shape") or [])[1:]
                 got = list(shape[1:])
-                if len(want) != len(got) or any(isinstance(w, int) and w > 0 and w != g
-                                                for w, g in zip(want, got)):
-                    problems.append("%s: array %s has per-sample shape %s, the input is %s"
-                                    % (member, key, got, want))
+                if len(want) != len(got) or any(isinstance(w, int) and w > 0 and w != g for w, g in zip(want, got)):
+                    problems.append("%s: array %s has per-sample shape %s, the input is %s" % (member, key, got, want))
     return problems
 
 
@@ -329,15 +352,20 @@ class Bundle(object):
         try:
             zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as e:
-            raise RunnerError("cannot open bundle %s: %s" % (path, e),
-                              "pass a .edgepack file written by edgepack build", EXIT_BUNDLE_INVALID)
+            raise RunnerError(
+                "cannot open bundle %s: %s" % (path, e),
+                "pass a .edgepack file written by edgepack build",
+                EXIT_BUNDLE_INVALID,
+            )
         with zf:
             self.manifest = read_manifest(zf, max_unpacked)
             problems = verify_zip(zf, self.manifest)
             if problems:
-                raise RunnerError("bundle failed verification: " + "; ".join(problems),
-                                  "the file is corrupt or was modified; rebuild or re-upload it",
-                                  EXIT_BUNDLE_INVALID)
+                raise RunnerError(
+                    "bundle failed verification: " + "; ".join(problems),
+                    "the file is corrupt or was modified; rebuild or re-upload it",
+                    EXIT_BUNDLE_INVALID,
+                )
             if workdir:
                 remove_stale_workdirs(workdir)
             self.dir = tempfile.mkdtemp(prefix="edgepack-run-%d-" % os.getpid(), dir=workdir)
@@ -348,8 +376,11 @@ class Bundle(object):
                     target = os.path.join(self.dir, *info.filename.split("/"))
                     real_root = os.path.realpath(self.dir)
                     if not os.path.realpath(target).startswith(real_root + os.sep):
-                        raise RunnerError("unsafe member name in bundle: %r" % info.filename,
-                                          "rebuild the bundle", EXIT_BUNDLE_INVALID)
+                        raise RunnerError(
+                            "unsafe member name in bundle: %r" % info.filename,
+                            "rebuild the bundle",
+                            EXIT_BUNDLE_INVALID,
+                        )
                     parent = os.path.dirname(target)
                     if not os.path.isdir(parent):
                         os.makedirs(parent)
@@ -384,9 +415,10 @@ def load_npz(path: str) -> dict[str, NDArray[Any]]:
         return {k: data[k] for k in data.files}
 
 
-def split_npz(data: dict[str, NDArray[Any]]) -> tuple[dict[str, NDArray[Any]], dict[str, NDArray[Any]],
-                                                      Optional[NDArray[Any]]]:
+def split_npz(
+    data: dict[str, NDArray[Any]],
+) -> tuple[dict[str, NDArray[Any]], dict[str, NDArray[Any]], Optional[NDArray[Any]]]:
     """golden/eval layout: ``input/<name>``, ``output/<name>``, ``labels``."""
-    inputs = {k[len(INPUT_PREFIX):]: v for k, v in data.items() if k.startswith(INPUT_PREFIX)}
-    outputs = {k[len(OUTPUT_PREFIX):]: v for k, v in data.items() if k.startswith(OUTPUT_PREFIX)}
+    inputs = {k[len(INPUT_PREFIX) :]: v for k, v in data.items() if k.startswith(INPUT_PREFIX)}
+    outputs = {k[len(OUTPUT_PREFIX) :]: v for k, v in data.items() if k.startswith(OUTPUT_PREFIX)}
     return inputs, outputs, data.get(LABELS_KEY)

@@ -29,28 +29,56 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("bundle", help="path to a .edgepack bundle")
     p.add_argument("--runs", type=int, default=50, help="minimum timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
-    p.add_argument("--min-seconds", type=float, default=1.0,
-                   help="keep timing until at least this many seconds have passed (default 1)")
-    p.add_argument("--max-runs", type=int, default=10000,
-                   help="stop after this many timed runs even if --min-seconds is not reached (default 10000)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="independent timing windows, each meeting --runs/--min-seconds (default 1)")
-    p.add_argument("--cooldown", type=float, default=1.0,
-                   help="idle seconds before each timing window after the first (default 1)")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=1.0,
+        help="keep timing until at least this many seconds have passed (default 1)",
+    )
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        default=10000,
+        help="stop after this many timed runs even if --min-seconds is not reached (default 10000)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="independent timing windows, each meeting --runs/--min-seconds (default 1)",
+    )
+    p.add_argument(
+        "--cooldown", type=float, default=1.0, help="idle seconds before each timing window after the first (default 1)"
+    )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = runtime default")
     p.add_argument("--workdir", default=None, help="where to extract the bundle (default: system temp)")
     p.add_argument("--no-golden", action="store_true", help="skip the golden agreement check")
     p.add_argument("--no-eval", action="store_true", help="skip the accuracy run")
-    p.add_argument("--timeout", type=float, default=0,
-                   help="stop (and clean up) when the run takes longer than this many seconds; 0 = no limit")
-    p.add_argument("--watch-stdin", action="store_true",
-                   help="stop (and clean up) when stdin closes: edgepack went away (Ctrl-C, lost connection)")
-    p.add_argument("--max-unpacked-bytes", type=int, default=None,
-                   help="limit on the bundle's unpacked size (default %d or EDGEPACK_MAX_UNPACKED_BYTES)"
-                        % bundle_mod.MAX_UNPACKED_BYTES)
-    p.add_argument("--max-ratio", type=int, default=None,
-                   help="limit on a large member's unpacked:packed ratio (default %d or EDGEPACK_MAX_RATIO)"
-                        % bundle_mod.MAX_RATIO)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=0,
+        help="stop (and clean up) when the run takes longer than this many seconds; 0 = no limit",
+    )
+    p.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help="stop (and clean up) when stdin closes: edgepack went away (Ctrl-C, lost connection)",
+    )
+    p.add_argument(
+        "--max-unpacked-bytes",
+        type=int,
+        default=None,
+        help="limit on the bundle's unpacked size (default %d or EDGEPACK_MAX_UNPACKED_BYTES)"
+        % bundle_mod.MAX_UNPACKED_BYTES,
+    )
+    p.add_argument(
+        "--max-ratio",
+        type=int,
+        default=None,
+        help="limit on a large member's unpacked:packed ratio (default %d or EDGEPACK_MAX_RATIO)"
+        % bundle_mod.MAX_RATIO,
+    )
     return p
 
 
@@ -69,8 +97,11 @@ def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
 
 def _stop_message() -> Optional[tuple[str, str, int]]:
     if _stop["reason"] == "timeout":
-        return ("the run did not finish within %gs" % _stop["timeout"],
-                "raise --timeout or lower --runs/--min-seconds/--repeat", EXIT_TIMEOUT)
+        return (
+            "the run did not finish within %gs" % _stop["timeout"],
+            "raise --timeout or lower --runs/--min-seconds/--repeat",
+            EXIT_TIMEOUT,
+        )
     if _stop["reason"] == "stdin":
         return ("stopped: edgepack went away (interrupted or disconnected)", "", 128 + signal.SIGTERM)
     return None
@@ -140,8 +171,11 @@ def start_watchdogs(timeout: float, watch_stdin: bool) -> None:
 Specs = Sequence[Mapping[str, Any]]
 
 
-def _run_all(predict: Callable[[Mapping[str, Any]], Mapping[str, Any]], feeds_iter: Iterable[Mapping[str, Any]],
-             output_specs: Specs) -> dict[str, Any]:
+def _run_all(
+    predict: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    feeds_iter: Iterable[Mapping[str, Any]],
+    output_specs: Specs,
+) -> dict[str, Any]:
     """Run every batch; return {output_name: concatenated array (dequantized)}."""
     import numpy as np
 
@@ -159,9 +193,11 @@ def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
     with Bundle(args.bundle, args.workdir, args.max_unpacked_bytes) as bundle:
         manifest = bundle.manifest
         if manifest.get("runtime") != backend.runtime:
-            raise RunnerError("bundle is for runtime %r, this runner runs %r"
-                              % (manifest.get("runtime"), backend.runtime),
-                              "use the %s runner for this bundle" % manifest.get("runtime"), EXIT_USAGE)
+            raise RunnerError(
+                "bundle is for runtime %r, this runner runs %r" % (manifest.get("runtime"), backend.runtime),
+                "use the %s runner for this bundle" % manifest.get("runtime"),
+                EXIT_USAGE,
+            )
         in_specs = manifest["inputs"]
         out_specs = manifest["outputs"]
 
@@ -193,8 +229,15 @@ def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
         device = device_info(backend.runtime, backend.version())
         temps = [device["cpu"]["temperature_c"]]
         samples, sizes, elapsed = timing_windows(
-            lambda: predict(timing_feeds), args.warmup, args.runs, args.min_seconds, args.max_runs,
-            args.repeat, args.cooldown, between=lambda: temps.append(cpu_temperature()))
+            lambda: predict(timing_feeds),
+            args.warmup,
+            args.runs,
+            args.min_seconds,
+            args.max_runs,
+            args.repeat,
+            args.cooldown,
+            between=lambda: temps.append(cpu_temperature()),
+        )
         temps.append(cpu_temperature())
         device["cpu"]["temperature_end_c"] = temps[-1]
         known = [t for t in temps if t is not None]
@@ -208,7 +251,7 @@ def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
             for s in out_specs:
                 ref = golden[1].get(s["name"])
                 if ref is not None and s["name"] in got:
-                    validation[s["name"]] = compare(ref[:len(got[s["name"]])], got[s["name"]])
+                    validation[s["name"]] = compare(ref[: len(got[s["name"]])], got[s["name"]])
 
         accuracy = None
         eval_member = (manifest.get("eval") or {}).get("member")
@@ -219,7 +262,7 @@ def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
             got = _run_all(predict, iter_batches(inputs, in_specs), out_specs)
             logits = got[out_specs[0]["name"]]
             pred = np.argmax(logits.reshape(len(logits), -1), axis=-1)
-            labels = np.asarray(labels).reshape(-1)[:len(pred)]
+            labels = np.asarray(labels).reshape(-1)[: len(pred)]
             accuracy = {"top1": float(np.mean(pred == labels)), "n": int(len(labels))}
 
         # op placement / per-op timing, after (and separate from) the timed runs
@@ -265,8 +308,12 @@ def main(backend: Backend, argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.runs < 1 or args.warmup < 0 or args.threads < 0:
         parser.error("--repeat and --runs must be >= 1, --warmup and --threads >= 0")
-    if not (math.isfinite(args.min_seconds) and math.isfinite(args.cooldown) and math.isfinite(args.timeout)) \
-            or args.min_seconds < 0 or args.cooldown < 0 or args.timeout < 0:
+    if (
+        not (math.isfinite(args.min_seconds) and math.isfinite(args.cooldown) and math.isfinite(args.timeout))
+        or args.min_seconds < 0
+        or args.cooldown < 0
+        or args.timeout < 0
+    ):
         parser.error("--min-seconds, --cooldown and --timeout must be finite and >= 0")
     if args.runs > args.max_runs:
         parser.error("--runs %d exceeds --max-runs %d" % (args.runs, args.max_runs))

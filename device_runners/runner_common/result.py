@@ -17,12 +17,25 @@ from typing import IO, Any, Optional
 RESULT_SCHEMA = "edgepack.result/1"
 
 
-def document(*, bundle_sha256: str, bundle: dict[str, Any], device: dict[str, Any], settings: dict[str, Any],
-             runtime_details: dict[str, Any], load_ms: float, first_inference_ms: float,
-             latency_ms: dict[str, Any], timed_seconds: float, throughput_ips: Optional[float],
-             peak_rss_mb: Optional[float], process_threads: Optional[int],
-             validation: Optional[dict[str, dict[str, Any]]], accuracy: Optional[dict[str, Any]],
-             placement: Optional[dict[str, Any]], op_timing: Optional[dict[str, Any]]) -> dict[str, Any]:
+def document(
+    *,
+    bundle_sha256: str,
+    bundle: dict[str, Any],
+    device: dict[str, Any],
+    settings: dict[str, Any],
+    runtime_details: dict[str, Any],
+    load_ms: float,
+    first_inference_ms: float,
+    latency_ms: dict[str, Any],
+    timed_seconds: float,
+    throughput_ips: Optional[float],
+    peak_rss_mb: Optional[float],
+    process_threads: Optional[int],
+    validation: Optional[dict[str, dict[str, Any]]],
+    accuracy: Optional[dict[str, Any]],
+    placement: Optional[dict[str, Any]],
+    op_timing: Optional[dict[str, Any]],
+) -> dict[str, Any]:
     """The result (schema ``edgepack.result/1``); every field is required here, null where not measured."""
     return {
         "schema": RESULT_SCHEMA,

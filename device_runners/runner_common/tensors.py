@@ -31,7 +31,7 @@ def iter_batches(arrays: Mapping[str, Any], specs: Sequence[Spec]) -> Iterator[d
     b = batch_size(specs[0])
     n = len(arrays[specs[0]["name"]])
     for start in range(0, n - n % b if n >= b else 0, b):
-        yield dict((s["name"], arrays[s["name"]][start:start + b]) for s in specs)
+        yield dict((s["name"], arrays[s["name"]][start : start + b]) for s in specs)
 
 
 def quantize_input(x: ArrayLike, spec: Spec) -> NDArray[Any]:
@@ -92,12 +92,17 @@ def compare(reference: ArrayLike, candidate: ArrayLike) -> dict[str, Any]:
         if ref.size == out.size:
             out = out.reshape(ref.shape)
         else:
-            raise RunnerError("output shape %s does not match the reference %s"
-                              % (list(out.shape), list(ref.shape)))
+            raise RunnerError("output shape %s does not match the reference %s" % (list(out.shape), list(ref.shape)))
     diff = out - ref
     if not np.all(np.isfinite(out)):
-        return {"max_abs_err": None, "mean_abs_err": None, "cosine": 0.0, "sqnr_db": -999.0,
-                "top1_agreement": 0.0 if _classifier_shaped(ref) else None, "nonfinite": True}
+        return {
+            "max_abs_err": None,
+            "mean_abs_err": None,
+            "cosine": 0.0,
+            "sqnr_db": -999.0,
+            "top1_agreement": 0.0 if _classifier_shaped(ref) else None,
+            "nonfinite": True,
+        }
     a, b = ref.ravel(), out.ravel()
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na == 0.0 and nb == 0.0:

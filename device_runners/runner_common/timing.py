@@ -7,8 +7,9 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 
-def timing_loop(fn: Callable[[], object], warmup: int, runs: int, min_seconds: float,
-                max_runs: int = 10000) -> tuple[list[float], float]:
+def timing_loop(
+    fn: Callable[[], object], warmup: int, runs: int, min_seconds: float, max_runs: int = 10000
+) -> tuple[list[float], float]:
     """Run ``fn`` ``warmup`` times, then time it until both ``runs`` and ``min_seconds`` are met.
 
     ``max_runs`` bounds the loop (and the size of the raw samples) for very fast models.
@@ -30,9 +31,16 @@ def timing_loop(fn: Callable[[], object], warmup: int, runs: int, min_seconds: f
     return samples, clock() - start
 
 
-def timing_windows(fn: Callable[[], object], warmup: int, runs: int, min_seconds: float, max_runs: int,
-                   repeat: int = 1, cooldown: float = 0.0,
-                   between: Optional[Callable[[], object]] = None) -> tuple[list[float], list[int], float]:
+def timing_windows(
+    fn: Callable[[], object],
+    warmup: int,
+    runs: int,
+    min_seconds: float,
+    max_runs: int,
+    repeat: int = 1,
+    cooldown: float = 0.0,
+    between: Optional[Callable[[], object]] = None,
+) -> tuple[list[float], list[int], float]:
     """``repeat`` independent timing windows (each warmed up, ``cooldown`` seconds of idle before each
     window after the first); returns (all samples, window sizes, timed seconds). ``between`` runs in the
     idle gap (e.g. to read a temperature)."""
@@ -82,9 +90,8 @@ def summarize(samples: Sequence[float], window_sizes: Optional[Sequence[int]] = 
     if window_sizes:
         windows, start = [], 0
         for size in window_sizes:
-            w = sorted(samples[start:start + size])
+            w = sorted(samples[start : start + size])
             start += size
-            windows.append({"n": size, "p50": percentile(w, 50), "p90": percentile(w, 90),
-                            "mean": sum(w) / size})
+            windows.append({"n": size, "p50": percentile(w, 50), "p90": percentile(w, 90), "mean": sum(w) / size})
         out["windows"] = windows
     return out

@@ -17,8 +17,12 @@ def advice(facts: dict[str, Any], pip: str) -> Optional[dict[str, Any]]:
 
 
 RUNTIME = Runtime(
-    format="coreml", name="coreml", runner="coreml_runner.py",
-    device_packages=("numpy", "coremltools"), probe_packages=("numpy", "coremltools"), advice=advice,
+    format="coreml",
+    name="coreml",
+    runner="coreml_runner.py",
+    device_packages=("numpy", "coremltools"),
+    probe_packages=("numpy", "coremltools"),
+    advice=advice,
     flags=(Flag("compute_units", "CoreML bundles on a Mac: cpu | gpu | ane | all (default all)", str),),
     notes="prediction needs macOS; elsewhere bundles are built and checked statically (validation pending-device)",
 )

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from model import DigitsCNN
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
-
-from model import DigitsCNN
 
 HERE = Path(__file__).parent
 
@@ -30,11 +29,11 @@ def main(epochs: int = 40) -> None:
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     rng = np.random.default_rng(0)
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         model.train()
         order = rng.permutation(len(xt))
         for i in range(0, len(order), 64):
-            idx = torch.from_numpy(order[i:i + 64])
+            idx = torch.from_numpy(order[i : i + 64])
             opt.zero_grad()
             loss = loss_fn(model(xt[idx]), yt[idx])
             loss.backward()

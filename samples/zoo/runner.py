@@ -54,7 +54,7 @@ def _constant_outputs(bundle: Path) -> list[str]:
         if key.startswith("output/"):
             a = golden[key].astype(np.float64)
             if len(a) > 1 and np.ptp(a, axis=0).max() <= 1e-6 * max(1.0, np.abs(a).max()):
-                flat.append(key[len("output/"):])
+                flat.append(key[len("output/") :])
     return flat
 
 
@@ -70,9 +70,22 @@ def build_case(name: str, target: str, precision: str, workdir: Path) -> dict:
     except ImportError:
         pass
     m = ZOO[name]
-    res = {"model": name, "family": m.family, "framework": m.framework, "target": target, "precision": precision,
-           "outcome": None, "seconds": None, "bytes": None, "cosine": None, "validation": None, "route": None,
-           "message": None, "hint": None, "error_type": None}
+    res = {
+        "model": name,
+        "family": m.family,
+        "framework": m.framework,
+        "target": target,
+        "precision": precision,
+        "outcome": None,
+        "seconds": None,
+        "bytes": None,
+        "cosine": None,
+        "validation": None,
+        "route": None,
+        "message": None,
+        "hint": None,
+        "error_type": None,
+    }
     refusal = m.refusal(target, precision)
     res["expected_refusal"] = refusal.why if refusal else None
     try:
@@ -87,8 +100,14 @@ def build_case(name: str, target: str, precision: str, workdir: Path) -> dict:
         calibration = m.calibration_npz(workdir / "calib.npz", n=CALIBRATION_SAMPLES)
     t0 = time.perf_counter()
     try:
-        built = edgepack.build(source, to=target, quantize=precision, calibration=calibration,
-                               inputs=m.inputs, output=workdir / f"{name}.{target}.{precision}.edgepack")
+        built = edgepack.build(
+            source,
+            to=target,
+            quantize=precision,
+            calibration=calibration,
+            inputs=m.inputs,
+            output=workdir / f"{name}.{target}.{precision}.edgepack",
+        )
     except EdgepackError as e:
         res["seconds"] = round(time.perf_counter() - t0, 2)
         res.update(message=_one_line(e.message), hint=_one_line(e.hint or ""), error_type=type(e).__name__)
@@ -96,8 +115,12 @@ def build_case(name: str, target: str, precision: str, workdir: Path) -> dict:
         return res
     except Exception as e:  # edgepack should have turned it into an EdgepackError
         res["seconds"] = round(time.perf_counter() - t0, 2)
-        res.update(outcome="crash", message=_one_line(f"{type(e).__name__}: {e}"), error_type=type(e).__name__,
-                   traceback=traceback.format_exc()[-3000:])
+        res.update(
+            outcome="crash",
+            message=_one_line(f"{type(e).__name__}: {e}"),
+            error_type=type(e).__name__,
+            traceback=traceback.format_exc()[-3000:],
+        )
         return res
     res["seconds"] = round(time.perf_counter() - t0, 2)
     flat = _constant_outputs(built.path)
@@ -108,12 +131,17 @@ def build_case(name: str, target: str, precision: str, workdir: Path) -> dict:
     val = man.validation
     cosines = [o.cosine for o in val.outputs.values() if o.cosine is not None]
     opts = man.build_options or {}
-    res.update(bytes=built.bytes, validation=val.status, cosine=min(cosines) if cosines else None,
-               model_bytes=getattr(man.model, "bytes", None),
-               route=man.route.name if man.route else opts.get("route"),
-               fallback=[f"{a.route} {a.status}: {(a.reason or '')[:160]}" for a in man.route.attempts
-                         if a.status == "failed"] if man.route else [],
-               outcome="pass" if val.status in PASSING else "refused")
+    res.update(
+        bytes=built.bytes,
+        validation=val.status,
+        cosine=min(cosines) if cosines else None,
+        model_bytes=getattr(man.model, "bytes", None),
+        route=man.route.name if man.route else opts.get("route"),
+        fallback=[f"{a.route} {a.status}: {(a.reason or '')[:160]}" for a in man.route.attempts if a.status == "failed"]
+        if man.route
+        else [],
+        outcome="pass" if val.status in PASSING else "refused",
+    )
     if refusal:  # documented as refused but it built: the documentation is stale (or the fix landed)
         res["unexpected_pass"] = True
     return res
@@ -127,8 +155,9 @@ def run_isolated(name: str, target: str, precision: str, timeout: float = 600, k
         home, tmpdir = Path(tmp) / "home", Path(tmp) / "tmp"
         home.mkdir()
         tmpdir.mkdir()
-        env.update(HOME=str(home), TMPDIR=str(tmpdir), TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0",
-                   PYTHONHASHSEED="0")
+        env.update(
+            HOME=str(home), TMPDIR=str(tmpdir), TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0", PYTHONHASHSEED="0"
+        )
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), name, target, precision, "--out", str(out)]
         if keep:
@@ -138,17 +167,28 @@ def run_isolated(name: str, target: str, precision: str, timeout: float = 600, k
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             refusal = ZOO[name].refusal(target, precision)
-            return {"model": name, "target": target, "precision": precision, "outcome": "timeout",
-                    "seconds": round(time.perf_counter() - t0, 1), "message": f"killed after {timeout:.0f} s",
-                    "expected_refusal": refusal.why if refusal else None}
+            return {
+                "model": name,
+                "target": target,
+                "precision": precision,
+                "outcome": "timeout",
+                "seconds": round(time.perf_counter() - t0, 1),
+                "message": f"killed after {timeout:.0f} s",
+                "expected_refusal": refusal.why if refusal else None,
+            }
         wall = round(time.perf_counter() - t0, 2)
         if out.is_file():
             res = json.loads(out.read_text())
         else:
             tail = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
-            res = {"model": name, "target": target, "precision": precision, "outcome": "crash",
-                   "message": _one_line(f"interpreter died (exit {proc.returncode}): {tail[0]}"),
-                   "stderr_tail": (proc.stderr or "")[-3000:]}
+            res = {
+                "model": name,
+                "target": target,
+                "precision": precision,
+                "outcome": "crash",
+                "message": _one_line(f"interpreter died (exit {proc.returncode}): {tail[0]}"),
+                "stderr_tail": (proc.stderr or "")[-3000:],
+            }
         res["wall_seconds"] = wall  # includes interpreter start and framework imports
         return res
 

@@ -1,7 +1,7 @@
 """The emulated 64-bit ARM device (Debian bookworm arm64 under qemu-user, its own aarch64 sshd, Python, numpy,
 onnxruntime and ai-edge-litert), driven by the scripts beside this file:
 
-    sudo tests/devices/armdev/build.sh    # once, ~6 min on 2 cores, into /var/cache/edgepack/armdev-<recipe hash> (idempotent)
+    sudo tests/devices/armdev/build.sh    # once, ~6 min, into /var/cache/edgepack/armdev-<recipe hash> (idempotent)
     sudo tests/devices/armdev/start.sh    # aarch64 sshd on 127.0.0.1:$ARMDEV_PORT   (the fixture does this)
     sudo tests/devices/armdev/stop.sh
 
@@ -43,8 +43,9 @@ class ArmDevice:
         return f"{self.user}@127.0.0.1:{self.port}"
 
     def ssh_options(self) -> dict:
-        return dict(identity=self.key, known_hosts=self.known_hosts, ssh_config=DIR / "no-ssh-config",
-                    connect_timeout=30.0)
+        return dict(
+            identity=self.key, known_hosts=self.known_hosts, ssh_config=DIR / "no-ssh-config", connect_timeout=30.0
+        )
 
     def home(self) -> Path:
         """The device user's home, seen from the host (the rootfs is a directory here)."""
@@ -62,5 +63,6 @@ def start(port: int) -> ArmDevice:
 
 
 def stop() -> None:
-    subprocess.run(["bash", str(HERE / "stop.sh")], env={**os.environ, "ARMDEV_DIR": str(DIR)},
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        ["bash", str(HERE / "stop.sh")], env={**os.environ, "ARMDEV_DIR": str(DIR)}, capture_output=True, timeout=60
+    )

@@ -7,8 +7,7 @@ from torch import nn
 
 
 class Detect(nn.Module):
-    def __init__(self, nc=4, ch=(16, 32), anchors=((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119)),
-                 power=False):
+    def __init__(self, nc=4, ch=(16, 32), anchors=((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119)), power=False):
         super().__init__()
         self.power = power
         self.nc, self.no, self.nl, self.na = nc, nc + 5, len(anchors), len(anchors[0]) // 2
@@ -45,8 +44,14 @@ class Detect(nn.Module):
 class TinyYolo(nn.Module):
     def __init__(self, power=False):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.SiLU(), nn.Conv2d(16, 16, 3, 2, 1), nn.SiLU(),
-                                  nn.Conv2d(16, 16, 3, 2, 1), nn.SiLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1),
+            nn.SiLU(),
+            nn.Conv2d(16, 16, 3, 2, 1),
+            nn.SiLU(),
+            nn.Conv2d(16, 16, 3, 2, 1),
+            nn.SiLU(),
+        )
         self.down = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.SiLU())
         self.detect = Detect(power=power)
 

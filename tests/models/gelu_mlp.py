@@ -3,6 +3,8 @@ onnx2tf must write it as TFLite-native ops (regression: ConvNeXt fp16 via ONNX f
 
 import torch
 from torch import nn
+
+
 def build_model():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()

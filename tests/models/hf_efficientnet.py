@@ -7,6 +7,7 @@ def build_model():
     from transformers import EfficientNetConfig, EfficientNetForImageClassification
 
     torch.manual_seed(0)
-    cfg = EfficientNetConfig(image_size=32, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320,
-                             num_labels=10)
+    cfg = EfficientNetConfig(
+        image_size=32, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320, num_labels=10
+    )
     return EfficientNetForImageClassification(cfg).eval()

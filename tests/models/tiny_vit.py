@@ -13,9 +13,17 @@ class TinyViT(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
         self.blocks = nn.ModuleList()
         for _ in range(depth):
-            self.blocks.append(nn.ModuleDict(dict(
-                ln1=nn.LayerNorm(dim), qkv=nn.Linear(dim, dim * 3), proj=nn.Linear(dim, dim), ln2=nn.LayerNorm(dim),
-                mlp=nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim)))))
+            self.blocks.append(
+                nn.ModuleDict(
+                    dict(
+                        ln1=nn.LayerNorm(dim),
+                        qkv=nn.Linear(dim, dim * 3),
+                        proj=nn.Linear(dim, dim),
+                        ln2=nn.LayerNorm(dim),
+                        mlp=nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim)),
+                    )
+                )
+            )
         self.heads, self.norm, self.head = heads, nn.LayerNorm(dim), nn.Linear(dim, classes)
 
     def forward(self, pixel_values):

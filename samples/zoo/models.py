@@ -587,17 +587,54 @@ def _keras():
     return keras
 
 
+def _informative_keras(model):
+    """What ``_informative`` does for torch: keras.applications' ``weights=None`` init gave MobileNetV3Small
+    softmax outputs that do not depend on the input (the zoo calls that degenerate)."""
+    rng = np.random.default_rng(SEED)
+    for layer in model.layers:
+        for w in layer.weights:
+            name, shape = w.path.rsplit("/", 1)[-1], tuple(w.shape)
+            if name in ("kernel", "depthwise_kernel"):
+                fan_in = int(np.prod(shape[:-1])) if name == "kernel" else int(np.prod(shape[:2]))
+                w.assign(rng.standard_normal(shape).astype("float32") * np.float32((2.0 / fan_in) ** 0.5))
+            elif name == "gamma":
+                w.assign((1.0 + 0.1 * rng.standard_normal(shape)).astype("float32"))
+            elif name in ("beta", "bias"):
+                w.assign((0.05 * rng.standard_normal(shape)).astype("float32"))
+            elif name == "moving_mean":
+                w.assign((0.1 * rng.standard_normal(shape)).astype("float32"))
+            elif name == "moving_variance":
+                w.assign((1.0 + 0.2 * rng.random(shape)).astype("float32"))
+    # batch-norm statistics of real activations (one training-mode pass with momentum 0), as after training:
+    # with made-up statistics the input's influence faded layer by layer to 1e-8 at the logits
+    import keras
+
+    norms = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+    saved = [la.momentum for la in norms]
+    for la in norms:
+        la.momentum = 0.0
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    model(_smooth_images(np.random.default_rng(SEED + 1), 16, shape[0], shape[1]) * 255.0, training=True)
+    for la, mo in zip(norms, saved):
+        la.momentum = mo
+    return model
+
+
 def keras_mobilenet_v3_small():
     keras = _keras()
-    return keras.applications.MobileNetV3Small(
-        input_tensor=keras.Input((96, 96, 3), name="image"), weights=None, classes=10, include_preprocessing=True
+    return _informative_keras(
+        keras.applications.MobileNetV3Small(
+            input_tensor=keras.Input((96, 96, 3), name="image"), weights=None, classes=10, include_preprocessing=True
+        )
     )
 
 
 def keras_efficientnet_v2_b0():
     keras = _keras()
-    return keras.applications.EfficientNetV2B0(
-        input_tensor=keras.Input((96, 96, 3), name="image"), weights=None, classes=10, include_preprocessing=True
+    return _informative_keras(
+        keras.applications.EfficientNetV2B0(
+            input_tensor=keras.Input((96, 96, 3), name="image"), weights=None, classes=10, include_preprocessing=True
+        )
     )
 
 

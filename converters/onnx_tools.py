@@ -298,6 +298,22 @@ def nhwc(spec: TensorSpec) -> TensorSpec:
     return spec
 
 
+def _named_dynamic_dims(path: Path) -> None:
+    """Graph inputs whose dims are written as ``dim_value -1`` (paddle2onnx) get named dynamic dims instead, the
+    form onnx2tf reads (it failed with "Dimension -1 must be >= 0" on PP-OCR models)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    changed = False
+    for vi in model.graph.input:
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.dim_param = f"{vi.name}_dim{i}"
+                changed = True
+    if changed:
+        onnx.save(model, str(path))
+
+
 def onnx2tf_version() -> str:
     from importlib import metadata
 
@@ -322,6 +338,7 @@ def to_saved_model(source, workdir: Path, keep_nchw: list[str], target: str) -> 
     # onnx2tf rewrites the ONNX file it is given (shape inference, renames): give it a copy, never the user's file
     model_path = str(scratch / "source.onnx")
     shutil.copyfile(source.path, model_path)
+    _named_dynamic_dims(Path(model_path))
     log = io.StringIO()
     fix = "try --to onnx, or simplify the model (onnxsim) and retry"
     try:

@@ -56,8 +56,21 @@ class DeviceError(EdgepackError):
 
 
 def first_line(e: BaseException) -> str:
-    """The first non-empty line of an exception's text (frameworks raise multi-page messages)."""
-    return next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    """The first non-empty line of an exception's text (frameworks raise multi-page messages). A first line that
+    only announces what follows (TensorFlow's "Graph execution error:") gets the telling line after it: the last
+    one that is not a traceback frame or a node reference ("Incompatible shapes: [1,2,4,96] vs [1,4,4,96]")."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        told = [
+            ln
+            for ln in lines[1:]
+            if not ln.startswith(("File ", "[[", "Detected at node", "Traceback", "^")) and not ln.endswith(":")
+        ]
+        if told:
+            return f"{lines[0]} {told[-1]}"
+    return lines[0]
 
 
 def require(module: str, extra: str) -> ModuleType:

@@ -190,3 +190,18 @@ def test_gelu_through_onnx2tf(tmp_path):
         )
         assert built.manifest.validation.status == "passed"
         assert min(o.cosine for o in built.manifest.validation.outputs.values()) >= 0.999
+
+
+def test_failed_route_reason_is_the_telling_line():
+    """A route's one-line reason: TensorFlow's "Graph execution error:" says nothing; the line that does is kept
+    (zoo: onnx2tf SavedModels failing at run time were all reported as that bare header)."""
+    from edgepack.errors import first_line
+
+    tf_error = RuntimeError(
+        "Graph execution error:\n\nDetected at node model/add defined at (most recent call last):\n"
+        '  File "x.py", line 3, in call\n\nIncompatible shapes: [1,2,4,96] vs [1,4,4,96]\n'
+        "\t [[{{node model/add}}]] [Op:__inference_call_1]"
+    )
+    assert first_line(tf_error) == "Graph execution error: Incompatible shapes: [1,2,4,96] vs [1,4,4,96]"
+    assert first_line(ValueError("\n  a plain first line\nmore")) == "a plain first line"
+    assert first_line(KeyError()) == "KeyError"

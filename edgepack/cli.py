@@ -571,13 +571,18 @@ def doctor(
 
 
 @app.command()
-def schema(which: str = typer.Argument("manifest", help="manifest")) -> None:
-    """Print the published JSON schema of manifest.json."""
-    from edgepack.bundle import manifest_json_schema
+def schema(which: str = typer.Argument("manifest", help="manifest | result")) -> None:
+    """Print a published JSON schema: manifest.json in a bundle, or the result JSON a device runner prints."""
+    if which == "manifest":
+        from edgepack.bundle import manifest_json_schema
 
-    if which != "manifest":
-        raise EdgepackError(f"unknown schema {which!r}", "use: edgepack schema manifest")
-    typer.echo(manifest_json_schema(), nl=False)
+        typer.echo(manifest_json_schema(), nl=False)
+    elif which == "result":
+        from edgepack.types import RunResult
+
+        typer.echo(RunResult.json_schema_text(), nl=False)
+    else:
+        raise EdgepackError(f"unknown schema {which!r}", "use: edgepack schema manifest|result", exit_code=2)
 
 
 _signalled: list[int] = []

@@ -60,6 +60,10 @@ def test_build_inspect_bench_json(tiny_model, evalset, tmp_path):
         assert key in r
     for key in ("machine", "system", "python", "runtime", "runtime_version", "cpu_count"):
         assert key in r["device"]
+    # the runner's document is what the published result schema says (edgepack schema result)
+    import jsonschema
+
+    jsonschema.validate(r, json.loads(cli("schema", "result", check=True).stdout))
     assert r["settings"]["runs"] == 7 and len(r["latency_ms"]["samples"]) >= 7
     lat = r["latency_ms"]
     assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]

@@ -61,7 +61,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _declared(func: Callable[..., None], params: list[pyinspect.Parameter]) -> Callable[..., None]:
-    """Give a command the parameters read from the route/runtime declarations (typer reads ``__signature__``)."""
+    """Give a command the parameters declared elsewhere (route options, runtime flags, the shared SSH options); typer
+    reads ``__signature__``."""
     sig = pyinspect.signature(func)
     fixed = [p for p in sig.parameters.values() if p.kind is not pyinspect.Parameter.VAR_KEYWORD]
     func.__signature__ = sig.replace(parameters=fixed + params)  # type: ignore[attr-defined]
@@ -255,32 +256,6 @@ def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")) -> None:
     )
 
 
-def _ssh(
-    accept_new_host_key: bool,
-    identity: Optional[Path],
-    known_hosts: Optional[Path],
-    ssh_config: Optional[Path],
-    connect_timeout: float,
-    remote_python: str,
-    remote_dir: str,
-    jump: Optional[str] = None,
-    ask_password: bool = False,
-    transport: str = "auto",
-) -> dict[str, Any]:
-    return dict(
-        accept_new_host_key=accept_new_host_key,
-        identity=identity,
-        known_hosts=known_hosts,
-        ssh_config=ssh_config,
-        connect_timeout=connect_timeout,
-        remote_python=remote_python,
-        remote_dir=remote_dir,
-        jump=jump,
-        ask_password=ask_password,
-        transport=None if transport == "auto" else transport,
-    )
-
-
 _DEVICE = typer.Option("local", "--device", "-d", help="local | [user@]host[:port] | ~/.ssh/config Host alias")
 _ACCEPT = typer.Option(False, "--accept-new-host-key", help="trust an unknown host key and add it to known_hosts")
 _IDENTITY = typer.Option(None, "--identity", "-i", help="SSH private key file")
@@ -305,41 +280,49 @@ _TRANSPORT = typer.Option(
 )
 
 
-@app.command()
-def deploy(
-    bundle: Path = typer.Argument(...),
-    device: str = _DEVICE,
-    accept_new_host_key: bool = _ACCEPT,
-    identity: Optional[Path] = _IDENTITY,
-    known_hosts: Optional[Path] = _KNOWN,
-    ssh_config: Optional[Path] = _CONFIG,
-    connect_timeout: float = _TIMEOUT,
-    remote_python: str = _PYTHON,
-    remote_dir: str = _RDIR,
-    jump: Optional[str] = _JUMP,
-    ask_password: bool = _ASKPASS,
-    transport: str = _TRANSPORT,
-) -> None:
+# The SSH options deploy, bench and doctor share: (parameter, annotation, option), given to each command once.
+_SSH_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("accept_new_host_key", bool, _ACCEPT),
+    ("identity", Optional[Path], _IDENTITY),
+    ("known_hosts", Optional[Path], _KNOWN),
+    ("ssh_config", Optional[Path], _CONFIG),
+    ("connect_timeout", float, _TIMEOUT),
+    ("remote_python", str, _PYTHON),
+    ("remote_dir", str, _RDIR),
+    ("jump", Optional[str], _JUMP),
+    ("ask_password", bool, _ASKPASS),
+    ("transport", str, _TRANSPORT),
+]
+
+
+def _ssh_params() -> list[pyinspect.Parameter]:
+    return [
+        pyinspect.Parameter(n, pyinspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in _SSH_OPTIONS
+    ]
+
+
+def _ssh_options(given: dict[str, Any]) -> Any:
+    """Take the SSH options out of a command's keyword arguments (what is left are the command's own)."""
+    from edgepack.devices import SSHOptions
+
+    values = {n: given.pop(n) for n, _, _ in _SSH_OPTIONS}
+    if values["transport"] == "auto":
+        values["transport"] = None
+    return SSHOptions(**values)
+
+
+def deploy(bundle: Path = typer.Argument(...), device: str = _DEVICE, **ssh: Any) -> None:
     """Upload BUNDLE and the device runner to the device's cache."""
+    import dataclasses
+
     import edgepack
 
-    remote = edgepack.deploy(
-        bundle,
-        device,
-        **_ssh(
-            accept_new_host_key,
-            identity,
-            known_hosts,
-            ssh_config,
-            connect_timeout,
-            remote_python,
-            remote_dir,
-            jump,
-            ask_password,
-            transport,
-        ),
-    )
+    options = _ssh_options(ssh)
+    remote = edgepack.deploy(bundle, device, **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
     typer.echo(f"{bundle.name} -> {device}:{remote}")
+
+
+app.command()(_declared(deploy, _ssh_params()))
 
 
 def bench(
@@ -365,26 +348,16 @@ def bench(
         "and cleaned up after (default 600 + 2 × repeat × "
         "(min-seconds + cooldown); 0 = no limit)",
     ),
-    accept_new_host_key: bool = _ACCEPT,
-    identity: Optional[Path] = _IDENTITY,
-    known_hosts: Optional[Path] = _KNOWN,
-    ssh_config: Optional[Path] = _CONFIG,
-    connect_timeout: float = _TIMEOUT,
-    remote_python: str = _PYTHON,
-    remote_dir: str = _RDIR,
-    jump: Optional[str] = _JUMP,
-    ask_password: bool = _ASKPASS,
-    transport: str = _TRANSPORT,
-    **runtime_flags: Any,
+    **extra: Any,
 ) -> None:
     """Run bundle(s) on the device: verify, time, check agreement and accuracy; print a report."""
     from edgepack import report
     from edgepack.bencher import bench as run_bench
-    from edgepack.devices import SSHOptions
     from edgepack.outputs import check_outputs
     from edgepack.types import BenchOptions
 
     check_outputs({"--json": json_out, "--markdown": md_out}, bundle)  # before the bench, not after it
+    ssh = _ssh_options(extra)  # what is left in extra: the runtime flags
     options = BenchOptions(
         runs=runs,
         warmup=warmup,
@@ -395,21 +368,7 @@ def bench(
         cooldown=cooldown,
         install_runtime=install_runtime,
         timeout=timeout,
-        flags=runtime_flags,
-    )
-    ssh = SSHOptions(
-        **_ssh(
-            accept_new_host_key,
-            identity,
-            known_hosts,
-            ssh_config,
-            connect_timeout,
-            remote_python,
-            remote_dir,
-            jump,
-            ask_password,
-            transport,
-        )
+        flags=extra,
     )
     records = [run_bench(b, device, options, ssh).record() for b in bundle]
     rep = report.make_report(records)
@@ -431,7 +390,7 @@ def bench(
         typer.echo(f"edgepack: warning: {c.entry}: {c.message}", err=True)
 
 
-app.command()(_declared(bench, _bench_flag_params()))
+app.command()(_declared(bench, _bench_flag_params() + _ssh_params()))
 
 
 def _console(stderr: bool = False) -> Any:
@@ -527,47 +486,26 @@ def report(
         raise typer.Exit(1)
 
 
-@app.command()
 def doctor(
     device: str = _DEVICE,
     as_json: bool = typer.Option(False, "--json", help="print the facts as JSON"),
-    accept_new_host_key: bool = _ACCEPT,
-    identity: Optional[Path] = _IDENTITY,
-    known_hosts: Optional[Path] = _KNOWN,
-    ssh_config: Optional[Path] = _CONFIG,
-    connect_timeout: float = _TIMEOUT,
-    remote_python: str = _PYTHON,
-    remote_dir: str = _RDIR,
-    jump: Optional[str] = _JUMP,
-    ask_password: bool = _ASKPASS,
-    transport: str = _TRANSPORT,
+    **ssh: Any,
 ) -> None:
     """Probe a device: arch, OS, Python, runtimes, CPU, memory, NPUs; and what to install for each format."""
     import json
 
     from edgepack import doctor as doc
-    from edgepack.devices import SSHOptions
 
-    opts = SSHOptions(
-        **_ssh(
-            accept_new_host_key,
-            identity,
-            known_hosts,
-            ssh_config,
-            connect_timeout,
-            remote_python,
-            remote_dir,
-            jump,
-            ask_password,
-            transport,
-        )
-    )
+    opts = _ssh_options(ssh)
     facts = doc.probe(device, opts)
     adv = doc.advice(facts)
     if as_json:
         typer.echo(json.dumps({"device": device, "facts": facts, "formats": adv}, indent=2, sort_keys=True))
     else:
         typer.echo(doc.render(device, facts, adv), nl=False)
+
+
+app.command()(_declared(doctor, _ssh_params()))
 
 
 @app.command()

@@ -327,3 +327,13 @@ def test_runner_resolves_old_and_new_names(named_keras, tmp_path):
     np.testing.assert_array_equal(by_old({tin["name"]: x})[tout["name"]], by_new({"pixels": x})["probs"])
     with pytest.raises(EdgepackError, match="no input tensor or signature key"):
         tflite_tools.session_predict(path, [res.manifest.inputs[0].model_copy(update={"name": "image"})], [])
+
+
+def test_legacy_hdf5_suffix_is_a_keras_file(kfiles, tmp_path):
+    """A legacy Keras .hdf5 file (the same HDF5 format as .h5) was refused as an unknown model type."""
+    import shutil
+
+    hdf5 = tmp_path / "tiny.hdf5"
+    shutil.copyfile(kfiles["h5"], hdf5)
+    built = edgepack.build(hdf5, to="tflite", output=tmp_path / "t.edgepack")
+    assert built.manifest.source.kind == "keras-h5" and built.manifest.validation.status == "passed"

@@ -93,6 +93,10 @@ ONNX2TF_DISAGREES = Refusal(
     r"disagrees with the torch source",
     "TFLite fp16 via onnx2tf disagrees with PyTorch (SegFormer, cosine 0.60): validation refuses it",
 )
+ONNX2TF_PPOCR_CLS = Refusal(
+    r"onnx2tf could not convert .*tf\.nn\.softmax",
+    "onnx2tf fails on the PP-OCR direction classifier (its softmax layer, after the dynamic dims are named)",
+)
 ONNX_TRAINED_DET = Refusal(
     r"disagrees with the onnx source on output 'sigmoid_0\.tmp_0'",
     "PP-OCRv4 det (trained weights, page-like inputs): fp16 overflows (max abs err 1) and static int8 of its "
@@ -820,7 +824,7 @@ _ZOO = [
         RAPIDOCR_CLS_ONNX,
         ["x:1x3x48x192"],
         pixels_nchw("x", 48, 192, -1.0, 1.0),
-        {},
+        {("tflite", "*"): ONNX2TF_PPOCR_CLS, ("coreml", "*"): ONNX2TF_PPOCR_CLS},
         library="rapidocr-onnxruntime 1.4.4 wheel",
         note="PP-OCR text-direction classifier, dynamic dims pinned",
     ),

@@ -29,7 +29,7 @@ from edgepack.types import (
     SourceInfo,
     ValidationInfo,
 )
-from edgepack.ui import note, step
+from edgepack.ui import note, safe, step
 from edgepack.validate import reference_outputs, validate
 
 
@@ -221,8 +221,7 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
             overridable = built
         if i + 1 < len(candidates):
             note(
-                f"[yellow]route {route.name} failed:[/yellow] {_escape(failure.message)}; "
-                f"trying {candidates[i + 1].name}"
+                f"[yellow]route {route.name} failed:[/yellow] {safe(failure.message)}; trying {candidates[i + 1].name}"
             )
     if overridable is not None and options.allow_mismatch:
         note("[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
@@ -336,12 +335,6 @@ def bundle_contents(
         route=built.route,
     )
     return manifest, members
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def _size(path: Path) -> int:

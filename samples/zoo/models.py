@@ -725,7 +725,14 @@ _ZOO = [
     ),
     _hf("resnet", "cnn", hf_resnet, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96), {}),
     _hf("convnext", "cnn", hf_convnext, ["pixel_values:1x3x96x96"], imagenet_nchw("pixel_values", 96, 96), {}),
-    _hf("vit", "vit", hf_vit, ["pixel_values:1x3x64x64"], imagenet_nchw("pixel_values", 64, 64), {}),
+    _hf(
+        "vit",
+        "vit",
+        hf_vit,
+        ["pixel_values:1x3x64x64"],
+        imagenet_nchw("pixel_values", 64, 64),
+        {("tflite", "int8"): TFLITE_INT8_NO_ROUTE},
+    ),
     _hf(
         "bert",
         "text",

@@ -45,7 +45,7 @@ def test_wheel_in_fresh_venv(tmp_path, tiny_model, evalset):
     assert tops == {"edgepack", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
     assert "edgepack/device_runners/onnx_runner.py" in names and "edgepack/converters/onnx_to_onnx.py" in names
     assert "edgepack/schemas/manifest.schema.json" in names and "edgepack/schemas/result.schema.json" in names
-    assert "edgepack/device_runners/runner_common/bundle.py" in names
+    assert "edgepack/device_runners/runner_common/bundle.py" in names and "edgepack/runtimes/litert.py" in names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -376,3 +376,35 @@ class SshAgent:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def bench_process(bundle, home, remote_dir, seconds: str, *extra: str) -> "subprocess.Popen[str]":
+    """``edgepack bench`` of ``bundle`` on the ``dev`` host of ``home``'s ssh config, running for ``seconds``
+    (one long timing window), started in the background for a test to interrupt, kill or cut off."""
+    import os
+    import sys
+
+    argv = [
+        sys.executable,
+        "-m",
+        "edgepack",
+        "-q",
+        "bench",
+        str(bundle),
+        "--device",
+        "dev",
+        "--runs",
+        "1",
+        "--min-seconds",
+        seconds,
+        "--max-runs",
+        "100000000",
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(remote_dir),
+        *extra,
+    ]
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HOME": str(home)}
+    )

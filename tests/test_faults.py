@@ -15,7 +15,7 @@ import pytest
 
 import edgepack
 from edgepack.errors import DeviceError
-from sshd import Sshd, find_process, why_unavailable
+from sshd import Sshd, bench_process, find_process, why_unavailable
 
 _reason = why_unavailable()
 pytestmark = [pytest.mark.ssh, pytest.mark.skipif(bool(_reason), reason=_reason or "")]
@@ -37,37 +37,6 @@ def _home(tmp_path: Path, s: Sshd) -> Path:
         f"  IdentityFile {s.user_key}\n  UserKnownHostsFile {h / '.ssh' / 'known_hosts'}\n"
     )
     return h
-
-
-def _bench_cli(bundle, home, remote_dir, out_json, seconds="30"):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgepack",
-            "-q",
-            "bench",
-            str(bundle),
-            "--device",
-            "dev",
-            "--runs",
-            "1",
-            "--min-seconds",
-            seconds,
-            "--max-runs",
-            "100000000",
-            "--remote-python",
-            sys.executable,
-            "--remote-dir",
-            str(remote_dir),
-            "--json",
-            str(out_json),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HOME": str(home)},
-    )
 
 
 def _wait_for_runner(remote_dir: Path, timeout: float = 60) -> int:
@@ -94,7 +63,7 @@ def _again(bundle, home, remote_dir):
 
 def test_sshd_killed_mid_bench(tiny_bundle, server, tmp_path):
     home, remote_dir, out = _home(tmp_path, server), tmp_path / "cache", tmp_path / "result.json"
-    proc = _bench_cli(tiny_bundle, home, remote_dir, out)
+    proc = bench_process(tiny_bundle, home, remote_dir, "30", "--json", str(out))
     _wait_for_runner(remote_dir)
     server.kill_all()  # the device's sshd and everything below it, runner included, vanish
     stdout, stderr = proc.communicate(timeout=120)
@@ -109,7 +78,7 @@ def test_sshd_killed_mid_bench(tiny_bundle, server, tmp_path):
 
 def test_runner_killed_by_a_signal(tiny_bundle, server, tmp_path):
     home, remote_dir, out = _home(tmp_path, server), tmp_path / "cache", tmp_path / "result.json"
-    proc = _bench_cli(tiny_bundle, home, remote_dir, out)
+    proc = bench_process(tiny_bundle, home, remote_dir, "30", "--json", str(out))
     os.kill(_wait_for_runner(remote_dir), signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 5

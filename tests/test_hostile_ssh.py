@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import edgepack
-from sshd import Sshd, descendants, find_process, why_unavailable
+from sshd import Sshd, bench_process, descendants, find_process, why_unavailable
 
 _reason = why_unavailable()
 pytestmark = [pytest.mark.ssh, pytest.mark.skipif(bool(_reason), reason=_reason or "")]
@@ -37,36 +36,6 @@ def home(tmp_path, server) -> Path:
         f"  UserKnownHostsFile {h / '.ssh' / 'known_hosts'}\n"
     )
     return h
-
-
-def _bench(bundle, home, remote_dir, *extra):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgepack",
-            "-q",
-            "bench",
-            str(bundle),
-            "--device",
-            "dev",
-            "--runs",
-            "1",
-            "--min-seconds",
-            "120",
-            "--max-runs",
-            "100000000",
-            "--remote-python",
-            sys.executable,
-            "--remote-dir",
-            str(remote_dir),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HOME": str(home)},
-    )
 
 
 def _runner(remote_dir: Path, timeout: float = 60) -> int:
@@ -96,7 +65,7 @@ def _gone(pid: int, timeout: float = 20) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_the_runner_on_the_device(tiny_bundle, home, tmp_path, sig):
     remote_dir = tmp_path / "cache"
-    proc = _bench(tiny_bundle, home, remote_dir, "--json", str(tmp_path / "r.json"))
+    proc = bench_process(tiny_bundle, home, remote_dir, "120", "--json", str(tmp_path / "r.json"))
     pid = _runner(remote_dir)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -110,7 +79,7 @@ def test_interrupt_stops_the_runner_on_the_device(tiny_bundle, home, tmp_path, s
 def test_timeout_stops_the_runner_on_the_device(tiny_bundle, home, tmp_path):
     remote_dir = tmp_path / "cache"
     t0 = time.time()
-    proc = _bench(tiny_bundle, home, remote_dir, "--timeout", "2")
+    proc = bench_process(tiny_bundle, home, remote_dir, "120", "--timeout", "2")
     pid = _runner(remote_dir)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 5, err
@@ -123,7 +92,7 @@ def test_timeout_stops_the_runner_on_the_device(tiny_bundle, home, tmp_path):
 def test_lost_connection_stops_the_runner(tiny_bundle, home, tmp_path, server):
     """Only the SSH session dies (not the runner): the runner notices its stdin closing and stops."""
     remote_dir = tmp_path / "cache"
-    proc = _bench(tiny_bundle, home, remote_dir)
+    proc = bench_process(tiny_bundle, home, remote_dir, "120")
     pid = _runner(remote_dir)
     keep = {pid, *descendants(pid)}
     sessions = [p for p in descendants(server.proc.pid) if p not in keep]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 if TYPE_CHECKING:
     from edgepack.registry import Route
-    from edgepack.types import BenchResult, BuildResult, Manifest
+    from edgepack.types import BenchRecord, BuildResult, Manifest
 
 __version__ = "0.1.0"
 
@@ -89,8 +89,9 @@ def build(
     return _build(str(source), options)
 
 
-def bench(bundle: PathLike, device: str = "local", **kwargs: Any) -> BenchResult:
-    """Upload (if needed) and run ``bundle`` on ``device``; returns a BenchResult.
+def bench(bundle: PathLike, device: str = "local", **kwargs: Any) -> BenchRecord:
+    """Upload (if needed) and run ``bundle`` on ``device``; returns a BenchRecord (``.result``: the runner's
+    RunResult, ``.manifest``, ``.device_spec``, ``.uploaded``).
 
     kwargs: the fields of :class:`edgepack.types.BenchOptions` (runs, warmup, min_seconds, max_runs, threads,
     repeat, cooldown, install_runtime), the runtime flags by name (ep, profile, delegate, delegate_option,

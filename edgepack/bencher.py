@@ -17,7 +17,7 @@ from edgepack.bundle import sha256_file, verify_bundle
 from edgepack.device_runners import runner_common
 from edgepack.devices import Execution, SSHOptions, open_device, parse_device
 from edgepack.errors import DeviceError, EdgepackError, UsageError
-from edgepack.types import BenchOptions, BenchResult, Manifest, RunResult
+from edgepack.types import BenchOptions, BenchRecord, Manifest, RunResult
 from edgepack.ui import step
 
 _EXIT_MEANING = {
@@ -112,7 +112,7 @@ def check_settings(o: BenchOptions) -> None:
 
 def bench(
     bundle: Path, device: str = "local", options: BenchOptions | None = None, ssh: SSHOptions | None = None
-) -> BenchResult:
+) -> BenchRecord:
     """Upload (if needed) and run ``bundle`` on ``device`` with its format's runner.
 
     ``options.install_runtime``: if the device lacks the runtime, pip-install it into a venv in the device's
@@ -186,14 +186,17 @@ def bench(
             f"the cached copy on the device is stale or corrupt; remove "
             f"{ssh.remote_dir}/bundles there (relative to the home directory)",
         )
-    return BenchResult(
-        bundle=bundle,
-        bundle_name=bundle.name,
-        device=dev.name,
-        manifest=manifest,
-        result=result,
+    return BenchRecord(
+        bundle=bundle.name,
+        bundle_path=str(bundle),
         bundle_bytes=bundle.stat().st_size,
+        device_spec=dev.name,
+        format=manifest.format,
+        quantization=manifest.quantization.mode,
+        min_cosine=manifest.validation.thresholds.get("min_cosine"),
         uploaded=uploaded,
+        result=result,
+        manifest=manifest,
     )
 
 

@@ -370,7 +370,7 @@ def bench(
         timeout=timeout,
         flags=extra,
     )
-    records = [run_bench(b, device, options, ssh).record() for b in bundle]
+    records = [run_bench(b, device, options, ssh) for b in bundle]
     rep = report.make_report(records)
     if not (str(json_out) == "-" or str(md_out) == "-"):
         console = _console()

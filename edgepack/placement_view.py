@@ -2,7 +2,7 @@
 
 One view for every source of placement (vela's Ethos-U compile in a manifest, a TFLite delegate or an
 onnxruntime execution provider in a runner result): rich tables for the terminal, Markdown for reports.
-``placement_markdown(result)`` and ``op_timing_markdown(result, n)`` take a RunResult, a BenchResult, a Manifest
+``placement_markdown(result)`` and ``op_timing_markdown(result, n)`` take a RunResult, a BenchRecord, a Manifest
 or plain dicts, so the report module can call them as they are.
 """
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def _get(obj: Any, key: str) -> Any:
-    """``obj.key`` / ``obj[key]``, looking through BenchResult.result and Manifest.npu."""
+    """``obj.key`` / ``obj[key]``, looking through BenchRecord.result and Manifest.npu."""
     if obj is None:
         return None
     if isinstance(obj, dict):

@@ -470,8 +470,9 @@ class BuildResult:
 
 
 class BenchRecord(BaseModel):
-    """One bundle measured on one device: an entry of ``bench --json`` (``edgepack.bench/1``), of a report
-    and of a baseline. Everything a report needs, without the bundle file."""
+    """One bundle measured on one device: what ``bench`` returns, an entry of ``bench --json``
+    (``edgepack.bench/1``), of a report and of a baseline. Everything a report needs, without the bundle file;
+    in the process that ran the bench it also carries the bundle's manifest (never written)."""
 
     bundle: str = Field(description="bundle file name; with device_spec, the key a baseline is matched on")
     bundle_path: Optional[str] = None
@@ -482,36 +483,15 @@ class BenchRecord(BaseModel):
     min_cosine: Optional[float] = Field(None, description="the bundle's build-time agreement threshold")
     uploaded: Optional[bool] = None
     result: RunResult
+    manifest: Optional[Manifest] = Field(None, exclude=True, description="in-process only: the bundle's manifest")
 
     @property
     def key(self) -> str:
         return f"{self.bundle} @ {self.device_spec}"
 
-
-@dataclass
-class BenchResult:
-    """A runner result plus the facts of the bundle and device it came from."""
-
-    bundle: Path
-    bundle_name: str
-    device: str
-    manifest: Manifest
-    result: RunResult
-    bundle_bytes: int
-    uploaded: Optional[bool] = None
-
     def record(self) -> BenchRecord:
-        return BenchRecord(
-            bundle=self.bundle_name,
-            bundle_path=str(self.bundle),
-            bundle_bytes=self.bundle_bytes,
-            device_spec=self.device,
-            format=self.manifest.format,
-            quantization=self.manifest.quantization.mode,
-            min_cosine=self.manifest.validation.thresholds.get("min_cosine"),
-            uploaded=self.uploaded,
-            result=self.result,
-        )
+        """The record itself (``bench(...).record()``, from when bench returned a separate result type)."""
+        return self
 
 
 # --------------------------------------------------------------------------- reports and the CI gate

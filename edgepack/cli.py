@@ -529,9 +529,21 @@ _signalled: list[int] = []
 def _on_signal(signum: int, frame: Any) -> None:
     """SIGINT/SIGTERM/SIGHUP all become KeyboardInterrupt, so every cleanup path runs (temp bundle and temp
     dirs of a build, the runner on the device); the exit status is then 128 + the signal number."""
-    if not _signalled:
-        _signalled.append(signum)
+    if _signalled:  # the cleanup of the first one is running: let it finish
+        return
+    _signalled.append(signum)
     raise KeyboardInterrupt
+
+
+def _ignore_signals() -> None:
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            try:
+                signal.signal(sig, signal.SIG_IGN)
+            except ValueError:
+                return
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -554,6 +566,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise SystemExit(128 + _signalled[0])
     except (SystemExit, EdgepackError) as e:
         if _signalled:  # whatever the interrupted command raised on its way out
+            _ignore_signals()  # nothing may interrupt the exit itself (a late KeyboardInterrupt exits as SIGINT)
             print(
                 f"edgepack: error: stopped by signal {_signalled[0]} ({signal.Signals(_signalled[0]).name}); "
                 "temporary files and the device's runner were cleaned up",

@@ -405,25 +405,7 @@ def test_bench_through_proxyjump_in_ssh_config(tiny_bundle, net, tmp_path):
     )
     remote_dir = tmp_path / "cache"
     before = j.log().count(f"127.0.0.2 port {t.port}")
-    proc = cli(
-        "bench",
-        str(tiny_bundle),
-        "--device",
-        "board",
-        "--ssh-config",
-        str(cfg),
-        "--runs",
-        "3",
-        "--min-seconds",
-        "0",
-        "--remote-python",
-        sys.executable,
-        "--remote-dir",
-        str(remote_dir),
-        "--json",
-        "-",
-        env={"HOME": str(tmp_path / "empty-home")},
-    )
+    proc = _bench(tiny_bundle, "board", tmp_path / "empty-home", remote_dir, "--ssh-config", str(cfg))
     _ok(proc)
     assert j.log().count(f"127.0.0.2 port {t.port}") > before
     # --jump none ignores the config's ProxyJump: 127.0.0.2 is reached directly here (loopback)
@@ -495,25 +477,7 @@ def test_bench_through_a_proxycommand(tiny_bundle, net, tmp_path):
         f"-o UserKnownHostsFile={known} -i {net['key']} -p {j.port} -W %h:%p {j.user}@127.0.0.1\n"
     )
     before = j.log().count(f"127.0.0.2 port {t.port}")
-    proc = cli(
-        "bench",
-        str(tiny_bundle),
-        "--device",
-        "board",
-        "--ssh-config",
-        str(cfg),
-        "--runs",
-        "3",
-        "--min-seconds",
-        "0",
-        "--remote-python",
-        sys.executable,
-        "--remote-dir",
-        str(tmp_path / "cache"),
-        "--json",
-        "-",
-        env={"HOME": str(tmp_path / "empty-home")},
-    )
+    proc = _bench(tiny_bundle, "board", tmp_path / "empty-home", tmp_path / "cache", "--ssh-config", str(cfg))
     _ok(proc)
     assert j.log().count(f"127.0.0.2 port {t.port}") > before
 

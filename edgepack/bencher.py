@@ -124,11 +124,15 @@ def bench(
     ``options.timeout``: seconds the runner may take (default :func:`default_timeout`; 0 = no limit). On a
     timeout, an interrupt or a lost connection the runner stops and cleans up on the device (it watches its
     stdin)."""
+    from edgepack import sustained as sustained_mod
+
     options = options or BenchOptions()
     check_settings(options)
+    options = sustained_mod.check_settings(options)  # --sustained in seconds from here on
     timeout = options.timeout
     if timeout is None:
         timeout = default_timeout(options.min_seconds, options.repeat, options.cooldown)
+        timeout += 2.0 * float(options.sustained)
     manifest = _checked(bundle)
     runtime = registry.runtime(manifest.format)
     extra = runtime.runner_args(manifest, options.flags)
@@ -170,13 +174,17 @@ def bench(
         what = f"run {runtime.name} on {dev.name} (≥{options.runs} runs, ≥{options.min_seconds:g}s" + (
             f", ×{options.repeat} windows)" if options.repeat > 1 else ")"
         )
-        with step(what):
-            res = dev.run(argv)
+        if options.sustained:
+            what = f"run {runtime.name} on {dev.name} (sustained {float(options.sustained):g}s)"
+        if options.cpus:
+            what = what[:-1] + f", cores {options.cpus})"
+        with step(what) as update:
+            res = dev.run(argv, on_stderr_line=sustained_mod.Relay(update, what) if options.sustained else None)
         if options.install_runtime and res.code == runner_common.EXIT_RUNTIME_MISSING:
             with step(f"install {' '.join(runtime.device_packages)} into a venv on {dev.name}"):
                 dev.install_runtime(runtime.device_packages)
-            with step(what):
-                res = dev.run(argv)
+            with step(what) as update:
+                res = dev.run(argv, on_stderr_line=sustained_mod.Relay(update, what) if options.sustained else None)
     finally:
         dev.close()
     result = _parse(res, dev.name)
@@ -196,12 +204,15 @@ def bench(
         min_cosine=manifest.validation.thresholds.get("min_cosine"),
         uploaded=uploaded,
         result=result,
+        npu_placement=manifest.npu.placement if manifest.npu else None,
         manifest=manifest,
     )
 
 
 def _parse(res: Execution, device: str) -> RunResult:
-    lines = res.stderr.strip().splitlines()
+    from edgepack.sustained import without_progress
+
+    lines = without_progress(res.stderr).strip().splitlines()
     tail = "\n".join(lines[-5:])
     runner_line = next((ln for ln in reversed(lines) if ln.startswith("edgepack-runner: error:")), None)
     if res.code != 0:

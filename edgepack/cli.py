@@ -348,16 +348,33 @@ def bench(
         "and cleaned up after (default 600 + 2 × repeat × "
         "(min-seconds + cooldown); 0 = no limit)",
     ),
+    sustained: Optional[str] = typer.Option(
+        None,
+        "--sustained",
+        help="e.g. 2m: run back-to-back timing windows that long, read clocks, temperature and throttling "
+        "flags after each, and report cold vs sustained p50 with a verdict (stable/throttled/drifting)",
+    ),
+    sustained_window: float = typer.Option(
+        0.0, "--sustained-window", help="seconds per sustained window (default: about 1/24 of --sustained)"
+    ),
+    drift_tolerance: str = typer.Option(
+        "5%", "--drift-tolerance", help="sustained p50 within this of the cold p50 is stable (default 5%)"
+    ),
+    cpus: Optional[str] = typer.Option(
+        None, "--cpus", help="pin the runner to cores: 4-7, 0,2, big, little (resolved on the device) or all"
+    ),
     **extra: Any,
 ) -> None:
     """Run bundle(s) on the device: verify, time, check agreement and accuracy; print a report."""
     from edgepack import report
     from edgepack.bencher import bench as run_bench
+    from edgepack.gate import parse_fraction
     from edgepack.outputs import check_outputs
     from edgepack.types import BenchOptions
 
     check_outputs({"--json": json_out, "--markdown": md_out}, bundle)  # before the bench, not after it
     ssh = _ssh_options(extra)  # what is left in extra: the runtime flags
+    tolerance = parse_fraction(drift_tolerance, "--drift-tolerance")
     options = BenchOptions(
         runs=runs,
         warmup=warmup,
@@ -369,6 +386,10 @@ def bench(
         install_runtime=install_runtime,
         timeout=timeout,
         flags=extra,
+        sustained=sustained or 0.0,
+        sustained_window=sustained_window,
+        drift_tolerance=0.05 if tolerance is None else tolerance,
+        cpus=cpus,
     )
     records = [run_bench(b, device, options, ssh) for b in bundle]
     rep = report.make_report(records)
@@ -377,7 +398,9 @@ def bench(
         console.print(report.table(rep))
         console.print(report.checks_table(rep))
         from edgepack.placement_view import print_result
+        from edgepack.sustained import print_tables
 
+        print_tables(records, console)
         for r in records:
             print_result(r, console, top, title=r.bundle)
     if json_out:
@@ -431,6 +454,14 @@ def report(
         False, "--strict-device", help="fail (not flag) latency measured on another device than its baseline"
     ),
     top: int = typer.Option(10, "--top", help="rows of the per-op timing tables"),
+    max_cpu_fallback_ops: Optional[int] = typer.Option(
+        None, "--max-cpu-fallback-ops", help="placement gate: fail when an accelerator leaves more ops on the CPU"
+    ),
+    min_accelerated_share: Optional[str] = typer.Option(
+        None,
+        "--min-accelerated-share",
+        help="placement gate: e.g. 0.9 or 90%: fail when less of the graph is accelerated",
+    ),
 ) -> None:
     """Merge bench results into one report (md/json/junit/html) and gate them; exit 1 when a check fails."""
     from edgepack import report as rp
@@ -445,6 +476,7 @@ def report(
         ("--min-accuracy", min_accuracy),
     ):
         check_number(value, option, high=100.0 if option == "--min-accuracy" else None)
+    check_number(max_cpu_fallback_ops, "--max-cpu-fallback-ops")
     if fmt not in rp.FORMATS:
         raise EdgepackError(
             f"unknown report format {fmt!r}", f"use --format with one of {', '.join(rp.FORMATS)}", exit_code=2
@@ -459,6 +491,8 @@ def report(
         min_accuracy=min_accuracy,
         confidence=confidence,
         strict_device=strict_device,
+        max_cpu_fallback_ops=max_cpu_fallback_ops,
+        min_accelerated_share=parse_fraction(min_accelerated_share, "--min-accelerated-share"),
     )
     # unset keeps the documented default; "off" switches the check off
     if max_latency_regression is not None:
@@ -477,7 +511,9 @@ def report(
         console.print(rp.table(rep))
         console.print(rp.checks_table(rep))
         from edgepack.placement_view import print_result
+        from edgepack.sustained import print_tables
 
+        print_tables(rep.records, console)
         for r in rep.records:
             print_result(r, console, top, title=r.key)
     else:

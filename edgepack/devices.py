@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from edgepack.errors import DeviceError, UsageError
 
@@ -106,6 +106,19 @@ class Execution:
     code: int
     stdout: str
     stderr: str
+
+
+LineCallback = Callable[[str], None]
+
+
+def _relay(callback: Optional[LineCallback], raw: bytes) -> None:
+    """Hand one stderr line to ``callback``; a failing callback never stops the reading."""
+    if callback is None:
+        return
+    try:
+        callback(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    except Exception:  # progress display only
+        pass
 
 
 def runner_dir() -> Path:
@@ -204,18 +217,32 @@ class LocalDevice:
     def workdir(self) -> Optional[str]:
         return None
 
-    def run(self, argv: list[str]) -> Execution:
+    def run(self, argv: list[str], on_stderr_line: Optional[LineCallback] = None) -> Execution:
         """Run the runner with stdin a pipe we hold open (a runner given --watch-stdin stops when it closes);
-        on a timeout or an interrupt, SIGTERM it (it cleans up), then SIGKILL it."""
+        on a timeout or an interrupt, SIGTERM it (it cleans up), then SIGKILL it. ``on_stderr_line`` sees each
+        stderr line as it arrives (progress)."""
         import threading
 
         proc = subprocess.Popen(
             [self.python, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         chunks: dict[str, bytes] = {}
+
+        def read_err(f: Any) -> None:
+            got = []
+            for raw in iter(f.readline, b""):
+                got.append(raw)
+                _relay(on_stderr_line, raw)
+            chunks["err"] = b"".join(got)
+
         readers = [
-            threading.Thread(target=lambda k=k, f=f: chunks.__setitem__(k, f.read()), daemon=True)
-            for k, f in (("out", proc.stdout), ("err", proc.stderr))
+            threading.Thread(target=lambda f=proc.stdout: chunks.__setitem__("out", f.read()), daemon=True),
+            threading.Thread(
+                target=(lambda f=proc.stderr: read_err(f))
+                if on_stderr_line
+                else (lambda f=proc.stderr: chunks.__setitem__("err", f.read())),
+                daemon=True,
+            ),
         ]
         for t in readers:
             t.start()
@@ -373,9 +400,18 @@ class SSHDevice:
             )
         return self._transfer
 
-    def exec(self, command: str, timeout: Optional[float] = None, keep_stdin: bool = False) -> Execution:
+    def exec(
+        self,
+        command: str,
+        timeout: Optional[float] = None,
+        keep_stdin: bool = False,
+        on_stderr_line: Optional[LineCallback] = None,
+    ) -> Execution:
         """Run ``command``; ``keep_stdin`` holds the remote stdin open until the command ends (a runner with
-        --watch-stdin stops when it closes). The channel is closed on every way out, interrupts included."""
+        --watch-stdin stops when it closes); ``on_stderr_line`` sees each stderr line as it arrives. The channel
+        is closed on every way out, interrupts included."""
+        import threading
+
         import paramiko
 
         channel = None
@@ -384,8 +420,32 @@ class SSHDevice:
             channel = stdout.channel
             if not keep_stdin:
                 stdin.close()
-            out = stdout.read().decode("utf-8", "replace")
-            err = stderr.read().decode("utf-8", "replace")
+            if on_stderr_line is None:
+                out = stdout.read().decode("utf-8", "replace")
+                err = stderr.read().decode("utf-8", "replace")
+            else:  # stderr line by line beside stdout (paramiko buffers the two streams apart)
+                lines: list[bytes] = []
+                failed: list[BaseException] = []
+
+                def read_err() -> None:
+                    try:
+                        while True:
+                            raw = stderr.readline()  # str (paramiko's text mode) or bytes
+                            if not raw:
+                                break
+                            data = raw.encode("utf-8") if isinstance(raw, str) else raw
+                            lines.append(data)
+                            _relay(on_stderr_line, data)
+                    except BaseException as e:  # handed to the main thread
+                        failed.append(e)
+
+                reader = threading.Thread(target=read_err, name="edgepack-stderr", daemon=True)
+                reader.start()
+                out = stdout.read().decode("utf-8", "replace")
+                reader.join(timeout if timeout else None)
+                if failed:
+                    raise failed[0]
+                err = b"".join(lines).decode("utf-8", "replace")
             code = stdout.channel.recv_exit_status()
         except socket.timeout:
             raise DeviceError(
@@ -491,11 +551,16 @@ class SSHDevice:
         self._sh(f"mkdir -p {shlex.quote(work)}")
         return work
 
-    def run(self, argv: list[str]) -> Execution:
+    def run(self, argv: list[str], on_stderr_line: Optional[LineCallback] = None) -> Execution:
         # Run under sh without exec so a runner killed by a signal comes back as exit status 128+N
         # (paramiko drops SSH "exit-signal" messages, which would look like a lost connection).
         inner = " ".join(shlex.quote(a) for a in [self.python, *argv]) + "; exit $?"
-        return self.exec(f"sh -c {shlex.quote(inner)}", timeout=self.options.run_timeout or None, keep_stdin=True)
+        return self.exec(
+            f"sh -c {shlex.quote(inner)}",
+            timeout=self.options.run_timeout or None,
+            keep_stdin=True,
+            on_stderr_line=on_stderr_line,
+        )
 
     def venv_python(self) -> Optional[str]:
         """The Python of the runtime venv edgepack made on this device earlier, if there is one."""
@@ -600,7 +665,7 @@ class Device(Protocol):
     def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]: ...
     def put_runners(self) -> str: ...
     def workdir(self) -> Optional[str]: ...
-    def run(self, argv: list[str]) -> Execution: ...
+    def run(self, argv: list[str], on_stderr_line: Optional[LineCallback] = None) -> Execution: ...
     def venv_python(self) -> Optional[str]: ...
     def install_runtime(self, packages: tuple[str, ...]) -> str: ...
     def close(self) -> None: ...

@@ -153,8 +153,9 @@ def markdown(rep: Report, top: int = 10) -> str:
     lines += _md_table(DEVICE_COLUMNS, device_rows(rep))
     lines += [""] + [f"_{n}_" for n in notes(rep)]
     from edgepack.placement_view import results_markdown
+    from edgepack.sustained import markdown as sustained_markdown
 
-    return "\n".join(lines) + "\n" + results_markdown(rep.records, top)
+    return "\n".join(lines) + "\n" + sustained_markdown(rep.records) + results_markdown(rep.records, top)
 
 
 def to_json(rep: Report) -> str:

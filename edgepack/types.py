@@ -272,6 +272,14 @@ class LatencyStats(BaseModel):
         return out
 
 
+class CoreInfo(BaseModel):
+    """One CPU core the runner could use."""
+
+    cpu: int
+    max_freq_mhz: Optional[int] = Field(None, description="cpufreq cpuinfo_max_freq")
+    capacity: Optional[int] = Field(None, description="the scheduler's cpu_capacity (1024 = the biggest core)")
+
+
 class CpuInfo(BaseModel):
     model: Optional[str] = None
     emulated: bool = False
@@ -281,6 +289,62 @@ class CpuInfo(BaseModel):
     temperature_c: Optional[float] = Field(None, description="hottest thermal zone before timing")
     temperature_end_c: Optional[float] = None
     temperature_max_c: Optional[float] = None
+    pinned: Optional[str] = Field(None, description="bench --cpus as given (4-7, big, ...); null = not pinned")
+    affinity: Optional[list[int]] = Field(None, description="the cores the runner's threads were allowed on")
+    cores: Optional[list[CoreInfo]] = Field(None, description="those cores' max frequency and capacity")
+    sysfs_root: Optional[str] = Field(
+        None, description="TEST-ONLY: the fake /sys tree (EDGEPACK_SYSFS_ROOT) this result's sensors were read from"
+    )
+
+
+class SustainedWindow(BaseModel):
+    """One window of a sustained run: latency over every run in it, then the sensors read right after it."""
+
+    index: int
+    t_s: float = Field(description="seconds since the sustained run started, at the window's end")
+    seconds: float
+    runs: int
+    p50: float
+    p90: float
+    mean: float
+    min: float
+    max: float
+    sample_ms: float = Field(description="time taken to read the sensors after this window")
+    freq_mhz: Optional[dict[str, int]] = Field(None, description="core -> scaling_cur_freq, MHz (cores in use)")
+    temperatures: dict[str, float] = Field(default_factory=dict, description="thermal zone type -> C")
+    temperature_c: Optional[float] = Field(None, description="the hottest zone")
+    throttled: Optional[int] = Field(None, description="Raspberry Pi get_throttled bits; null = not exposed")
+
+
+class Sustained(BaseModel):
+    """``bench --sustained``: back-to-back windows, cold vs sustained p50, and whether the device throttled."""
+
+    duration_s: float
+    window_s: float
+    elapsed_s: float
+    runs: int
+    sampling_ms: float = Field(description="median time to read the sensors after a window (outside the timing)")
+    throttled_before: Optional[int] = Field(None, description="get_throttled bits before the first window")
+    temperature_before_c: Optional[float] = None
+    sources: dict[str, Optional[str]] = Field(description="where frequency, temperature and throttling were read")
+    trip_points_c: dict[str, float] = Field(default_factory=dict, description="zone -> passive trip point, C")
+    cores: list[int] = Field(description="the cores whose clocks were read")
+    windows: list[SustainedWindow]
+    cold_p50: float = Field(description="p50 of the first window")
+    sustained_p50: float = Field(description="median of the window p50s over the last third of the run")
+    ratio: float = Field(description="sustained_p50 / cold_p50")
+    tolerance: float = Field(description="|ratio - 1| up to this is stable")
+    verdict: Literal["stable", "throttled", "drifting"]
+    evidence: list[str]
+
+    def flags(self) -> list[str]:
+        """The names of every get_throttled bit seen during the run."""
+        from edgepack.device_runners.runner_common.sustained import flag_names
+
+        bits = 0
+        for w in self.windows:
+            bits |= w.throttled or 0
+        return [str(n) for n in flag_names(bits)]
 
 
 class DeviceInfo(BaseModel):
@@ -321,6 +385,7 @@ class RunResult(BaseModel):
     accuracy: Optional[Accuracy]
     placement: Optional[Placement] = None
     op_timing: Optional[OpTiming] = None
+    sustained: Optional[Sustained] = Field(None, description="bench --sustained: windows, ratio, verdict")
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -427,6 +492,10 @@ class BenchOptions:
     install_runtime: bool = False
     timeout: Optional[float] = None  # seconds the runner may take; None = sized from the settings, 0 = no limit
     flags: dict[str, Any] = field(default_factory=dict)
+    sustained: Union[float, str] = 0.0  # seconds, or "2m"/"30s" (bench --sustained); 0 = off
+    sustained_window: float = 0.0  # seconds per sustained window; 0 = about 1/24 of the duration
+    drift_tolerance: float = 0.05  # sustained p50 within this fraction of the cold p50 is "stable"
+    cpus: Optional[str] = None  # pin the runner: "4-7", "0,2", "big", "little", "all"
 
     def runner_argv(self) -> list[str]:
         return [
@@ -444,6 +513,13 @@ class BenchOptions:
             str(self.repeat),
             "--cooldown",
             str(self.cooldown),
+            *(
+                ["--sustained", str(self.sustained), "--window", str(self.sustained_window)]
+                + ["--drift-tolerance", str(self.drift_tolerance)]
+                if self.sustained
+                else []
+            ),
+            *(["--cpus", self.cpus] if self.cpus else []),
         ]
 
 
@@ -483,6 +559,9 @@ class BenchRecord(BaseModel):
     min_cosine: Optional[float] = Field(None, description="the bundle's build-time agreement threshold")
     uploaded: Optional[bool] = None
     result: RunResult
+    npu_placement: Optional[Placement] = Field(
+        None, description="the bundle's NPU compile placement (manifest npu.placement, vela), for the placement gate"
+    )
     manifest: Optional[Manifest] = Field(None, exclude=True, description="in-process only: the bundle's manifest")
 
     @property

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import time
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -50,15 +50,16 @@ def set_quiet(value: bool) -> None:
 
 
 @contextlib.contextmanager
-def step(description: str) -> Iterator[None]:
-    """Show a spinner while the step runs and a ✓ line with its duration after."""
+def step(description: str) -> Iterator[Callable[[str], None]]:
+    """Show a spinner while the step runs and a ✓ line with its duration after. Yields ``update(text)``, which
+    replaces the spinner's text (plain text, escaped here) while the step runs."""
     if _quiet:
-        yield
+        yield lambda text: None
         return
     description = safe(description)  # descriptions hold file and device names, never markup
     t0 = time.perf_counter()
-    with console.status(description, spinner="dots"):
-        yield
+    with console.status(description, spinner="dots") as status:
+        yield lambda text: status.update(safe(text))
     console.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - t0:.1f}s)[/dim]")
 
 

@@ -13,6 +13,8 @@ from types import FrameType
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from . import bundle as bundle_mod
+from . import cpus as cpus_mod
+from . import sustained as sustained_mod
 from .backend import Backend
 from .bundle import Bundle, load_npz, split_npz
 from .errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, RunnerError
@@ -51,6 +53,35 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         "--cooldown", type=float, default=1.0, help="idle seconds before each timing window after the first (default 1)"
     )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = runtime default")
+    p.add_argument(
+        "--sustained",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="sustained mode: back-to-back timing windows for this long, with clocks, temperatures and "
+        "throttling flags read after each window, and a verdict (stable/throttled/drifting); 0 = off",
+    )
+    p.add_argument(
+        "--window",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="sustained mode: seconds per window (0 = about 1/24 of --sustained, between 0.25 and 10)",
+    )
+    p.add_argument(
+        "--drift-tolerance",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
+        help="sustained mode: sustained p50 within this fraction of the cold p50 is stable (default 0.05)",
+    )
+    p.add_argument(
+        "--cpus",
+        default=None,
+        metavar="LIST|big|little|all",
+        help="pin the runner (and the runtime's threads) to these cores, e.g. 4-7 or big; --threads 0 then "
+        "means one thread per core",
+    )
     p.add_argument("--workdir", default=None, help="where to extract the bundle (default: system temp)")
     p.add_argument("--no-golden", action="store_true", help="skip the golden agreement check")
     p.add_argument("--no-eval", action="store_true", help="skip the accuracy run")
@@ -201,6 +232,11 @@ def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
         in_specs = manifest["inputs"]
         out_specs = manifest["outputs"]
 
+        pinned = None
+        if args.cpus:  # before the model loads: the runtime's threads inherit the affinity
+            pinned = cpus_mod.pin(args.cpus)
+            if not args.threads:
+                args.threads = len(pinned)
         member = backend.model_member(manifest, args)  # e.g. the NPU model of an Ethos-U bundle
         model_path = bundle.member(member)
         t0 = time.perf_counter()
@@ -228,21 +264,38 @@ def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
 
         device = device_info(backend.runtime, backend.version())
         temps = [device["cpu"]["temperature_c"]]
-        samples, sizes, elapsed = timing_windows(
-            lambda: predict(timing_feeds),
-            args.warmup,
-            args.runs,
-            args.min_seconds,
-            args.max_runs,
-            args.repeat,
-            args.cooldown,
-            between=lambda: temps.append(cpu_temperature()),
-        )
-        temps.append(cpu_temperature())
+        sustained = None
+        if args.sustained:
+            sustained, samples, sizes, elapsed = sustained_mod.measure(
+                lambda: predict(timing_feeds),
+                args.sustained,
+                args.window,
+                args.warmup,
+                args.max_runs,
+                args.drift_tolerance,
+                pinned or cpus_mod.affinity() or cpus_mod.present_cpus(),
+                progress=_progress,
+            )
+            temps += [w["temperature_c"] for w in sustained["windows"]]
+            runs = sustained["runs"]
+        else:
+            samples, sizes, elapsed = timing_windows(
+                lambda: predict(timing_feeds),
+                args.warmup,
+                args.runs,
+                args.min_seconds,
+                args.max_runs,
+                args.repeat,
+                args.cooldown,
+                between=lambda: temps.append(cpu_temperature()),
+            )
+            temps.append(cpu_temperature())
+            runs = len(samples)
         device["cpu"]["temperature_end_c"] = temps[-1]
         known = [t for t in temps if t is not None]
         device["cpu"]["temperature_max_c"] = max(known) if known else None
-        latency = summarize(samples, sizes if args.repeat > 1 else None)
+        device["cpu"].update(cpus_mod.facts(args.cpus))
+        latency = summarize(samples, sizes if (args.repeat > 1 or sustained) else None)
 
         validation = None
         if golden and golden[0] and not args.no_golden:
@@ -285,20 +338,37 @@ def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
                 "cooldown": args.cooldown if args.repeat > 1 else None,
                 "threads": args.threads or None,
                 "max_runs": args.max_runs,
+                **({"sustained": args.sustained, "window": sustained["window_s"]} if sustained else {}),
+                **({"cpus": args.cpus} if args.cpus else {}),
             },
             runtime_details=backend.details(),
             load_ms=load_ms,
             first_inference_ms=first_ms,
             latency_ms=latency,
             timed_seconds=elapsed,
-            throughput_ips=len(samples) * batch_size(in_specs[0]) / elapsed if elapsed > 0 else None,
+            throughput_ips=runs * batch_size(in_specs[0]) / elapsed if elapsed > 0 else None,
             peak_rss_mb=peak_rss_mb(),
             process_threads=process_threads(),
             validation=validation,
             accuracy=accuracy,
             placement=extra.get("placement"),
             op_timing=extra.get("op_timing"),
+            sustained=sustained,
         )
+
+
+PROGRESS_PREFIX = "edgepack-runner: progress "
+
+
+def _progress(state: dict[str, Any]) -> None:
+    """One progress line on stderr (edgepack relays it: elapsed/total, the window's p50, temperature, clock)."""
+    import json
+
+    try:
+        sys.stderr.write(PROGRESS_PREFIX + json.dumps(state, allow_nan=False, sort_keys=True) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def main(backend: Backend, argv: Optional[Sequence[str]] = None) -> int:
@@ -317,6 +387,17 @@ def main(backend: Backend, argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--min-seconds, --cooldown and --timeout must be finite and >= 0")
     if args.runs > args.max_runs:
         parser.error("--runs %d exceeds --max-runs %d" % (args.runs, args.max_runs))
+    if args.sustained:
+        if not all(math.isfinite(x) and x >= 0 for x in (args.sustained, args.window, args.drift_tolerance)):
+            parser.error("--sustained, --window and --drift-tolerance must be finite and >= 0")
+        if args.repeat > 1:
+            parser.error("--sustained makes its own windows: drop --repeat")
+        n, _ = sustained_mod.window_seconds(args.sustained, args.window)
+        if n < sustained_mod.MIN_WINDOWS:
+            parser.error(
+                "--sustained %gs gives %d window(s); at least %d are needed (a longer --sustained or a shorter "
+                "--window)" % (args.sustained, n, sustained_mod.MIN_WINDOWS)
+            )
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, _on_signal)

@@ -130,6 +130,22 @@ def advice(facts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _clusters(clusters: Optional[list[dict[str, Any]]]) -> str:
+    """``0-3 @ 1800 MHz (little), 4-7 @ 2400 MHz (big)``: the core clusters, for bench --cpus."""
+    if not clusters:
+        return "?"
+    parts = []
+    for i, c in enumerate(clusters):
+        facts = [f"{c['max_freq_mhz']} MHz" if c.get("max_freq_mhz") else None]
+        facts.append(f"capacity {c['capacity']}" if c.get("capacity") else None)
+        text = f"{c['cpus']} @ {', '.join(f for f in facts if f)}" if any(facts) else f"{c['cpus']} (no max frequency)"
+        if len(clusters) > 1:
+            text += " (little)" if i == 0 else " (big)" if i == len(clusters) - 1 else ""
+        parts.append(text)
+    suffix = "  [bench --cpus big|little|LIST]" if len(clusters) > 1 else "  [one cluster; bench --cpus LIST pins]"
+    return "; ".join(parts) + suffix
+
+
 def render(device: str, facts: dict[str, Any], adv: dict[str, dict[str, Any]]) -> str:
     cpu = facts["cpu"]
     lines = [
@@ -140,6 +156,7 @@ def render(device: str, facts: dict[str, Any], adv: dict[str, dict[str, Any]]) -
         f"cpu       {cpu.get('model') or '?'}, {facts['cpu_count']} cores, governor {cpu.get('governor') or '?'}, "
         f"max {cpu.get('max_freq_mhz') or '?'} MHz"
         + ("  [EMULATED: latency is not the real board's]" if cpu.get("emulated") else ""),
+        f"cores     {_clusters(facts.get('core_clusters'))}",
         f"memory    {facts['mem_available_mb'] or '?'} MB available; disk {facts['disk_free_mb']} MB free in ~",
         "packages  " + (", ".join(f"{k} {v}" for k, v in facts["packages"].items() if v) or "(none)"),
         "npu       " + (", ".join(facts["npu_device_nodes"]) or "no NPU device nodes found"),

@@ -281,3 +281,59 @@ def test_big_and_little_resolve_from_per_core_max_frequency(tiny_bundle, fake_sy
     facts = doctor.probe("local")
     assert [(c["cpus"], c["max_freq_mhz"]) for c in facts["core_clusters"]] == [("0", 1000), ("1", 1800)]
     assert "cores     0 @ 1000 MHz" in doctor.render("local", facts, doctor.advice(facts))
+
+
+# --------------------------------------------------------------------------- over SSH (a real sshd on loopback)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    from sshd import Sshd, why_unavailable
+
+    reason = why_unavailable()
+    if reason:
+        if os.environ.get("EDGEPACK_REQUIRE_SSHD"):
+            raise RuntimeError(f"EDGEPACK_REQUIRE_SSHD is set but: {reason}")
+        pytest.skip(reason)
+    server = Sshd(tmp_path_factory.mktemp("sshd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.ssh
+@pytest.mark.slow
+def test_sustained_and_pinned_over_ssh_relays_progress(tiny_bundle, sshd, tmp_path):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line())
+    out = tmp_path / "r.json"
+    proc = cli(
+        "bench",
+        str(tiny_bundle),
+        "--device",
+        f"{sshd.user}@127.0.0.1:{sshd.port}",
+        "--identity",
+        str(sshd.user_key),
+        "--remote-python",
+        sys.executable,
+        "--remote-dir",
+        str(tmp_path / "device-cache"),
+        "--sustained",
+        "1.5s",
+        "--sustained-window",
+        "0.25",
+        "--cpus",
+        "1",
+        "--json",
+        str(out),
+        env={"HOME": str(home)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    # the runner's per-window lines reach this terminal while it runs (without a tty: plain lines)
+    assert "window 6/6, p50" in proc.stderr and "1.5/1.5 s" in proc.stderr
+    assert "edgepack-runner: progress" not in proc.stderr, "progress is shown, not dumped raw"
+    r = RunResult.model_validate(json.loads(out.read_text())["results"][0]["result"])
+    assert r.sustained is not None and len(r.sustained.windows) == 6 and r.sustained.cores == [1]
+    assert r.device.cpu.affinity == [1] and r.device.cpu.pinned == "1"
+    assert "sustained runs" in proc.stdout and r.sustained.verdict in proc.stdout
+    assert list((tmp_path / "device-cache" / "work").iterdir()) == [], "nothing left on the device"

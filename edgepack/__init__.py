@@ -94,9 +94,10 @@ def bench(bundle: PathLike, device: str = "local", **kwargs: Any) -> BenchRecord
     RunResult, ``.manifest``, ``.device_spec``, ``.uploaded``).
 
     kwargs: the fields of :class:`edgepack.types.BenchOptions` (runs, warmup, min_seconds, max_runs, threads,
-    repeat, cooldown, install_runtime), the runtime flags by name (ep, profile, delegate, delegate_option,
-    no_xnnpack, npu_model, compute_units: see ``edgepack.registry.bench_flags()``), and the SSH options of
-    :class:`edgepack.devices.SSHOptions` (accept_new_host_key, identity, known_hosts, ...).
+    repeat, cooldown, install_runtime, sustained ("2m" or seconds), sustained_window, drift_tolerance, cpus), the
+    runtime flags by name (ep, profile, delegate, delegate_option, no_xnnpack, npu_model, compute_units: see
+    ``edgepack.registry.bench_flags()``), and the SSH options of :class:`edgepack.devices.SSHOptions`
+    (accept_new_host_key, identity, known_hosts, ...).
     """
     from edgepack.bencher import bench as _bench
     from edgepack.bencher import split_kwargs

@@ -63,27 +63,37 @@ def build(
     """
     from edgepack.builder import build as _build
     from edgepack.data import parse_input_spec
-    from edgepack.types import BuildOptions
+    from edgepack.errors import UsageError
+    from edgepack.types import BuildOptions, CheckOptions, ConvertOptions, DataOptions, NpuOptions
 
+    if not npu and (npu_config or npu_system_config or npu_memory_mode or npu_strict):
+        raise UsageError(
+            "--npu-config/--npu-system-config/--npu-memory-mode/--npu-strict need --npu",
+            "add --npu ethos-u55-128 (or your board's accelerator config)",
+        )
     options = BuildOptions(
-        target=to,
-        quantize=quantize,
-        calibration=Path(calibration) if calibration else None,
-        eval=Path(eval) if eval else None,
-        inputs=[parse_input_spec(s) for s in inputs],
+        convert=ConvertOptions(
+            target=to,
+            quantize=quantize,
+            route=route,
+            io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
+            layout=layout.lower() if layout else None,
+            opset=opset,
+            coreml_target=coreml_target,
+        ),
+        inputs=tuple(parse_input_spec(s) for s in inputs),
+        data=DataOptions(calibration=Path(calibration) if calibration else None, eval=Path(eval) if eval else None),
+        check=CheckOptions(min_cosine=min_cosine, allow_mismatch=allow_mismatch),
+        npu=NpuOptions(
+            accelerator=npu,
+            config=str(npu_config) if npu_config else None,
+            system_config=npu_system_config,
+            memory_mode=npu_memory_mode,
+            strict=npu_strict,
+        )
+        if npu
+        else None,
         output=Path(output) if output else None,
-        min_cosine=min_cosine,
-        allow_mismatch=allow_mismatch,
-        opset=opset,
-        io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
-        layout=layout.lower() if layout else None,
-        npu=npu,
-        npu_system_config=npu_system_config,
-        npu_memory_mode=npu_memory_mode,
-        npu_config=str(npu_config) if npu_config else None,
-        npu_strict=npu_strict,
-        coreml_target=coreml_target,
-        route=route,
         verbose=verbose,
     )
     return _build(str(source), options)

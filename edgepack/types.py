@@ -357,58 +357,91 @@ class ModelSource:
     predict: Optional[Predict] = None
 
 
-@dataclass
-class BuildOptions:
+@dataclass(frozen=True)
+class DataOptions:
+    """Stage ``load_data``: the data sets, and how the validation inputs are drawn without calibration data."""
+
+    calibration: Optional[Path] = None  # DATA.npz, one array per input (int8 ranges; validation inputs)
+    eval: Optional[Path] = None  # DATA.npz with inputs and "labels" (accuracy, on the device)
+    validation_samples: int = 16
+    seed: int = 0  # random validation inputs when there is no calibration data
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Stage ``convert``: what the routes read. ``target``/``quantize``/``route`` choose the routes; the rest are the
+    route options, each declared once as a ``registry.Option`` of the same name by the routes that read it."""
+
     target: str = "onnx"
     quantize: str = "none"
+    route: Optional[str] = None  # --route NAME: this route only, no fallback
     io_dtype: str = "float32"
     layout: Optional[str] = None
-    calibration: Optional[Path] = None
-    eval: Optional[Path] = None
-    inputs: list[TensorSpec] = field(default_factory=list)
-    output: Optional[Path] = None
-    min_cosine: Optional[float] = None
-    allow_mismatch: bool = False
     opset: int = 18
     coreml_target: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """Stage ``validate`` (and a route's own check of an intermediate model, e.g. onnx2tf's SavedModel)."""
+
+    min_cosine: Optional[float] = None  # None: the precision's threshold (registry.PRECISIONS)
+    allow_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class NpuOptions:
+    """Stage ``compile``: vela for an Arm Ethos-U NPU, after validation."""
+
+    accelerator: str  # vela --accelerator-config, e.g. ethos-u55-128
+    config: Optional[str] = None  # a vela .ini file, or a built-in one such as Arm/vela.ini
+    system_config: Optional[str] = None
+    memory_mode: Optional[str] = None
+    strict: bool = False  # any CPU fallback is an error
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The options of one build, grouped by the stage that reads them: load (``inputs``) → load_data (``data``) →
+    convert (``convert``) → validate (``check``) → compile (``npu``) → bundle (``output``, ``golden_samples``)."""
+
+    convert: ConvertOptions = field(default_factory=ConvertOptions)
+    inputs: tuple[TensorSpec, ...] = ()  # --input specs (file.py:callable sources need them)
+    data: DataOptions = field(default_factory=DataOptions)
+    check: CheckOptions = field(default_factory=CheckOptions)
+    npu: Optional[NpuOptions] = None
+    output: Optional[Path] = None
     golden_samples: int = 4
-    validation_samples: int = 16
-    seed: int = 0
-    npu: Optional[str] = None  # vela --accelerator-config, e.g. ethos-u55-128
-    npu_system_config: Optional[str] = None
-    npu_memory_mode: Optional[str] = None
-    npu_config: Optional[str] = None  # a vela .ini file, or a built-in one such as Arm/vela.ini
-    npu_strict: bool = False
-    route: Optional[str] = None  # --route NAME: this route only, no fallback
     verbose: bool = False  # keep the frameworks' log beside the bundle (not recorded)
 
     def recorded(self) -> dict[str, Any]:
         """The options worth recording in the manifest (no absolute paths)."""
+        c, d, npu = self.convert, self.data, self.npu
         return {
-            "target": self.target,
-            "quantize": self.quantize,
-            "io_dtype": self.io_dtype,
-            "layout": self.layout,
-            "calibration": self.calibration.name if self.calibration else None,
-            "eval": self.eval.name if self.eval else None,
+            "target": c.target,
+            "quantize": c.quantize,
+            "io_dtype": c.io_dtype,
+            "layout": c.layout,
+            "calibration": d.calibration.name if d.calibration else None,
+            "eval": d.eval.name if d.eval else None,
             "inputs": [f"{s.name}:{s.shape_text()}:{s.dtype}" for s in self.inputs],
-            "min_cosine": self.min_cosine,
-            "allow_mismatch": self.allow_mismatch,
-            "opset": self.opset,
-            "seed": self.seed,
-            **({"route": self.route} if self.route else {}),
+            "min_cosine": self.check.min_cosine,
+            "allow_mismatch": self.check.allow_mismatch,
+            "opset": c.opset,
+            "seed": d.seed,
+            **({"route": c.route} if c.route else {}),
             **(
                 {
-                    "npu": self.npu,
-                    "npu_system_config": self.npu_system_config,
-                    "npu_memory_mode": self.npu_memory_mode,
-                    "npu_config": Path(self.npu_config).name if self.npu_config else None,
-                    "npu_strict": self.npu_strict,
+                    "npu": npu.accelerator,
+                    "npu_system_config": npu.system_config,
+                    "npu_memory_mode": npu.memory_mode,
+                    "npu_config": Path(npu.config).name if npu.config else None,
+                    "npu_strict": npu.strict,
                 }
-                if self.npu
+                if npu
                 else {}
             ),
-            **({"coreml_target": self.coreml_target} if self.target == "coreml" else {}),
+            **({"coreml_target": c.coreml_target} if c.target == "coreml" else {}),
         }
 
 

@@ -103,6 +103,7 @@ class Board:
     rows: dict[str, _Row] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     live: Any = None
+    stopping: threading.Event = field(default_factory=threading.Event)  # set when the run is interrupted
 
     def __post_init__(self) -> None:
         self.rows = {n: _Row(total=self.totals.get(n, 0)) for n in self.names}
@@ -138,7 +139,7 @@ class Board:
                     safe(name),
                     f"{r.done}/{r.total}" if r.total else "",
                     f"{secs:.0f}" if r.started else "",
-                    safe(r.step[-100:]),
+                    safe(r.step if len(r.step) <= 100 else r.step[:99] + "…"),
                 )
         return t
 
@@ -199,7 +200,7 @@ def run_on_devices(
         dup = next(n for n in names if names.count(n) > 1)
         raise UsageError(f"device {dup!r} is selected twice", "name each device once")
     board = board or Board(title, names)
-    stop = threading.Event()
+    stop = board.stopping
 
     def work(device: DeviceSpec) -> Outcome[T]:
         t0 = time.monotonic()
@@ -346,7 +347,7 @@ def bench(
             try:
                 emit(b, device, bench_one(b, device, options, ssh))
             except Exception as e:
-                status = classify(e)
+                status = "interrupted" if board.stopping.is_set() else classify(e)
                 emit(b, device, fail(b, device, status, e))
                 first = first or e
                 if status != "failed":  # the device is gone or stuck: its other bundles are not run

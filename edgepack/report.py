@@ -32,7 +32,7 @@ from edgepack.report_rows import (
     summary_line,
 )
 from edgepack.types import BenchFailure, BenchRecord, Check, Report
-from edgepack.ui import printable, safe
+from edgepack.ui import note, printable, safe
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -107,6 +107,7 @@ def merge_results(paths: list[Path]) -> tuple[list[BenchRecord], list[BenchFailu
         for r in recs:
             if r.key in records:
                 if r.model_dump(mode="json") == records[r.key].model_dump(mode="json"):
+                    note(safe(f"edgepack: note: {r.key} is in {seen[r.key]} and {p} with the same result: kept once"))
                     continue
                 raise UsageError(
                     f"{r.key} appears twice with different results ({seen[r.key]} and {p})",

@@ -326,3 +326,20 @@ def test_cli_selection_errors_are_usage_errors(tiny_bundle, tmp_path):
     assert proc.returncode == 2 and "--parallel 0" in one_line_error(proc)
     listing = cli("devices", "--no-check", "--json", cwd=tmp_path, check=True)
     assert [d["device"] for d in json.loads(listing.stdout)] == ["a"]
+
+
+def test_the_ci_matrix_sample_is_consistent():
+    """samples/ci/edgepack-fleet.yml: a real workflow file whose shard count matches its matrix, reading the
+    sample inventory, which edgepack reads as an Ansible inventory."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    flow = yaml.safe_load((repo / "samples" / "ci" / "edgepack-fleet.yml").read_text())
+    bench = flow["jobs"]["bench"]
+    assert bench["env"]["SHARDS"] == len(bench["strategy"]["matrix"]["shard"])
+    run = next(s["run"] for s in bench["steps"] if s.get("name") == "Bench this shard")
+    assert '--shard "${{ matrix.shard }}/$SHARDS"' in run and "--inventory samples/ci/inventory.yml" in run
+    assert flow["jobs"]["report"]["needs"] == "bench" and flow["jobs"]["report"]["if"] == "always()"
+    devs = inventory.select("@lab", repo / "samples" / "ci" / "inventory.yml")
+    assert [d.name for d in devs] == ["pi4", "pi5", "orin-nano", "imx93"]
+    assert devs[2].port == 2222 and devs[3].remote_dir == "/data/edgepack" and devs[0].user == "ci"

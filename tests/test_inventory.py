@@ -299,6 +299,15 @@ def test_cli_bench_on_several_devices(tiny_bundle, tmp_path):
     assert len(merged["records"]) == 2 and [f["device_spec"] for f in merged["failures"]] == ["gone"]
     assert any(c["name"] == "run" and c["status"] == "fail" for c in merged["checks"])
 
+    # deploy and doctor on the same selection: per device, the unreachable one named, exit 6
+    dep = cli("deploy", str(tiny_bundle), "--device", "@lab", cwd=tmp_path)
+    assert dep.returncode == fleet.EXIT_SOME_FAILED, dep.stderr
+    assert sorted(dep.stdout.split()[2::3]) == ["a:" + str(tiny_bundle), "b:" + str(tiny_bundle)]
+    assert "edgepack: error: gone: unreachable: connection to" in dep.stderr
+    doc_ = cli("doctor", "--device", "a,gone", "--json", cwd=tmp_path)
+    assert doc_.returncode == fleet.EXIT_SOME_FAILED
+    assert [(e["device"], e["status"]) for e in json.loads(doc_.stdout)] == [("a", "ok"), ("gone", "unreachable")]
+
     # two different measurements of one pair are refused, not silently picked
     conflict = tmp_path / "again.json"
     cli(

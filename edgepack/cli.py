@@ -323,10 +323,11 @@ def _ssh_params() -> list[pyinspect.Parameter]:
 
 def _devices(device: str, given: dict[str, Any]) -> tuple[Any, int]:
     """The devices ``--device`` selects (edgepack.inventory.select) and ``--parallel``; pops both options."""
+    from edgepack.fleet import check_parallel
     from edgepack.inventory import select
 
     inventory, parallel = given.pop("inventory"), given.pop("parallel")
-    return select(device, inventory), parallel
+    return select(device, inventory), check_parallel(parallel)
 
 
 def _ssh_options(given: dict[str, Any]) -> Any:

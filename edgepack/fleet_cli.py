@@ -75,7 +75,7 @@ def bench(
     if md_out:
         text = report.markdown(rep, top)
         print(text, end="") if str(md_out) == "-" else write(md_out, text)
-    if not (str(json_out) == "-" or str(md_out) == "-"):
+    if (res.records or res.failures) and not (str(json_out) == "-" or str(md_out) == "-"):
         from rich.console import Console
 
         console = Console(width=220) if not sys.stdout.isatty() else Console()

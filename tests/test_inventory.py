@@ -352,3 +352,59 @@ def test_the_ci_matrix_sample_is_consistent():
     devs = inventory.select("@lab", repo / "samples" / "ci" / "inventory.yml")
     assert [d.name for d in devs] == ["pi4", "pi5", "orin-nano", "imx93"]
     assert devs[2].port == 2222 and devs[3].remote_dir == "/data/edgepack" and devs[0].user == "ci"
+
+
+@pytest.mark.slow
+def test_interrupting_a_fleet_bench_stops_every_runner(tiny_bundle, tmp_path):
+    """SIGINT during a bench on two devices: both runners stop, exit 130, and the JSON says what was not measured."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sshd import find_process
+
+    _write(tmp_path, "edgepack.toml", '[devices.a]\nhost = "local"\n[devices.b]\nhost = "local"\n')
+    out = tmp_path / "int.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgepack", "bench", str(tiny_bundle), "--device", "a,b", "--runs", "1",
+         "--min-seconds", "60", "--max-runs", "100000000", "--json", str(out)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            runners = [p for p in _runner_pids(str(tiny_bundle))]
+            if len(runners) == 2:
+                break
+            time.sleep(0.1)
+        assert len(runners) == 2, "both runners should be running"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "stopped by signal 2 (SIGINT)" in stderr
+    for pid in runners:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    assert find_process(f"onnx_runner.py {tiny_bundle}") is None
+    doc = json.loads(out.read_text())
+    assert doc["results"] == [] and sorted((f["device_spec"], f["status"]) for f in doc["failures"]) == [
+        ("a", "interrupted"),
+        ("b", "interrupted"),
+    ]
+
+
+def _runner_pids(bundle: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"onnx_runner.py {bundle}" in cmd:
+                pids.append(int(d.name))
+    return pids

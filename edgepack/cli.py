@@ -256,7 +256,13 @@ def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")) -> None:
     )
 
 
-_DEVICE = typer.Option("local", "--device", "-d", help="local | [user@]host[:port] | ~/.ssh/config Host alias")
+_DEVICE = typer.Option(
+    "local",
+    "--device",
+    "-d",
+    help="local | [user@]host[:port] | ~/.ssh/config Host alias | an inventory name | @group | @label=value; "
+    "several, comma-separated, run --parallel at a time",
+)
 _ACCEPT = typer.Option(False, "--accept-new-host-key", help="trust an unknown host key and add it to known_hosts")
 _IDENTITY = typer.Option(None, "--identity", "-i", help="SSH private key file")
 _KNOWN = typer.Option(None, "--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
@@ -295,10 +301,33 @@ _SSH_OPTIONS: list[tuple[str, Any, Any]] = [
 ]
 
 
+# Several devices (edgepack.inventory, edgepack.fleet): where names and @groups come from, how many at a time.
+_FLEET_OPTIONS: list[tuple[str, Any, Any]] = [
+    (
+        "inventory",
+        Optional[Path],
+        typer.Option(
+            None, "--inventory", help="edgepack.toml or an Ansible inventory (INI/YAML); default ./edgepack.toml"
+        ),
+    ),
+    ("parallel", int, typer.Option(4, "--parallel", help="devices worked on at the same time")),
+]
+
+
 def _ssh_params() -> list[pyinspect.Parameter]:
     return [
-        pyinspect.Parameter(n, pyinspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in _SSH_OPTIONS
+        pyinspect.Parameter(n, pyinspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
+        for n, a, d in _SSH_OPTIONS + _FLEET_OPTIONS
     ]
+
+
+def _devices(device: str, given: dict[str, Any]) -> tuple[Any, int]:
+    """The devices ``--device`` selects (edgepack.inventory.select) and ``--parallel``; pops both options."""
+    from edgepack.fleet import check_parallel
+    from edgepack.inventory import select
+
+    inventory, parallel = given.pop("inventory"), given.pop("parallel")
+    return select(device, inventory), check_parallel(parallel)
 
 
 def _ssh_options(given: dict[str, Any]) -> Any:
@@ -317,9 +346,15 @@ def deploy(bundle: Path = typer.Argument(...), device: str = _DEVICE, **ssh: Any
 
     import edgepack
 
+    devices, parallel = _devices(device, ssh)
     options = _ssh_options(ssh)
-    remote = edgepack.deploy(bundle, device, **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
-    typer.echo(f"{bundle.name} -> {device}:{remote}")
+    if len(devices) > 1:
+        from edgepack import fleet_cli
+
+        raise typer.Exit(fleet_cli.deploy(bundle, devices, options, parallel))
+    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    remote = edgepack.deploy(bundle, devices[0], **fields)
+    typer.echo(f"{bundle.name} -> {devices[0].name}:{remote}")
 
 
 app.command()(_declared(deploy, _ssh_params()))
@@ -348,15 +383,20 @@ def bench(
         "and cleaned up after (default 600 + 2 × repeat × "
         "(min-seconds + cooldown); 0 = no limit)",
     ),
+    shard: Optional[str] = typer.Option(
+        None, "--shard", help="i/N: bench only this job's share of the bundle x device pairs (a CI matrix)"
+    ),
     **extra: Any,
 ) -> None:
-    """Run bundle(s) on the device: verify, time, check agreement and accuracy; print a report."""
-    from edgepack import report
+    """Run bundle(s) on the device(s): verify, time, check agreement and accuracy; print a report."""
+    from edgepack import fleet, report
     from edgepack.bencher import bench as run_bench
     from edgepack.outputs import check_outputs
     from edgepack.types import BenchOptions
 
     check_outputs({"--json": json_out, "--markdown": md_out}, bundle)  # before the bench, not after it
+    devices, parallel = _devices(device, extra)
+    shard_of = fleet.parse_shard(shard)
     ssh = _ssh_options(extra)  # what is left in extra: the runtime flags
     options = BenchOptions(
         runs=runs,
@@ -370,7 +410,14 @@ def bench(
         timeout=timeout,
         flags=extra,
     )
-    records = [run_bench(b, device, options, ssh) for b in bundle]
+    if len(devices) > 1 or shard_of is not None:
+        from edgepack import fleet_cli
+
+        code = fleet_cli.bench(
+            bundle, devices, shard_of, options, ssh, parallel, json_out, md_out, top, write=_write_atomic
+        )
+        raise typer.Exit(code)
+    records = [run_bench(b, devices[0], options, ssh) for b in bundle]
     rep = report.make_report(records)
     if not (str(json_out) == "-" or str(md_out) == "-"):
         console = _console()
@@ -467,7 +514,8 @@ def report(
         settings.max_size_growth = parse_fraction(max_size_growth, "--max-size-growth")
     if max_accuracy_drop is not None:
         settings.max_accuracy_drop = parse_points(max_accuracy_drop, "--max-accuracy-drop")
-    rep = rp.make_report(rp.merge(results), base, settings)
+    records, failures = rp.merge_results(results)  # shards' files as one set (see merge_results)
+    rep = rp.make_report(records, base, settings, failures)
     text = rp.render(rep, fmt, top)
     if save_baseline:
         _write_atomic(save_baseline, rp.to_json(rp.make_report(rep.records)))
@@ -496,16 +544,38 @@ def doctor(
 
     from edgepack import doctor as doc
 
+    devices, parallel = _devices(device, ssh)
     opts = _ssh_options(ssh)
-    facts = doc.probe(device, opts)
+    if len(devices) > 1:
+        from edgepack import fleet_cli
+
+        raise typer.Exit(fleet_cli.doctor(devices, opts, parallel, as_json))
+    name = devices[0].name
+    facts = doc.probe(devices[0], opts)
     adv = doc.advice(facts)
     if as_json:
-        typer.echo(json.dumps({"device": device, "facts": facts, "formats": adv}, indent=2, sort_keys=True))
+        typer.echo(json.dumps({"device": name, "facts": facts, "formats": adv}, indent=2, sort_keys=True))
     else:
-        typer.echo(doc.render(device, facts, adv), nl=False)
+        typer.echo(doc.render(name, facts, adv), nl=False)
 
 
 app.command()(_declared(doctor, _ssh_params()))
+
+
+def devices(
+    selection: str = typer.Argument("@all", help="@group, @label=value, names (comma-separated); default @all"),
+    check: bool = typer.Option(True, "--check/--no-check", help="probe each device (doctor), --parallel at a time"),
+    as_json: bool = typer.Option(False, "--json", help="print the devices as JSON"),
+    **ssh: Any,
+) -> None:
+    """List the inventory's devices (edgepack.toml or --inventory) and whether each is reachable and ready."""
+    from edgepack import fleet_cli
+
+    selected, parallel = _devices(selection, ssh)
+    raise typer.Exit(fleet_cli.devices(selected, _ssh_options(ssh), parallel, check, as_json))
+
+
+app.command()(_declared(devices, _ssh_params()))
 
 
 @app.command()

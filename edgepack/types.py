@@ -527,6 +527,25 @@ class BenchRecord(BaseModel):
         return self
 
 
+FailureStatus = Literal["unreachable", "lost", "timeout", "failed", "interrupted", "not-run"]
+
+
+class BenchFailure(BaseModel):
+    """One bundle a multi-device bench could not measure on one device (``bench --json``'s ``failures``): the
+    device was unreachable, the connection dropped, the run timed out or failed, the bench was interrupted, or
+    an earlier failure on that device left it ``not-run``. A report shows it as a failed ``run`` check."""
+
+    bundle: str
+    device_spec: str
+    status: FailureStatus
+    message: str
+    hint: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.bundle} @ {self.device_spec}"
+
+
 # --------------------------------------------------------------------------- reports and the CI gate
 
 CheckStatus = Literal["pass", "fail", "flag", "skip"]
@@ -555,6 +574,7 @@ class Report(BaseModel):
     baseline: Optional[list[BenchRecord]] = None
     settings: dict[str, Any] = {}
     checks: list[Check] = []
+    failures: list[BenchFailure] = []  # bundles a multi-device bench could not measure
 
     model_config = ConfigDict(populate_by_name=True)
 

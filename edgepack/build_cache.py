@@ -6,8 +6,8 @@ The key is a sha256 over everything a build reads:
   name and every regular file beside it, e.g. its ``weights.npz``: the loader cannot tell what the code reads);
 - the build options (``BuildOptions.recorded()``) with the calibration and eval data by their sha256;
 - the tools: the installed version of every distribution a declared route imports (``Route.requires``, looked up
-  without importing), numpy, onnx, onnxruntime, and edgepack's own version plus a digest of its code (the builder
-  and the converters), so a changed converter is a miss even at the same version number.
+  without importing), numpy, onnx, onnxruntime, and edgepack's own version plus a digest of the code a build runs
+  (``BUILD_MODULES`` and the converters), so a changed converter is a miss even at the same version number.
 
 Entries are bundles (``<key>.edgepack``), written atomically by the builder itself (temp name + rename); a hit is
 verified (schema + every member's sha256) before use and a corrupt entry is rebuilt. Failed builds are not
@@ -89,11 +89,18 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
+# edgepack's modules a build runs (load -> convert -> validate -> bundle); with every converters/ module they make
+# the code digest, so a changed route or builder is a cache miss, while a change to reports or bench is not.
+BUILD_MODULES = ("builder", "bundle", "capture", "data", "errors", "outputs", "registry", "types", "validate")
+
+
 def _code_digest() -> str:
-    """sha256 of edgepack's and the converters' Python files: a changed route is a cache miss."""
+    """sha256 of the builder's and the converters' Python files."""
     h = hashlib.sha256()
-    for package in (Path(__file__).parent, Path(converters.__file__).parent):
-        _hash_files(h, package.parent, sorted(package.glob("*.py")))
+    here = Path(__file__).parent
+    _hash_files(h, here.parent, [here / f"{m}.py" for m in BUILD_MODULES])
+    conv = Path(converters.__file__).parent
+    _hash_files(h, conv.parent, sorted(conv.glob("*.py")))
     return h.hexdigest()
 
 

@@ -280,11 +280,12 @@ def choose(
     best = max(tied, key=lambda c: (c.top1 or 0.0, -(c.bundle_bytes or 0), -_p50(c)))
     best.status = "best"
     if best is not fastest:
-        iv = ratio_of_medians(_windows(best), _windows(fastest), o.confidence)
+        iv = ratio_of_medians(_windows(fastest), _windows(best), o.confidence)
         notes.append(
             f"{fastest.name} has the lowest p50, but {best.name} is not measurably slower (p50 ratio "
-            f"{1 / iv.ratio:.3f}, {o.confidence:.0%} interval of {fastest.name}/{best.name} "
-            f"[{iv.low:.3f}, {iv.high:.3f}] reaches 1.0): the more accurate (then smaller) one is chosen"
+            f"{best.name} / {fastest.name} = {iv.ratio:.3f}, {o.confidence:.0%} interval [{iv.low:.3f}, "
+            f"{iv.high:.3f}] reaches 1.0): of the candidates within noise of the fastest, the most accurate "
+            "(then the smallest) is chosen"
         )
     for c in measured:
         iv = ratio_of_medians(_windows(best), _windows(c), o.confidence)
@@ -343,6 +344,7 @@ def tune(source: str, options: TuneOptions) -> TuneResult:
                     )
                 continue
             note(f"[bold]candidate {done + 1}/{total}[/bold]: build {fmt} {precision}")
+            started = time.monotonic()
             try:
                 built = _build(source, source_sha, fmt, precision, o, cache, Path(scratch))
             except KeyboardInterrupt:
@@ -352,7 +354,13 @@ def tune(source: str, options: TuneOptions) -> TuneResult:
                 note(f"[yellow]candidate {fmt} {precision} failed:[/yellow] {safe(reason)}")
                 done += len(o.threads)
                 candidates.append(
-                    TuneCandidate(name=_name(fmt, precision, None, o), status="failed", reason=reason, **base)
+                    TuneCandidate(
+                        name=_name(fmt, precision, None, o),
+                        status="failed",
+                        reason=reason,
+                        build_seconds=round(time.monotonic() - started, 3),
+                        **base,
+                    )
                 )
                 continue
             facts: dict[str, Any] = dict(
@@ -430,6 +438,8 @@ def _bench(c: TuneCandidate, bundle: Path, threads: int, o: TuneOptions, source:
         # exit 3: the device cannot run this format at all (no runtime; CoreML off macOS): not run, no number
         status = "not-run" if "(exit 3)" in e.message else "failed"
         note(f"[yellow]{safe(c.name)} {status.replace('-', ' ')}:[/yellow] {safe(e.one_line())}")
+        if status == "not-run":  # "runner failed on DEV (exit 3): CoreML prediction needs macOS; ..." -> the why
+            return status, e.one_line().split("): ", 1)[-1]
         return status, e.one_line()
     except Exception as e:
         note(f"[yellow]{safe(c.name)} failed:[/yellow] {safe(_reason(e))}")

@@ -148,27 +148,34 @@ def pareto_chart(res: TuneResult) -> Optional[str]:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sizes = np.array([p[3] for p in points], dtype=float)
     area = 60 + 540 * (sizes / sizes.max())  # marker area follows the bundle size
+    # labels of neighbours (similar latency) take turns above/below and left/right, so they do not overprint
+    offsets = [((8, 6), "left"), ((8, -13), "left"), ((-8, 6), "right"), ((-8, -13), "right")]
+    order = {id(p[0]): i for i, p in enumerate(sorted(points, key=lambda p: p[1]))}
     for (c, p50, acc, _), a in zip(points, area):
         ax.scatter(
             p50, acc, s=a, color=_STATUS_COLOR.get(c.status, "#7f7f7f"), alpha=0.65, edgecolors="black", linewidths=0.6
         )
-        ax.annotate(c.name, (p50, acc), textcoords="offset points", xytext=(7, 5), fontsize=8)
+        xy, ha = offsets[order[id(c)] % len(offsets)]
+        ax.annotate(c.name, (p50, acc), textcoords="offset points", xytext=xy, fontsize=8, ha=ha)
     front = pareto_front(points)
-    by_name = {p[0].name: p for p in points}
-    ax.plot(
-        [by_name[c.name][1] for c in front],
-        [by_name[c.name][2] for c in front],
-        color="#555555",
-        lw=1,
-        ls="-",
-        drawstyle="steps-post",
-        label="Pareto front",
-    )
+    if len(front) > 1:
+        by_name = {p[0].name: p for p in points}
+        ax.plot(
+            [by_name[c.name][1] for c in front],
+            [by_name[c.name][2] for c in front],
+            color="#555555",
+            lw=1,
+            ls="-",
+            drawstyle="steps-post",
+            label="Pareto front",
+        )
     floor = (res.reference.top1 * 100.0) - res.max_accuracy_drop
     ax.axhline(res.reference.top1 * 100.0, color="#2ca02c", lw=0.8, ls=":", label="reference top-1")
     ax.axhline(floor, color="#d62728", lw=1, ls="--", label=f"budget: −{res.max_accuracy_drop:g} pt")
+    shown = {p[0].status for p in points}
     for status, color in _STATUS_COLOR.items():
-        ax.scatter([], [], color=color, s=60, label=status.replace("-", " "))
+        if status in shown:
+            ax.scatter([], [], color=color, s=60, label=status.replace("-", " "))
     p50s = [p[1] for p in points]
     if max(p50s) / max(min(p50s), 1e-12) > 20:
         ax.set_xscale("log")

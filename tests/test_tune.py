@@ -399,3 +399,47 @@ def test_tune_over_ssh_picks_the_accurate_candidate(tmp_path, tmp_path_factory, 
     assert len(list((remote_dir / "bundles").iterdir())) == 2
     assert list((remote_dir / "work").iterdir()) == [], "nothing left on the device"
     assert edgepack.verify(tmp_path / "best.edgepack")[0].quantization.mode == "none"
+
+
+# --------------------------------------------------------------------------- the build cache's key
+
+
+def test_cache_key_follows_what_a_build_reads(tmp_path, tiny_bundle):
+    import shutil
+
+    from edgepack.build_cache import BuildCache, key, source_digest
+    from edgepack.types import BuildOptions
+
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "model.py").write_text("def build_model(): ...\n")
+    (src / "weights.npz").write_bytes(b"w1")
+    calib = tmp_path / "c.npz"
+    calib.write_bytes(b"c1")
+    callable_ = f"{src / 'model.py'}:build_model"
+    base = source_digest(callable_)
+    assert source_digest(callable_) == base
+    assert source_digest(f"{src / 'model.py'}:other") != base, "another callable is another model"
+    (src / "weights.npz").write_bytes(b"w2")
+    assert source_digest(callable_) != base, "the weights beside the file are part of the source"
+
+    opts = BuildOptions(target="onnx", quantize="int8", calibration=calib)
+    k = key(base, opts)
+    assert key(base, BuildOptions(target="onnx", quantize="int8", calibration=calib)) == k
+    assert key(base, BuildOptions(target="onnx", quantize="fp16", calibration=calib)) != k
+    assert key(base, BuildOptions(target="tflite", quantize="int8", calibration=calib)) != k
+    opts.output = tmp_path / "elsewhere.edgepack"
+    assert key(base, opts) == k, "where the bundle goes is not what it is"
+    calib.write_bytes(b"c2")
+    assert key(base, opts) != k, "calibration data by content, not by name"
+
+    cache = BuildCache(tmp_path / "cache")
+    entry = cache.path("abc")
+    entry.parent.mkdir()
+    shutil.copyfile(tiny_bundle, entry)
+    assert cache.get("abc") == entry
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte inside the zip
+    entry.write_bytes(bytes(data))
+    assert cache.get("abc") is None and not entry.exists(), "a corrupt entry is dropped and rebuilt"
+    assert BuildCache(None).get("abc") is None

@@ -466,7 +466,7 @@ def tune(
             typer.echo(text, nl=False) if str(path) == "-" else _write_atomic(path, text)
     if res.chosen is None:
         raise EdgepackError(
-            f"no candidate is within {res.max_accuracy_drop:g} points of the reference top-1 "
+            f"no candidate is within {res.max_accuracy_drop:g} point(s) of the reference top-1 "
             f"{res.reference.top1 * 100:.2f}%",
             "raise --max-accuracy-drop, give int8 representative --calibration data, or add precisions (--quantize)",
         )

@@ -323,74 +323,21 @@ def tune(source: str, options: TuneOptions) -> TuneResult:
     note(f"reference: top-1 {ref.top1 * 100:.2f}% on {ref.n} eval samples ({safe(ref.what)})")
     formats = o.formats or reachable_formats(ref.framework, ref.kind)
     jobs = [(f, p) for f in formats for p in (o.precisions or registry.target_precisions(f))]
-    total = len(jobs) * len(o.threads)
-    candidates: list[TuneCandidate] = []
-    done = 0
-
-    def spent() -> bool:
-        return o.budget_seconds is not None and time.monotonic() - t0 >= o.budget_seconds
-
-    budget_reason = f"budget: --budget-seconds {o.budget_seconds:g} spent" if o.budget_seconds else "budget"
+    search = _Search(source, source_sha, o, cache, t0, total=len(jobs) * len(o.threads))
     with tempfile.TemporaryDirectory(prefix="edgepack-tune-") as scratch:
         for fmt, precision in jobs:
-            base: dict[str, Any] = {"format": fmt, "precision": precision}
-            if spent():
-                for t in o.threads:
-                    done += 1
-                    candidates.append(
-                        TuneCandidate(
-                            name=_name(fmt, precision, t, o), threads=t, status="not-run", reason=budget_reason, **base
-                        )
-                    )
-                continue
-            note(f"[bold]candidate {done + 1}/{total}[/bold]: build {fmt} {precision}")
-            started = time.monotonic()
-            try:
-                built = _build(source, source_sha, fmt, precision, o, cache, Path(scratch))
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # a candidate that cannot be built is a row, not the end of the search
-                reason = _reason(e)
-                note(f"[yellow]candidate {fmt} {precision} failed:[/yellow] {safe(reason)}")
-                done += len(o.threads)
-                candidates.append(
-                    TuneCandidate(
-                        name=_name(fmt, precision, None, o),
-                        status="failed",
-                        reason=reason,
-                        build_seconds=round(time.monotonic() - started, 3),
-                        **base,
-                    )
-                )
-                continue
-            facts: dict[str, Any] = dict(
-                route=built.manifest.route.name if built.manifest.route else None,
-                bundle_bytes=built.path.stat().st_size,
-                cached=built.cached,
-                build_seconds=round(built.seconds, 3),
-            )
-            for t in o.threads:
-                done += 1
-                c = TuneCandidate(name=_name(fmt, precision, t, o), threads=t, status="failed", **base, **facts)
-                candidates.append(c)
-                if spent():
-                    c.status, c.reason = "not-run", budget_reason
-                    continue
-                note(f"[bold]candidate {done}/{total}[/bold]: bench {safe(c.name)} on {safe(o.device)}")
-                c.status, c.reason = _bench(c, built.path, t, o, source)
-        best, notes = choose(candidates, ref, o)
-        written = None
+            search.job(fmt, precision, Path(scratch))
+        best, notes = choose(search.candidates, ref, o)
         if best is not None:
             assert best.record is not None and best.record.bundle_path is not None
             with step(f"write {out} ({best.name})"):
                 _copy_atomic(Path(best.record.bundle_path), out)
-            written = str(out)
-    for c in candidates:  # the records name the chosen file, not a cache entry or a removed temp file
+    for c in search.candidates:  # cache entries and temp files are not the user's: only the written file is named
         if c.record is not None:
-            c.record.bundle_path = None
+            c.record.bundle_path = str(out) if c is best else None
     if best is None:
         notes.append(
-            f"no candidate is within {o.max_accuracy_drop:g} points of the reference top-1 "
+            f"no candidate is within {_points(o.max_accuracy_drop)} of the reference top-1 "
             f"{ref.top1 * 100:.2f}%: nothing was written"
         )
     return TuneResult(
@@ -402,7 +349,7 @@ def tune(source: str, options: TuneOptions) -> TuneResult:
         reference=Accuracy(top1=ref.top1, n=ref.n),
         reference_what=ref.what,
         chosen=best.name if best else None,
-        output=written,
+        output=str(out) if best else None,
         settings={
             "formats": list(formats),
             "precisions": list(o.precisions) or "each format's",
@@ -414,8 +361,81 @@ def tune(source: str, options: TuneOptions) -> TuneResult:
             "seconds": round(time.monotonic() - t0, 1),
         },
         notes=notes,
-        candidates=candidates,
+        candidates=search.candidates,
     )
+
+
+def _points(x: float) -> str:
+    return f"{x:g} point" + ("" if x == 1 else "s")
+
+
+@dataclass
+class _Search:
+    """The candidates so far, the progress count and the time budget."""
+
+    source: str
+    source_sha: str
+    o: TuneOptions
+    cache: BuildCache
+    t0: float
+    total: int
+    done: int = 0
+    candidates: list[TuneCandidate] = field(default_factory=list)
+
+    def spent(self) -> bool:
+        budget = self.o.budget_seconds
+        return budget is not None and time.monotonic() - self.t0 >= budget
+
+    @property
+    def budget_reason(self) -> str:
+        return f"budget: --budget-seconds {self.o.budget_seconds:g} spent"
+
+    def job(self, fmt: str, precision: str, scratch: Path) -> None:
+        """One bundle: build it (a failure is one row), then bench it with each thread setting (a row each)."""
+        o = self.o
+        base: dict[str, Any] = {"format": fmt, "precision": precision}
+        if self.spent():
+            for t in o.threads:
+                self.done += 1
+                self.candidates.append(
+                    TuneCandidate(
+                        name=_name(fmt, precision, t, o), threads=t, status="not-run", reason=self.budget_reason, **base
+                    )
+                )
+            return
+        note(f"[bold]candidate {self.done + 1}/{self.total}[/bold]: build {fmt} {precision}")
+        started = time.monotonic()
+        try:
+            built = _build(self.source, self.source_sha, fmt, precision, o, self.cache, scratch)
+        except Exception as e:  # a candidate that cannot be built is a row, not the end of the search
+            reason = _reason(e)
+            note(f"[yellow]candidate {fmt} {precision} failed:[/yellow] {safe(reason)}")
+            self.done += len(o.threads)
+            self.candidates.append(
+                TuneCandidate(
+                    name=_name(fmt, precision, None, o),
+                    status="failed",
+                    reason=reason,
+                    build_seconds=round(time.monotonic() - started, 3),
+                    **base,
+                )
+            )
+            return
+        facts: dict[str, Any] = dict(
+            route=built.manifest.route.name if built.manifest.route else None,
+            bundle_bytes=built.path.stat().st_size,
+            cached=built.cached,
+            build_seconds=round(built.seconds, 3),
+        )
+        for t in o.threads:
+            self.done += 1
+            c = TuneCandidate(name=_name(fmt, precision, t, o), threads=t, status="failed", **base, **facts)
+            self.candidates.append(c)
+            if self.spent():
+                c.status, c.reason = "not-run", self.budget_reason
+                continue
+            note(f"[bold]candidate {self.done}/{self.total}[/bold]: bench {safe(c.name)} on {safe(o.device)}")
+            c.status, c.reason = _bench(c, built.path, t, o, self.source)
 
 
 def _name(fmt: str, precision: str, threads: Optional[int], o: TuneOptions) -> str:
@@ -432,8 +452,6 @@ def _bench(c: TuneCandidate, bundle: Path, threads: int, o: TuneOptions, source:
 
     try:
         rec = bench(bundle, o.device, dataclasses.replace(o.bench, threads=threads), o.ssh)
-    except KeyboardInterrupt:
-        raise
     except DeviceError as e:
         # exit 3: the device cannot run this format at all (no runtime; CoreML off macOS): not run, no number
         status = "not-run" if "(exit 3)" in e.message else "failed"

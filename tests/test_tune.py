@@ -152,6 +152,20 @@ def test_tune_local_picks_the_accurate_candidate(tmp_path, cache_dir, bad_calibr
     assert again.chosen == "onnx fp32"
     assert (tmp_path / "again.edgepack").read_bytes() == out.read_bytes()
 
+    # only the inaccurate candidate: nothing is within budget -> exit 1, one error line, the report still written
+    proc = cli(
+        "tune",
+        SOURCE,
+        *("--input", "image:1x1x8x8", "--eval", str(DIGITS / "eval.npz"), "--calibration", str(bad_calibration)),
+        *("--to", "onnx", "--quantize", "int8", "--cache-dir", str(cache_dir)),
+        *("-o", str(tmp_path / "none.edgepack"), "--markdown", str(tmp_path / "none.md")),
+        *[a for k, v in FAST.items() for a in (f"--{k.replace('_', '-')}", str(v))],
+    )
+    assert proc.returncode == 1 and "no candidate is within 1 point(s)" in one_line_error(proc)
+    assert not (tmp_path / "none.edgepack").exists()
+    assert "| onnx int8 | torch-onnx |" in (tmp_path / "none.md").read_text()
+    assert "build cache hit: onnx int8" in proc.stderr
+
 
 @pytest.mark.torch
 @needs_torch

@@ -440,6 +440,92 @@ def bench(
 app.command()(_declared(bench, _bench_flag_params() + _ssh_params()))
 
 
+def tune(
+    source: str = typer.Argument(..., help="the model, as for build"),
+    device: str = _DEVICE,
+    eval_data: Path = typer.Option(..., "--eval", help="DATA.npz with inputs and 'labels' (accuracy on the device)"),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="DATA.npz for int8/int16x8"),
+    max_accuracy_drop: str = typer.Option("1.0", "--max-accuracy-drop", help="top-1 points below the reference"),
+    to: Optional[str] = typer.Option(None, "--to", help="formats, e.g. onnx,tflite (default: all the source reaches)"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="precisions, e.g. none,fp16,int8 (default: all)"),
+    threads: str = typer.Option("0", "--threads", help="bench thread counts, e.g. 1,2,4 (0 = runtime default)"),
+    inputs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224[:float32]; repeat per input"),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="the chosen bundle (default STEM.best.edgepack)"
+    ),
+    budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds", help="stop starting candidates after"),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="build cache (default ~/.cache/edgepack/builds)"
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="build every candidate afresh, cache nothing"),
+    runs: int = typer.Option(50, "--runs", help="minimum timed runs per candidate"),
+    warmup: int = typer.Option(5, "--warmup", help="untimed warm-up runs"),
+    min_seconds: float = typer.Option(0.5, "--min-seconds", help="minimum timed seconds per window"),
+    repeat: int = typer.Option(3, "--repeat", help="timing windows per candidate"),
+    cooldown: float = typer.Option(0.2, "--cooldown", help="idle seconds between windows"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON here ('-' = stdout)"),
+    md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="write an HTML page with the Pareto plot here"),
+    **ssh: Any,
+) -> None:
+    """Build every format x precision, bench each on the device, keep the fastest within the accuracy budget."""
+    import edgepack
+    from edgepack.gate import parse_points
+    from edgepack.outputs import check_outputs
+    from edgepack.tuner import parse_list, parse_threads
+
+    check_outputs({"--json": json_out, "--markdown": md_out, "--html": html_out}, [eval_data, calibration, output])
+    if html_out is not None:
+        from edgepack.errors import require
+
+        require("matplotlib", "report")  # before the search, not after it
+    res = edgepack.tune(
+        source,
+        device=device,
+        eval=eval_data,
+        calibration=calibration,
+        max_accuracy_drop=_points_or_any(parse_points(max_accuracy_drop, "--max-accuracy-drop")),
+        to=parse_list(to, "--to"),
+        quantize=parse_list(quantize, "--quantize"),
+        threads=parse_threads(threads),
+        inputs=inputs,
+        output=output,
+        budget_seconds=budget_seconds,
+        cache_dir=cache_dir,
+        cache=not no_cache,
+        runs=runs,
+        warmup=warmup,
+        min_seconds=min_seconds,
+        repeat=repeat,
+        cooldown=cooldown,
+        ssh=_ssh_options(ssh),
+    )
+    from edgepack import tune_report
+
+    if not (str(json_out) == "-" or str(md_out) == "-"):
+        console = _console()
+        console.print(tune_report.table(res))
+        for n in res.notes:
+            console.print(f"note: {n}", markup=False)
+    for path, fmt in ((json_out, "json"), (md_out, "md"), (html_out, "html")):
+        if path:
+            text = tune_report.render(res, fmt)
+            typer.echo(text, nl=False) if str(path) == "-" else _write_atomic(path, text)
+    if res.chosen is None:
+        raise EdgepackError(
+            f"no candidate is within {res.max_accuracy_drop:g} point(s) of the reference top-1 "
+            f"{res.reference.top1 * 100:.2f}%",
+            "raise --max-accuracy-drop, give int8 representative --calibration data, or add precisions (--quantize)",
+        )
+
+
+app.command()(_declared(tune, _ssh_params()))
+
+
+def _points_or_any(value: Optional[float]) -> float:
+    return 100.0 if value is None else value  # "off": any accuracy
+
+
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 

@@ -581,3 +581,55 @@ class Report(BaseModel):
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if c.status == "fail"]
+
+
+# --------------------------------------------------------------------------- edgepack tune
+
+TuneStatus = Literal["best", "within-budget", "over-budget", "failed", "not-run"]
+
+
+class TuneCandidate(BaseModel):
+    """One candidate of ``edgepack tune``: a bundle (format x precision) benched with one thread setting, or why
+    it was not (``status`` failed / not-run with ``reason``). The bench outcome is the bundle's ``BenchRecord``."""
+
+    name: str = Field(description="e.g. 'onnx int8 t2'")
+    format: str
+    precision: str
+    threads: Optional[int] = Field(None, description="bench --threads (0 = runtime default); null: never benched")
+    status: TuneStatus
+    reason: Optional[str] = None
+    route: Optional[str] = Field(None, description="the route that built the bundle")
+    bundle_bytes: Optional[int] = None
+    cached: Optional[bool] = Field(None, description="the bundle came from the build cache")
+    build_seconds: Optional[float] = None
+    top1: Optional[float] = Field(None, description="top-1 on the eval set, measured on the device")
+    drop_points: Optional[float] = Field(None, description="reference top-1 minus this one, percentage points")
+    cosine: Optional[float] = Field(None, description="worst output's cosine vs the source framework, on the device")
+    p50_vs_best: Optional[list[float]] = Field(
+        None, description="[ratio, low, high]: p50 / the chosen one's p50 with its bootstrap interval"
+    )
+    record: Optional[BenchRecord] = None
+
+
+class TuneResult(BaseModel):
+    """What ``edgepack tune`` produces (``edgepack.tune/1``, ``tune --json``)."""
+
+    schema_: str = Field("edgepack.tune/1", alias="schema")
+    created: str
+    edgepack: str
+    source: str
+    device: str
+    max_accuracy_drop: float = Field(description="top-1 percentage points below the reference allowed")
+    reference: Accuracy = Field(description="the source model's top-1 on the eval set (its own framework, host)")
+    reference_what: str = Field(description="what produced the reference, e.g. 'torch 2.13.0 on the host'")
+    chosen: Optional[str] = Field(None, description="the chosen candidate's name; null when none met the budget")
+    output: Optional[str] = Field(None, description="where the chosen bundle was written")
+    settings: dict[str, Any] = {}
+    notes: list[str] = []
+    candidates: list[TuneCandidate]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def best(self) -> Optional[TuneCandidate]:
+        return next((c for c in self.candidates if c.status == "best"), None)

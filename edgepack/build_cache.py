@@ -109,8 +109,8 @@ def key(source_sha: str, options: BuildOptions) -> str:
         "v": KEY_VERSION,
         "source": source_sha,
         "options": options.recorded(),
-        "calibration": sha256_file(options.calibration) if options.calibration else None,
-        "eval": sha256_file(options.eval) if options.eval else None,
+        "calibration": sha256_file(options.data.calibration) if options.data.calibration else None,
+        "eval": sha256_file(options.data.eval) if options.data.eval else None,
         "tools": tool_versions(),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()

@@ -43,6 +43,8 @@ from edgepack.types import (
     BenchOptions,
     BenchRecord,
     BuildOptions,
+    ConvertOptions,
+    DataOptions,
     Manifest,
     TuneCandidate,
     TuneResult,
@@ -209,18 +211,18 @@ def _build(
     from edgepack.data import parse_input_spec
 
     options = BuildOptions(
-        target=fmt,
-        quantize=precision,
-        calibration=Path(o.calibration) if o.calibration else None,
-        eval=Path(o.eval) if o.eval else None,
-        inputs=[parse_input_spec(s) for s in o.inputs],
+        convert=ConvertOptions(target=fmt, quantize=precision),
+        data=DataOptions(
+            calibration=Path(o.calibration) if o.calibration else None, eval=Path(o.eval) if o.eval else None
+        ),
+        inputs=tuple(parse_input_spec(s) for s in o.inputs),
     )
     k = cache_key(source_sha, options)
     hit = cache.get(k)
     if hit is not None:
         note(f"[green]✓[/green] build cache hit: {fmt} {precision} ({hit.name[:12]}…)")
         return _Built(hit, read_manifest(hit), True, 0.0)
-    options.output = cache.path(k) or scratch / f"{k}.edgepack"
+    options = dataclasses.replace(options, output=cache.path(k) or scratch / f"{k}.edgepack")
     t0 = time.monotonic()
     res = build(source, options)
     return _Built(res.path, res.manifest, False, time.monotonic() - t0)
@@ -462,7 +464,9 @@ def _bench(c: TuneCandidate, bundle: Path, threads: int, o: TuneOptions, source:
     except Exception as e:
         note(f"[yellow]{safe(c.name)} failed:[/yellow] {safe(_reason(e))}")
         return "failed", _reason(e)
-    rec.bundle = default_output(source, BuildOptions(target=c.format, quantize=c.precision)).name
+    rec.bundle = default_output(
+        source, BuildOptions(convert=ConvertOptions(target=c.format, quantize=c.precision))
+    ).name
     _measured(c, rec)
     return ("failed", c.reason) if c.reason else ("within-budget", None)  # choose() settles within/over
 

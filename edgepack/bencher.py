@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 from edgepack import registry
 from edgepack.bundle import sha256_file, verify_bundle
 from edgepack.device_runners import runner_common
-from edgepack.devices import Execution, SSHOptions, open_device, parse_device
+from edgepack.devices import DeviceSpec, Execution, SSHOptions, as_spec, open_device
 from edgepack.errors import DeviceError, EdgepackError, UsageError
 from edgepack.types import BenchOptions, BenchRecord, Manifest, RunResult
 from edgepack.ui import step
@@ -46,7 +45,7 @@ def _ssh_options(kwargs: dict[str, Any]) -> SSHOptions:
     return SSHOptions(**kwargs)
 
 
-def deploy(bundle: Path, device: str = "local", **ssh: Any) -> str:
+def deploy(bundle: Path, device: "str | DeviceSpec" = "local", **ssh: Any) -> str:
     """Upload the bundle and the runner; returns the bundle's path on the device."""
     _checked(bundle)
     sha = sha256_file(bundle)
@@ -111,7 +110,10 @@ def check_settings(o: BenchOptions) -> None:
 
 
 def bench(
-    bundle: Path, device: str = "local", options: BenchOptions | None = None, ssh: SSHOptions | None = None
+    bundle: Path,
+    device: "str | DeviceSpec" = "local",
+    options: BenchOptions | None = None,
+    ssh: SSHOptions | None = None,
 ) -> BenchRecord:
     """Upload (if needed) and run ``bundle`` on ``device`` with its format's runner.
 
@@ -137,16 +139,17 @@ def bench(
     runtime = registry.runtime(manifest.format)
     extra = runtime.runner_args(manifest, options.flags)
     sha = sha256_file(bundle)
-    ssh = dataclasses.replace(ssh) if ssh else SSHOptions()
+    spec = as_spec(device)
+    ssh = spec.options(ssh or SSHOptions())  # a copy, with an inventory device's own settings
     # the runner enforces the timeout itself (and cleans up); edgepack's own wait is a backstop behind it
     ssh.run_timeout = timeout + 30.0 if timeout else None
-    if options.install_runtime and parse_device(device).local:
+    if options.install_runtime and spec.local:
         raise UsageError(
             "--install-runtime is for SSH devices",
             f"install the runtime here with: pip install {' '.join(runtime.device_packages)}",
         )
-    with step(f"connect to {device}"):
-        dev = open_device(device, ssh)
+    with step(f"connect to {spec.name}"):
+        dev = open_device(spec, ssh)
     try:
         with step(f"upload runner and {bundle.name} to {dev.name}"):
             runners = dev.put_runners()

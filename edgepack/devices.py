@@ -21,7 +21,8 @@ import shlex
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
@@ -165,11 +166,33 @@ def user_ok(user: str) -> bool:
 
 @dataclass
 class DeviceSpec:
+    """One device: parsed from ``--device`` (``text`` is what was typed) or read from an inventory
+    (:mod:`edgepack.inventory`: ``text`` is the inventory name, and the per-device settings below win over the
+    command line's, which fill what the inventory leaves unset)."""
+
     text: str
     local: bool
     user: Optional[str] = None
     host: Optional[str] = None
     port: Optional[int] = None
+    identity: Optional[Path] = None
+    python: Optional[str] = None
+    remote_dir: Optional[str] = None
+    groups: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.text
+
+    def options(self, base: "SSHOptions") -> "SSHOptions":
+        """``base`` with this device's own identity, Python and remote directory."""
+        return replace(
+            base,
+            identity=self.identity or base.identity,
+            remote_python=self.python or base.remote_python,
+            remote_dir=self.remote_dir or base.remote_dir,
+        )
 
 
 def parse_device(text: str) -> DeviceSpec:
@@ -207,6 +230,7 @@ class LocalDevice:
     def __init__(self, python: Optional[str] = None, run_timeout: Optional[float] = None):
         self.python = python or sys.executable
         self.run_timeout = run_timeout
+        self._proc: Optional[subprocess.Popen[bytes]] = None
 
     def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]:
         return str(Path(path).resolve()), False
@@ -226,6 +250,7 @@ class LocalDevice:
         proc = subprocess.Popen(
             [self.python, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        self._proc = proc
         chunks: dict[str, bytes] = {}
 
         def read_err(f: Any) -> None:
@@ -258,6 +283,7 @@ class LocalDevice:
             _stop(proc)
             raise
         finally:
+            self._proc = None
             for t in readers:
                 t.join(timeout=10)
             for f in (proc.stdin, proc.stdout, proc.stderr):
@@ -281,7 +307,9 @@ class LocalDevice:
         )
 
     def close(self) -> None:
-        pass
+        proc = self._proc  # a runner still running: close() came from another thread (an interrupted fleet run)
+        if proc is not None and proc.poll() is None:
+            _stop(proc)
 
 
 def _stop(proc: "subprocess.Popen[bytes]", grace: float = 10.0) -> None:
@@ -671,9 +699,32 @@ class Device(Protocol):
     def close(self) -> None: ...
 
 
-def open_device(text: str, options: Optional[SSHOptions] = None) -> Device:
-    spec = parse_device(text)
-    options = options or SSHOptions()
+def as_spec(device: "str | DeviceSpec") -> DeviceSpec:
+    return device if isinstance(device, DeviceSpec) else parse_device(device)
+
+
+_live: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def open_device(device: "str | DeviceSpec", options: Optional[SSHOptions] = None) -> Device:
+    """Connect to ``device`` (a ``--device`` text or a DeviceSpec, whose own settings apply over ``options``)."""
+    spec = as_spec(device)
+    options = spec.options(options or SSHOptions())
+    dev: Device
     if spec.local:
-        return LocalDevice(run_timeout=options.run_timeout)
-    return SSHDevice(spec, options)
+        dev = LocalDevice(python=spec.python, run_timeout=options.run_timeout)
+        dev.name = spec.name  # "local", or the inventory's name for this machine
+    else:
+        dev = SSHDevice(spec, options)
+    _live.add(dev)
+    return dev
+
+
+def close_all() -> None:
+    """Close every device still open (from the main thread, when a fleet run is interrupted: each worker's
+    runner stops as its connection or process goes, and the worker finishes with an error)."""
+    for dev in list(_live):
+        try:
+            dev.close()
+        except Exception:
+            pass

@@ -6,18 +6,19 @@ import json
 from typing import Any, Optional
 
 from edgepack import registry
-from edgepack.devices import SSHDevice, SSHOptions, open_device
+from edgepack.devices import DeviceSpec, SSHDevice, SSHOptions, open_device
 from edgepack.errors import DeviceError
 from edgepack.transport import _hint, q
 
 MIN_FREE_KB = 2048  # the runner (~200 KiB) and a small bundle; the error names the directory and the fix
 
 
-def probe(device: str, options: Optional[SSHOptions] = None) -> dict[str, Any]:
+def probe(device: str | DeviceSpec, options: Optional[SSHOptions] = None) -> dict[str, Any]:
     """The device's facts (``device_runners/probe.py``) plus, over SSH, how files reach it: ``transport``
     (sftp|exec), ``sha256_tool`` and ``notes`` (one line each, with the fix). A device edgepack cannot use
     (no Python, an unwritable or full ``--remote-dir``) is a one-line DeviceError before anything is uploaded."""
     dev = open_device(device, options or SSHOptions())
+    device = dev.name
     link: dict[str, Any] = {"transport": "local", "sha256_tool": None, "notes": [], "route": []}
     try:
         if isinstance(dev, SSHDevice):

@@ -55,6 +55,14 @@ def process_threads() -> Optional[int]:
 
 
 def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident set size. Linux: VmHWM of /proc/self/status, because getrusage's ru_maxrss
+    survives execve: a runner started by a large process (edgepack with torch loaded, on the local device)
+    would report its parent's size (measured: 407 MB for a 11 MB child of a 400 MB parent)."""
+    for line in read_text("/proc/self/status").splitlines():
+        if line.startswith("VmHWM:"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                return int(parts[1]) / 1024.0  # kB
     try:
         import resource
     except ImportError:

@@ -6,6 +6,7 @@ saturate them, and top-1 on the device really drops."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -422,7 +423,12 @@ def test_cache_key_follows_what_a_build_reads(tmp_path, tiny_bundle):
     import shutil
 
     from edgepack.build_cache import BuildCache, key, source_digest
-    from edgepack.types import BuildOptions
+    from edgepack.types import BuildOptions, ConvertOptions, DataOptions
+
+    def options(target: str, quantize: str) -> BuildOptions:
+        return BuildOptions(
+            convert=ConvertOptions(target=target, quantize=quantize), data=DataOptions(calibration=calib)
+        )
 
     src = tmp_path / "m"
     src.mkdir()
@@ -437,13 +443,14 @@ def test_cache_key_follows_what_a_build_reads(tmp_path, tiny_bundle):
     (src / "weights.npz").write_bytes(b"w2")
     assert source_digest(callable_) != base, "the weights beside the file are part of the source"
 
-    opts = BuildOptions(target="onnx", quantize="int8", calibration=calib)
+    opts = options("onnx", "int8")
     k = key(base, opts)
-    assert key(base, BuildOptions(target="onnx", quantize="int8", calibration=calib)) == k
-    assert key(base, BuildOptions(target="onnx", quantize="fp16", calibration=calib)) != k
-    assert key(base, BuildOptions(target="tflite", quantize="int8", calibration=calib)) != k
-    opts.output = tmp_path / "elsewhere.edgepack"
-    assert key(base, opts) == k, "where the bundle goes is not what it is"
+    assert key(base, options("onnx", "int8")) == k
+    assert key(base, options("onnx", "fp16")) != k
+    assert key(base, options("tflite", "int8")) != k
+    assert key(base, dataclasses.replace(opts, output=tmp_path / "elsewhere.edgepack")) == k, (
+        "where the bundle goes is not what it is"
+    )
     calib.write_bytes(b"c2")
     assert key(base, opts) != k, "calibration data by content, not by name"
 

@@ -27,7 +27,9 @@ from edgepack.data import guess_layout
 from edgepack.errors import UsageError, require
 from edgepack.types import ModelSource, TensorSpec
 
-PROTOCOL = "return an nnx.Module, or (apply_fn, params) run as apply_fn(params, *inputs) (Linen: (model.apply, variables))"
+PROTOCOL = (
+    "return an nnx.Module, or (apply_fn, params) run as apply_fn(params, *inputs) (Linen: (model.apply, variables))"
+)
 
 
 def _jax():

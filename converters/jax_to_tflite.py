@@ -35,8 +35,7 @@ def saved_model(source: ModelSource, workdir: Path) -> Path:
         tf.saved_model.save(module, str(out), signatures={"serving_default": serve.get_concrete_function()})
     except Exception as e:
         raise EdgepackError(
-            f"jax2tf could not convert the function (jax {jax.__version__}): {type(e).__name__}: "
-            f"{first_line(e)[:300]}",
+            f"jax2tf could not convert the function (jax {jax.__version__}): {type(e).__name__}: {first_line(e)[:300]}",
             "the function must trace with static shapes (jax.jit-able with the --input shapes)",
         )
     return out

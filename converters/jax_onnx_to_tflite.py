@@ -1,8 +1,11 @@
 """Route jax -> tflite through ONNX: jax2onnx, then the ONNX -> TFLite route (onnx2tf + the TFLite converter).
-The fallback when jax2tf or the TFLite converter cannot take a function. Validated against JAX."""
+The fallback when jax2tf or the TFLite converter cannot take a function, and the route for int16x8. Validated
+against JAX. The ONNX file has NCHW 4-D tensors (what onnx2tf expects); the TFLite model gets JAX's NHWC inputs
+back by default (``--layout nhwc``, no input Transpose), ``--layout nchw`` keeps them channels-first."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from edgepack.registry import Route
@@ -12,6 +15,7 @@ from . import IO_DTYPE, LAYOUT, OPSET, jax_to_onnx, onnx_to_tflite
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+    options = dataclasses.replace(options, layout=options.layout or "nhwc")
     return jax_to_onnx.via_onnx(onnx_to_tflite.convert, source, options, calibration, workdir)
 
 

@@ -15,7 +15,6 @@ by its keys (nested: ``outer.inner``).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ PROTOCOL = (
 
 
 def _jax():
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # a build runs on the CPU; no accelerator probing
     return require("jax", "jax")
 
 

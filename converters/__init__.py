@@ -21,15 +21,19 @@ from edgepack.registry import Option
 ROUTE_MODULES = (
     "onnx_to_onnx",
     "torch_to_onnx",
+    "jax_to_onnx",
     "keras_to_tflite",
     "tflite_to_tflite",
     "torch_to_tflite",  # litert-torch; then, on failure:
     "torch_onnx_to_tflite",  # torch -> ONNX -> onnx2tf
     "onnx_to_tflite",
+    "jax_to_tflite",  # jax2tf + the TFLite converter; then, on failure:
+    "jax_onnx_to_tflite",  # jax -> ONNX -> onnx2tf
     "torch_to_coreml",  # coremltools' TorchScript frontend; then, on failure:
     "torch_onnx_to_coreml",  # torch -> ONNX -> onnx2tf -> coremltools
     "keras_to_coreml",
     "onnx_to_coreml",
+    "jax_onnx_to_coreml",
 )
 
 # Options several routes read (a route declares the ones it reads; the build command shows each once).

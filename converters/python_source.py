@@ -1,5 +1,6 @@
 """``path/to/file.py:callable``: run the user's own (trusted) code and hand the model it returns to the
-loader of its framework (an nn.Module to torch_source, a keras.Model to keras_source)."""
+loader of its framework (an nn.Module to torch_source, a keras.Model to keras_source, a Flax NNX module or an
+``(apply_fn, params)`` pair to jax_source)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,12 @@ def load(source: str, kind: str, input_specs: list[TensorSpec]) -> ModelSource:
         from . import keras_source
 
         return keras_source.from_model(path, model, kind, input_specs)
+    from . import jax_source
+
+    what = f"{path.name}:{source.rpartition(':')[2]}"
+    if jax_source.is_jax_model(model):
+        return jax_source.from_model(path, model, kind, input_specs, what)
     raise UsageError(
-        f"{path.name}:{source.rpartition(':')[2]} returned {type(model).__name__}, "
-        "not a torch.nn.Module or keras.Model",
-        "return the model object from the callable",
+        f"{what} returned {type(model).__name__}, not a torch.nn.Module, keras.Model or JAX model",
+        "return the model object from the callable (JAX: " + jax_source.PROTOCOL + ")",
     )

@@ -52,6 +52,10 @@ def have_tensorflow() -> bool:
     return _installed("tensorflow", "ai_edge_litert")
 
 
+def have_jax() -> bool:
+    return _installed("jax", "flax", "jax2onnx")
+
+
 def have_coremltools() -> bool:
     return _installed("coremltools")
 

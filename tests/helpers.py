@@ -112,6 +112,70 @@ def torch_model_py(dirpath: Path) -> Path:
     return p
 
 
+JAX_MODEL_PY = """
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def plain():
+    # a jax.numpy function and its weights: fn(params, x), NHWC 8x8x1 -> 10 logits
+    rng = np.random.default_rng(0)
+    params = {
+        "conv": (rng.standard_normal((3, 3, 1, 8)) * 0.5).astype(np.float32),
+        "bias": (rng.standard_normal(8) * 0.1).astype(np.float32),
+        "dense": (rng.standard_normal((8, 10)) * 0.5).astype(np.float32),
+    }
+
+    def fn(p, x):
+        y = jax.lax.conv_general_dilated(x, p["conv"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jax.nn.relu(y + p["bias"])
+        return jnp.mean(y, axis=(1, 2)) @ p["dense"]
+
+    return fn, params
+
+
+def no_params():
+    return (lambda x: jnp.tanh(x) * 2.0), None
+
+
+def nnx_cnn():
+    from flax import nnx
+
+    class CNN(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(1, 8, (3, 3), rngs=rngs)
+            self.bn = nnx.BatchNorm(8, rngs=rngs)
+            self.fc = nnx.Linear(8 * 4 * 4, 10, rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.relu(self.bn(self.conv(x)))
+            x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+            return self.fc(x.reshape(x.shape[0], -1))
+
+    return CNN(nnx.Rngs(0))
+
+
+def linen_mlp():
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = x.reshape(x.shape[0], -1)
+            return {"logits": nn.Dense(10)(nn.relu(nn.Dense(16)(x))), "features": x * 2.0}
+
+    model = MLP()
+    return model.apply, model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
+"""
+
+
+def jax_model_py(dirpath: Path) -> Path:
+    p = dirpath / "tiny_jax.py"
+    p.write_text(JAX_MODEL_PY)
+    return p
+
+
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None, check: bool = False):
     """Run the real CLI in a subprocess (python -m edgepack)."""
     import os

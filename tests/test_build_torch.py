@@ -72,7 +72,7 @@ def test_callable_needs_input_shapes(torch_files, tmp_path):
 def test_callable_must_return_a_module(torch_files, tmp_path):
     src = torch_files["callable"].replace(":build_model", ":not_a_module")
     res = cli("build", src, "--input", "image:1x1x8x8", "-o", str(tmp_path / "m.edgepack"))
-    assert res.returncode == 2 and "returned int, not a torch.nn.Module or keras.Model" in res.stderr
+    assert res.returncode == 2 and "returned int, not a torch.nn.Module, keras.Model or JAX model" in res.stderr
 
 
 def test_wrong_input_shape_is_clear(torch_files, tmp_path):

@@ -13,10 +13,10 @@ import sys
 import pytest
 
 import edgepack
-from conftest import have_coremltools, have_tensorflow, have_torch
+from conftest import have_coremltools, have_jax, have_tensorflow, have_torch
 from edgepack import registry
 from edgepack.errors import DeviceError
-from helpers import dataset, keras_files, tiny_onnx, torch_model_py
+from helpers import dataset, jax_model_py, keras_files, tiny_onnx, torch_model_py
 
 
 def _onnx_source(tmp_path):
@@ -27,6 +27,12 @@ def _torch_source(tmp_path):
     if not have_torch():
         pytest.skip("needs the torch extra")
     return f"{torch_model_py(tmp_path)}:build_model", ["image:1x1x8x8"], "image"
+
+
+def _jax_source(tmp_path):
+    if not have_jax():
+        pytest.skip("needs the jax extra")
+    return f"{jax_model_py(tmp_path)}:plain", ["image:1x8x8x1"], "image"
 
 
 def _keras(tmp_path, kind):
@@ -53,9 +59,17 @@ SOURCE_FACTORIES = {
     "keras": lambda tmp: _keras(tmp, "keras"),
     "tensorflow": lambda tmp: _keras(tmp, "savedmodel"),
     "tflite": _tflite_source,
+    "jax": _jax_source,
 }
 
-SLOW_ROUTES = {"torch-onnx2tf", "onnx-onnx2tf", "torch-onnx-coreml", "onnx-coreml"}  # onnx2tf: 10-40 s a build
+SLOW_ROUTES = {  # onnx2tf: 10-40 s a build
+    "torch-onnx2tf",
+    "onnx-onnx2tf",
+    "torch-onnx-coreml",
+    "onnx-coreml",
+    "jax-onnx2tf",
+    "jax-onnx-coreml",
+}
 CASES = [
     pytest.param(
         r.name, fw, r.target, q, id=f"{r.name}-{fw}-{q}", marks=[pytest.mark.slow] if r.name in SLOW_ROUTES else []

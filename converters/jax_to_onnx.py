@@ -132,7 +132,7 @@ def _tools(converted: ConvertedModel) -> ConvertedModel:
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     fp32 = workdir / "export.fp32.onnx"
-    export(source, fp32, options.opset)
+    export(source, fp32, options.convert.opset)
     layouts = {s.name: s.layout for s in source.inputs + source.outputs}
     return _tools(onnx_tools.finish(fp32, workdir, options, calibration, layouts))
 
@@ -146,7 +146,7 @@ def via_onnx(
     from edgepack.data import map_tensors
 
     onnx_path = workdir / "jax_export.onnx"
-    export(source, onnx_path, options.opset, nchw=True)
+    export(source, onnx_path, options.convert.opset, nchw=True)
     ins, outs = [_nchw(s) for s in source.inputs], [_nchw(s) for s in source.outputs]
 
     def predict(feeds: dict) -> dict:  # JAX itself, in the NCHW twin's layouts

@@ -46,14 +46,14 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     keep_layout(
         source,
         options,
-        f"--layout {options.layout} differs from the JAX function's own layout",
+        f"--layout {options.convert.layout} differs from the JAX function's own layout",
         "JAX models keep their layout; drop --layout (or write the function in that layout)",
     )
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model(source, workdir)))
     quant = tflite_tools.configure(
         converter,
-        options.quantize,
-        options.io_dtype,
+        options.convert.quantize,
+        options.convert.io_dtype,
         calibration,
         source.inputs,
         signature_names=[[s.name] for s in source.inputs],

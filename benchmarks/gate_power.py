@@ -21,7 +21,7 @@ Figures, not a test.
 
     python benchmarks/gate_power.py [--trials 40] [--repeat 5] [--limit 0.05] [--drift 0.03]
     python benchmarks/gate_power.py --sequential sim [--trials 2000]
-    python benchmarks/gate_power.py --sequential local [--trials 30] [--layers 30] [--budget 60] [--min-seconds 0.1] [--quantile 10]
+    python benchmarks/gate_power.py --sequential local [--trials 30] [--budget 60] [--min-seconds 0.1] [--quantile 10]
 """
 
 from __future__ import annotations

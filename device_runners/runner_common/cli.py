@@ -176,6 +176,8 @@ def start_watchdogs(timeout: float, watch_stdin: bool, serve: bool = False) -> N
                 if _requests is not None:
                     for line in iter(sys.stdin.readline, ""):
                         _requests.put(line)
+                        if line.strip() == "finish":
+                            return  # stdin may close now: the result is on its way
                 else:
                     while os.read(0, 4096):
                         pass

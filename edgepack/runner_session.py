@@ -94,6 +94,7 @@ class RunnerSession:
         try:
             _parse(execution, self.name)
         except DeviceError as e:
+            e.runner_exit = execution.code  # type: ignore[attr-defined]  # read by --install-runtime
             return e
         return DeviceError(f"the runner on {self.name} stopped serving", "check the device")
 

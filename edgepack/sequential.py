@@ -36,6 +36,7 @@ from edgepack.bencher import (
     runner_argv,
 )
 from edgepack.bundle import sha256_file
+from edgepack.device_runners import runner_common
 from edgepack.devices import Execution, SSHOptions, open_device, parse_device
 from edgepack.errors import DeviceError, UsageError
 from edgepack.gate import GateSettings, parse_fraction
@@ -226,11 +227,24 @@ def compare(
         shared = paired and runtimes[0].name == runtimes[1].name and extras[0] == extras[1]
         if shared:
             argvs = [argvs[0] + ["--serve-also", placed[1][0]]]
-        with step(f"load {len(bundles)} bundle(s) in {len(argvs)} serving runner(s) on {dev.name}"):
-            for argv in argvs:
-                sessions.append(dev.start(argv))
-            for s in sessions:
-                _wait_ready(s, backstop or TIMEOUT_BASE_SECONDS)
+        for attempt in (1, 2):
+            try:
+                with step(f"load {len(bundles)} bundle(s) in {len(argvs)} serving runner(s) on {dev.name}"):
+                    for argv in argvs:
+                        sessions.append(dev.start(argv))
+                    for s in sessions:
+                        _wait_ready(s, backstop or TIMEOUT_BASE_SECONDS)
+                break
+            except DeviceError as e:
+                missing = getattr(e, "runner_exit", None) == runner_common.EXIT_RUNTIME_MISSING
+                if attempt == 2 or not (options.install_runtime and missing):
+                    raise
+                for s in sessions:
+                    s.close()
+                sessions.clear()
+                packages = tuple(dict.fromkeys(p for rt in runtimes for p in rt.device_packages))
+                with step(f"install {' '.join(packages)} into a venv on {dev.name}"):
+                    dev.install_runtime(packages)  # and runs the runners with the venv's Python
         slots = [(sessions[0], 0), (sessions[0], 1)] if shared else [(s, 0) for s in sessions]
         windows: list[list[list[float]]] = [[] for _ in slots]  # [candidate, baseline?]
         base_windows = windows[1] if paired else stored

@@ -344,21 +344,30 @@ def bench_until_conclusive(
     budget = DEFAULT_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     q = parse_statistic(statistic)
     stored = report.load_records(baseline) if baseline is not None else []
-    records: list[BenchRecord] = []
-    bases: list[BenchRecord] = []
+    # the plan first, so that a baseline that cannot be compared is refused before anything runs
+    plan: list[tuple[Path, Optional[Path], Optional[BenchRecord]]] = []
     for b in bundles:
         if baseline_bundle is not None:
-            cur, base = compare(b, device, options, ssh, limit, budget, baseline_bundle=baseline_bundle, quantile=q)
-        else:
-            rec = _stored_baseline(stored, b, device)
-            if rec is None:  # new since the baseline: measured, nothing compared (the report says so)
-                records.append(bench(b, device, options, ssh))
-                continue
-            own = _bundle_of(rec)
-            if own is not None:
-                cur, base = compare(b, device, options, ssh, limit, budget, baseline_bundle=own, quantile=q)
-            else:
-                cur, base = compare(b, device, options, ssh, limit, budget, baseline_record=rec, quantile=q)
+            plan.append((b, baseline_bundle, None))
+            continue
+        rec = _stored_baseline(stored, b, device)
+        own = _bundle_of(rec) if rec is not None else None
+        if rec is not None and own is None and len(rec.result.latency_ms.window_samples()) < 2:
+            raise UsageError(
+                f"the baseline of {b.name} in {baseline} has 1 timing window and its bundle "
+                f"({rec.bundle_path}) is gone or changed, so it cannot be timed alongside",
+                "give --baseline-bundle OLD.edgepack (interleaved), or record the baseline with bench --repeat 5",
+            )
+        plan.append((b, own, None if own is not None else rec))
+    records: list[BenchRecord] = []
+    bases: list[BenchRecord] = []
+    for b, own, rec in plan:
+        if own is None and rec is None:  # new since the baseline: measured, nothing compared (the report says so)
+            records.append(bench(b, device, options, ssh))
+            continue
+        cur, base = compare(
+            b, device, options, ssh, limit, budget, baseline_bundle=own, baseline_record=rec, quantile=q
+        )
         records.append(cur)
         bases.append(base.model_copy(update={"bundle": cur.bundle, "device_spec": cur.device_spec}))
     settings = GateSettings(max_latency_regression=limit)

@@ -195,6 +195,11 @@ def test_baseline_json_uses_its_bundle_when_still_there_else_its_stored_windows(
     seq = json.loads(out.read_text())["results"][0]["sequential"]
     assert seq["paired"] is False and seq["baseline_windows"] == 3
     assert "against the baseline's 3 stored windows" in proc.stdout
+    # one stored window and no bundle: nothing to compare with, refused before anything runs
+    data["results"][0]["result"]["latency_ms"]["windows"] = None
+    base_json.write_text(json.dumps(data))
+    line = one_line_error(cli("bench", str(chains[20]), "--until-conclusive", "--baseline", str(base_json)))
+    assert "has 1 timing window" in line and "--baseline-bundle" in line
 
 
 # ---------------------------------------------------------------------------------------------- flags

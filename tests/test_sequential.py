@@ -34,7 +34,7 @@ def test_confidence_sequence_holds_its_level_under_continuous_looks():
     from scipy import stats as sps
 
     rng = np.random.default_rng(1)
-    trials, rounds = 1000, 150
+    trials, rounds = 600, 150
     d = rng.normal(0.0, 0.05, (trials, rounds))
     n = np.arange(1, rounds + 1)
     mean = np.cumsum(d, axis=1) / n

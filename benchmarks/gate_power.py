@@ -13,7 +13,7 @@ median rounds to a decision.
 
 ``--sequential local``: the real thing on this machine. Two ONNX bundles of a MatMul→Tanh chain, the second with
 10 % more layers (real extra work, not an injected delay; its true slowdown is measured, see below), and the
-first against itself; each trial is a full ``edgepack.sequential.compare`` (two serving runners, interleaved
+first against itself; each trial is a full ``edgepack.sequential.compare`` (one serving runner, interleaved
 windows, fresh processes per trial). Prints detection, false alarms, median windows and seconds to a decision.
 The true slowdown is the median over the trials of each trial's ratio estimate.
 

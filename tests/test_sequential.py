@@ -183,6 +183,10 @@ def test_baseline_json_uses_its_bundle_when_still_there_else_its_stored_windows(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["results"][0]["sequential"]["paired"] is True
+    # edgepack report holds that record against the same baseline with the sequential interval, not a bootstrap
+    rep = cli("report", str(out), "--baseline", str(base_json), "--format", "json")
+    latency = [c for c in json.loads(rep.stdout)["checks"] if c["name"] == "latency"]
+    assert len(latency) == 1 and "anytime-valid" in latency[0]["message"], rep.stderr
     # the baseline's bundle changed since: its 3 stored windows are compared, unpaired
     data = json.loads(base_json.read_text())
     data["results"][0]["bundle_path"] = str(tmp_path / "gone.edgepack")

@@ -130,8 +130,8 @@ def import_tensorflow():
 
 def keep_layout(source, options, problem: str, fix: str) -> None:
     """Routes that keep the source's layout: refuse a ``--layout`` that differs from its 4-D inputs'."""
-    if options.layout and any(
-        s.layout and s.layout.lower() != options.layout for s in source.inputs if len(s.shape) == 4
+    if options.convert.layout and any(
+        s.layout and s.layout.lower() != options.convert.layout for s in source.inputs if len(s.shape) == 4
     ):
         raise UsageError(problem, fix)
 

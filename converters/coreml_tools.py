@@ -101,8 +101,8 @@ def deployment_target(name: str | None):
 def check_options(options: BuildOptions, calibration: dict | None) -> None:
     """What every CoreML route refuses before converting: an unknown deployment target, and activation int8
     off macOS (it calibrates by *running* the model, which coremltools can do only on macOS)."""
-    deployment_target(options.coreml_target)
-    if options.quantize == "int8" and calibration is not None and not can_predict():
+    deployment_target(options.convert.coreml_target)
+    if options.convert.quantize == "int8" and calibration is not None and not can_predict():
         raise UsageError(
             "CoreML activation int8 (--calibration with --quantize int8) runs the model to calibrate, "
             "which coremltools can do only on macOS",
@@ -134,11 +134,11 @@ def convert_kwargs(options: BuildOptions, outputs: list[TensorSpec], names: list
     """ct.convert settings shared by the routes: ML Program, deployment target, compute precision, and outputs
     ``names`` (the frontend's names for them) kept float32 like the source even when computing in fp16."""
     c = ct()
-    _, target = deployment_target(options.coreml_target)
+    _, target = deployment_target(options.convert.coreml_target)
     return {
         "convert_to": "mlprogram",
         "minimum_deployment_target": target,
-        "compute_precision": compute_precision(options.quantize),
+        "compute_precision": compute_precision(options.convert.quantize),
         "outputs": [
             c.TensorType(name=n, dtype=np.float32) if np.dtype(s.dtype) == np.float32 else c.TensorType(name=n)
             for n, s in zip(names, outputs)
@@ -411,13 +411,13 @@ def finish(
     mlmodel, source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path, tools: dict
 ) -> ConvertedModel:
     """Compress, save as model.mlpackage (features named like the source), check it; the ConvertedModel."""
-    canonical, _ = deployment_target(options.coreml_target)
+    canonical, _ = deployment_target(options.convert.coreml_target)
     import contextlib
     import io
 
     out = workdir / MEMBER
     with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
-        mlmodel, method = compress(mlmodel, options.quantize, calibration, source.inputs)
+        mlmodel, method = compress(mlmodel, options.convert.quantize, calibration, source.inputs)
         save(mlmodel, source, out)
 
     def as_featured(specs: list[TensorSpec]) -> list[TensorSpec]:  # CoreML's names, static shapes
@@ -428,7 +428,7 @@ def finish(
 
     inputs, outputs = as_featured(source.inputs), as_featured(source.outputs)
     facts = inspect_package(out)
-    problems = check(facts, inputs, outputs, options.quantize)
+    problems = check(facts, inputs, outputs, options.convert.quantize)
     if problems:
         raise EdgepackError(
             f"the CoreML package failed its checks: {'; '.join(problems)}",
@@ -438,7 +438,11 @@ def finish(
     from importlib import metadata
 
     predict = predictor(out, inputs, outputs)
-    n = len(next(iter(calibration.values()))) if calibration is not None and options.quantize == "int8" else None
+    n = (
+        len(next(iter(calibration.values())))
+        if calibration is not None and options.convert.quantize == "int8"
+        else None
+    )
     return ConvertedModel(
         path=out,
         member=MEMBER,
@@ -447,7 +451,7 @@ def finish(
         tools={"coremltools": metadata.version("coremltools"), **tools},
         predict=predict,
         quantization=QuantizationInfo(
-            mode=options.quantize, method=method, calibration_samples=n if "activations" in method else None
+            mode=options.convert.quantize, method=method, calibration_samples=n if "activations" in method else None
         ),
         pending_reason=None if predict else PENDING_REASON,
         checks=facts,

@@ -49,7 +49,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     keep_layout(
         source,
         options,
-        f"--layout {options.layout} differs from the Keras model's own layout",
+        f"--layout {options.convert.layout} differs from the Keras model's own layout",
         "Keras/TF models keep their layout; drop --layout",
     )
     mlmodel = coreml_tools.convert_tensorflow(lambda: concrete_function(source), source, options, "TensorFlow/Keras")

@@ -16,7 +16,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     keep_layout(
         source,
         options,
-        f"--layout {options.layout} differs from the Keras model's own layout",
+        f"--layout {options.convert.layout} differs from the Keras model's own layout",
         "Keras/TF models keep their layout; drop --layout (or build the model in that layout)",
     )
     if source.kind == "savedmodel":
@@ -25,8 +25,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         converter = tflite_tools.keras_converter(source, workdir)
     quant = tflite_tools.configure(
         converter,
-        options.quantize,
-        options.io_dtype,
+        options.convert.quantize,
+        options.convert.io_dtype,
         calibration,
         source.inputs,
         signature_names=[[s.name] for s in source.inputs],

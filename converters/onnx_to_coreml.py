@@ -24,7 +24,7 @@ from pathlib import Path
 
 from edgepack.errors import ValidationFailed
 from edgepack.registry import Route, min_cosine
-from edgepack.types import BuildOptions, ConvertedModel, ModelSource
+from edgepack.types import BuildOptions, CheckOptions, ConvertedModel, ModelSource
 
 from . import COREML_TARGET, coreml_tools, import_tensorflow, keep_layout, onnx_tools
 
@@ -40,8 +40,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     keep = [s.name for s in source.inputs if 3 <= len(s.shape) <= 5]
     saved = onnx_tools.to_saved_model(source, workdir, keep, "CoreML")
     # the TensorFlow stage, run: it decides the output transposes and checks onnx2tf against onnxruntime
-    run = onnx_tools.run_saved_model(saved, source, calibration, options.seed, STAGE_SAMPLES)
-    stage = stage_check(run, options)
+    run = onnx_tools.run_saved_model(saved, source, calibration, options.data.seed, STAGE_SAMPLES)
+    stage = stage_check(run, options.check)
 
     signature = [
         tf.TensorSpec(s.static_shape(), tf.as_dtype(s.dtype), name=n)
@@ -71,7 +71,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     return converted
 
 
-def stage_check(run: onnx_tools.SavedModelRun, options: BuildOptions) -> dict:
+def stage_check(run: onnx_tools.SavedModelRun, options: CheckOptions) -> dict:
     """The SavedModel's agreement with the source as a manifest record; below the fp32 threshold (or
     ``--min-cosine``) the build fails unless ``--allow-mismatch``."""
     threshold = min_cosine("none") if options.min_cosine is None else options.min_cosine  # this stage is fp32

@@ -21,13 +21,13 @@ STAGE_SAMPLES = 4
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     tf = import_tensorflow()
-    nhwc = options.layout == "nhwc"
+    nhwc = options.convert.layout == "nhwc"
     keep = [s.name for s in source.inputs if len(s.shape) == 4 and not nhwc]
     saved = onnx_tools.to_saved_model(source, workdir, keep, "TFLite")
     in_specs = [s if s.name in keep else onnx_tools.nhwc(s) for s in source.inputs]
     # outputs: onnx2tf turns some channels-first outputs channels-last; which ones is read from a run of the
     # SavedModel against the source (shapes cannot tell for a [1,8,8,8] output)
-    run = onnx_tools.run_saved_model(saved, source, calibration, options.seed, STAGE_SAMPLES, in_specs)
+    run = onnx_tools.run_saved_model(saved, source, calibration, options.data.seed, STAGE_SAMPLES, in_specs)
     out_layouts = [
         s.layout if perm is None else onnx_tools.nhwc(s).layout for s, perm in zip(source.outputs, run.perms)
     ]
@@ -35,8 +35,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     cal = map_tensors(calibration, source.inputs, in_specs) if calibration is not None else None
     quant = tflite_tools.configure(
         converter,
-        options.quantize,
-        options.io_dtype,
+        options.convert.quantize,
+        options.convert.io_dtype,
         cal,
         in_specs,
         [[s.name, run.in_names[s.name]] for s in source.inputs],

@@ -258,7 +258,7 @@ def finish(fp32: Path, workdir: Path, options, calibration: dict | None, layouts
     from edgepack.types import ConvertedModel
 
     out = workdir / "model.onnx"
-    quant, tools = apply_precision(fp32, out, options.quantize, _inputs_of(fp32, layouts), calibration)
+    quant, tools = apply_precision(fp32, out, options.convert.quantize, _inputs_of(fp32, layouts), calibration)
     model = load_model(out)
     ins, outs = read_specs(model, layouts)
     import onnx

@@ -13,7 +13,7 @@ from . import tflite_tools
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
-    if options.quantize != "none":
+    if options.convert.quantize != "none":
         raise UsageError(
             f"{source.path.name} is already a TFLite model; it is bundled as it is",
             "drop --quantize, or quantize from the original Keras/PyTorch/ONNX model",

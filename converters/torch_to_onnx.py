@@ -65,7 +65,7 @@ def _tools(converted: ConvertedModel) -> ConvertedModel:
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     fp32 = workdir / "export.fp32.onnx"
-    export(source, fp32, options.opset)
+    export(source, fp32, options.convert.opset)
     layouts = {s.name: s.layout for s in source.inputs + source.outputs}
     return _tools(onnx_tools.finish(fp32, workdir, options, calibration, layouts))
 
@@ -79,7 +79,7 @@ def via_onnx(
     import dataclasses
 
     onnx_path = workdir / "torch_export.onnx"
-    export(source, onnx_path, options.opset)
+    export(source, onnx_path, options.convert.opset)
     converted = onnx_convert(dataclasses.replace(source, path=onnx_path), options, calibration, workdir)
     converted.quantization.method = (converted.quantization.method or "fp32") + " (from torch via ONNX)"
     return _tools(converted)

@@ -73,8 +73,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     torch = require("torch", "torch")
     litert_torch = require("litert_torch", "tflite")
     module = source.handle.module() if source.kind == "torch-export" else source.handle
-    in_layouts = _layouts(source.inputs, options.layout)
-    out_layouts = _layouts(source.outputs, options.layout)
+    in_layouts = _layouts(source.inputs, options.convert.layout)
+    out_layouts = _layouts(source.outputs, options.convert.layout)
     to_last_in = [
         i for i, (s, lay) in enumerate(zip(source.inputs, in_layouts)) if s.layout == "NCHW" and lay == "NHWC"
     ]
@@ -101,12 +101,12 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            if options.quantize in ("dynamic", "int8"):
+            if options.convert.quantize in ("dynamic", "int8"):
                 from litert_torch.quantize import pt2e_quantizer
                 from litert_torch.quantize.quant_config import QuantConfig
                 from torchao.quantization.pt2e import quantize_pt2e
 
-                dynamic = options.quantize == "dynamic"
+                dynamic = options.convert.quantize == "dynamic"
                 quantizer = (_dynamic_quantizer(torch) if dynamic else pt2e_quantizer.PT2EQuantizer()).set_global(
                     pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
                 )
@@ -123,7 +123,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                 quant_config = QuantConfig(pt2e_quantizer=quantizer)
                 n = len(next(iter(calibration.values()))) if calibration is not None and not dynamic else None
                 quant = QuantizationInfo(
-                    mode=options.quantize,
+                    mode=options.convert.quantize,
                     calibration_samples=n,
                     method=(
                         "litert-torch PT2E dynamic int8 (per-channel weights; embedding tables symmetric "
@@ -145,7 +145,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         )
     from importlib import metadata
 
-    if options.quantize == "int8":
+    if options.convert.quantize == "int8":
         check_integer_compute(out)
     tools = {"torch": torch.__version__.split("+")[0], "litert-torch": metadata.version("litert-torch")}
     return tflite_tools.finish(out, source, options, quant, in_layouts, out_layouts, tools)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from edgepack.errors import EdgepackError, UsageError, require
-from edgepack.types import BuildOptions, ModelMember, NpuCompile, NpuLayer, OpPlacement, Placement
+from edgepack.types import ModelMember, NpuCompile, NpuLayer, NpuOptions, OpPlacement, Placement
 
 MEMBER = "model_vela.tflite"
 NUMERICS = (
@@ -197,7 +197,7 @@ def _kib(row: dict, key: str):
     return None if v is None else int(round(v * 1024))
 
 
-def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Path, NpuCompile]:
+def compile_model(model: Path, options: NpuOptions, workdir: Path) -> tuple[Path, NpuCompile]:
     """Run vela on ``model``; returns (vela model path, findings). Raises on vela errors and, with
     ``npu_strict``, on any CPU fallback."""
     require("ethosu.vela", "npu")
@@ -211,19 +211,19 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
         "ethosu.vela",
         str(model),
         "--accelerator-config",
-        options.npu,
+        options.accelerator,
         "--output-dir",
         str(out_dir),
         "--verbose-performance",
         "--show-cpu-operations",
     ]
-    if options.npu_config:
-        cfg = Path(options.npu_config)
-        argv += ["--config", str(cfg.resolve()) if cfg.is_file() else str(options.npu_config)]  # or Arm/vela.ini
-    if options.npu_system_config:
-        argv += ["--system-config", options.npu_system_config]
-    if options.npu_memory_mode:
-        argv += ["--memory-mode", options.npu_memory_mode]
+    if options.config:
+        cfg = Path(options.config)
+        argv += ["--config", str(cfg.resolve()) if cfg.is_file() else str(options.config)]  # or Arm/vela.ini
+    if options.system_config:
+        argv += ["--system-config", options.system_config]
+    if options.memory_mode:
+        argv += ["--memory-mode", options.memory_mode]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, cwd=workdir, timeout=1800)
     except subprocess.TimeoutExpired:
@@ -233,7 +233,7 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
         err = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "no output")
         bad_option = proc.returncode == 2 or "usage:" in proc.stderr or "CliOptionError" in err
         raise (UsageError if bad_option else EdgepackError)(
-            f"vela failed for --npu {options.npu}: {err[:300]}",
+            f"vela failed for --npu {options.accelerator}: {err[:300]}",
             "check --npu / --npu-config / --npu-system-config / --npu-memory-mode (vela --list-configs FILE)",
         )
     stem = model.stem
@@ -245,11 +245,11 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
             f"vela's output ended with: {proc.stdout.strip().splitlines()[-1:] or proc.stderr[-200:]}",
         )
     row = parse_summary(summaries[0])
-    place = placement(_ops(model), _ops(vela_model), parse_fallbacks(proc.stdout), options.npu)
+    place = placement(_ops(model), _ops(vela_model), parse_fallbacks(proc.stdout), options.accelerator)
     total = place.accelerator_ops + place.cpu_ops
     fixes = hints(place)
-    if options.npu_config:
-        config = Path(options.npu_config).name
+    if options.config:
+        config = Path(options.config).name
     elif "No configuration file specified" in proc.stdout + proc.stderr:
         config = "Arm/vela.ini (vela's default)"
     else:
@@ -257,9 +257,9 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
     time_s = _num(row, "inference_time")
     info = NpuCompile(
         compiler_version=metadata.version("ethos-u-vela"),
-        accelerator=options.npu,
-        system_config=row.get("system_config") or options.npu_system_config,
-        memory_mode=row.get("memory_mode") or options.npu_memory_mode,
+        accelerator=options.accelerator,
+        system_config=row.get("system_config") or options.system_config,
+        memory_mode=row.get("memory_mode") or options.memory_mode,
         config_file=config,
         model=ModelMember(member=MEMBER, bytes=vela_model.stat().st_size),
         numerics=NUMERICS,
@@ -278,10 +278,10 @@ def compile_model(model: Path, options: BuildOptions, workdir: Path) -> tuple[Pa
         hints=fixes,
         layers=parse_layers(out_dir / f"{stem}_per-layer.csv"),
     )
-    if options.npu_strict and place.cpu_ops:
+    if options.strict and place.cpu_ops:
         cpu = ", ".join(f"{o.op_type}×{o.cpu} ({'; '.join(o.reasons)})" for o in place.ops if o.cpu)
         raise EdgepackError(
-            f"--npu-strict: {place.cpu_ops} op(s) fall back to the CPU on {options.npu}: {cpu}",
+            f"--npu-strict: {place.cpu_ops} op(s) fall back to the CPU on {options.accelerator}: {cpu}",
             "; ".join(fixes) or "drop --npu-strict to bundle with the CPU fallback",
         )
     return vela_model, info

@@ -94,6 +94,7 @@ def probe(packages: Sequence[str] = PACKAGES) -> dict[str, Any]:
         "packages": dict((p, _version(p)) for p in packages),
         "cpu_count": os.cpu_count(),
         "cpu": common.cpu_fingerprint(),
+        "core_clusters": common.core_clusters(),
         "mem_available_mb": _mem_available_mb(),
         "disk_free_mb": disk.free // (1024 * 1024),
         "npu_device_nodes": sorted(set(n for pattern in NPU_NODES for n in glob.glob(pattern))),

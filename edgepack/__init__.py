@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 if TYPE_CHECKING:
     from edgepack.registry import Route
-    from edgepack.types import BenchRecord, BuildResult, Manifest
+    from edgepack.types import BenchRecord, BuildResult, Manifest, TuneResult
 
 __version__ = "0.1.0"
 
@@ -63,27 +63,37 @@ def build(
     """
     from edgepack.builder import build as _build
     from edgepack.data import parse_input_spec
-    from edgepack.types import BuildOptions
+    from edgepack.errors import UsageError
+    from edgepack.types import BuildOptions, CheckOptions, ConvertOptions, DataOptions, NpuOptions
 
+    if not npu and (npu_config or npu_system_config or npu_memory_mode or npu_strict):
+        raise UsageError(
+            "--npu-config/--npu-system-config/--npu-memory-mode/--npu-strict need --npu",
+            "add --npu ethos-u55-128 (or your board's accelerator config)",
+        )
     options = BuildOptions(
-        target=to,
-        quantize=quantize,
-        calibration=Path(calibration) if calibration else None,
-        eval=Path(eval) if eval else None,
-        inputs=[parse_input_spec(s) for s in inputs],
+        convert=ConvertOptions(
+            target=to,
+            quantize=quantize,
+            route=route,
+            io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
+            layout=layout.lower() if layout else None,
+            opset=opset,
+            coreml_target=coreml_target,
+        ),
+        inputs=tuple(parse_input_spec(s) for s in inputs),
+        data=DataOptions(calibration=Path(calibration) if calibration else None, eval=Path(eval) if eval else None),
+        check=CheckOptions(min_cosine=min_cosine, allow_mismatch=allow_mismatch),
+        npu=NpuOptions(
+            accelerator=npu,
+            config=str(npu_config) if npu_config else None,
+            system_config=npu_system_config,
+            memory_mode=npu_memory_mode,
+            strict=npu_strict,
+        )
+        if npu
+        else None,
         output=Path(output) if output else None,
-        min_cosine=min_cosine,
-        allow_mismatch=allow_mismatch,
-        opset=opset,
-        io_dtype=io_dtype or ("int8" if npu and quantize == "int8" else "float32"),
-        layout=layout.lower() if layout else None,
-        npu=npu,
-        npu_system_config=npu_system_config,
-        npu_memory_mode=npu_memory_mode,
-        npu_config=str(npu_config) if npu_config else None,
-        npu_strict=npu_strict,
-        coreml_target=coreml_target,
-        route=route,
         verbose=verbose,
     )
     return _build(str(source), options)
@@ -94,15 +104,73 @@ def bench(bundle: PathLike, device: str = "local", **kwargs: Any) -> BenchRecord
     RunResult, ``.manifest``, ``.device_spec``, ``.uploaded``).
 
     kwargs: the fields of :class:`edgepack.types.BenchOptions` (runs, warmup, min_seconds, max_runs, threads,
-    repeat, cooldown, install_runtime), the runtime flags by name (ep, profile, delegate, delegate_option,
-    no_xnnpack, npu_model, compute_units: see ``edgepack.registry.bench_flags()``), and the SSH options of
-    :class:`edgepack.devices.SSHOptions` (accept_new_host_key, identity, known_hosts, ...).
+    repeat, cooldown, install_runtime, sustained ("2m" or seconds), sustained_window, drift_tolerance, cpus), the
+    runtime flags by name (ep, profile, delegate, delegate_option, no_xnnpack, npu_model, compute_units: see
+    ``edgepack.registry.bench_flags()``), and the SSH options of :class:`edgepack.devices.SSHOptions`
+    (accept_new_host_key, identity, known_hosts, ...).
     """
     from edgepack.bencher import bench as _bench
     from edgepack.bencher import split_kwargs
 
     options, ssh = split_kwargs(dict(kwargs))
     return _bench(Path(bundle), device, options, ssh)
+
+
+def tune(
+    source: PathLike,
+    device: str = "local",
+    eval: Optional[PathLike] = None,
+    calibration: Optional[PathLike] = None,
+    max_accuracy_drop: float = 1.0,
+    to: Sequence[str] = (),
+    quantize: Sequence[str] = (),
+    threads: Sequence[int] = (0,),
+    inputs: Sequence[str] = (),
+    output: Optional[PathLike] = None,
+    budget_seconds: Optional[float] = None,
+    cache_dir: Optional[PathLike] = None,
+    cache: bool = True,
+    confidence: float = 0.95,
+    **kwargs: Any,
+) -> TuneResult:
+    """Build ``source`` in every format (``to``) x precision (``quantize``; empty: all the registry offers), bench
+    each bundle on ``device`` with each ``threads`` setting, and write the fastest one whose top-1 on ``eval`` (on
+    the device) is at most ``max_accuracy_drop`` points below the source model's to ``output``.
+
+    Returns a TuneResult (``candidates``: one row each with its BenchRecord or why it failed / did not run;
+    ``chosen``: the name of the one written, None when none met the budget). Builds are cached in ``cache_dir``
+    (default ``~/.cache/edgepack/builds``; ``cache=False``: none). kwargs: bench timing (runs, warmup,
+    min_seconds, max_runs, repeat, cooldown, timeout), ``ssh=SSHOptions(...)`` or the SSH options by name.
+    """
+    import dataclasses
+
+    from edgepack.bencher import split_kwargs
+    from edgepack.tuner import TuneOptions, default_bench
+    from edgepack.tuner import tune as _tune
+
+    ssh = kwargs.pop("ssh", None)
+    timing = dataclasses.asdict(default_bench())
+    timing.pop("flags")
+    timing.update(kwargs)
+    bench_options, ssh_from_kwargs = split_kwargs(timing)
+    options = TuneOptions(
+        eval=Path(eval) if eval else None,
+        device=device,
+        calibration=Path(calibration) if calibration else None,
+        max_accuracy_drop=max_accuracy_drop,
+        formats=tuple(to),
+        precisions=tuple(quantize),
+        threads=tuple(threads),
+        inputs=tuple(inputs),
+        output=Path(output) if output else None,
+        budget_seconds=budget_seconds,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        use_cache=cache,
+        confidence=confidence,
+        bench=bench_options,
+        ssh=ssh or ssh_from_kwargs,
+    )
+    return _tune(str(source), options)
 
 
 def deploy(bundle: PathLike, device: str = "local", **kwargs: Any) -> str:
@@ -133,4 +201,4 @@ def routes() -> tuple[Route, ...]:
     return _routes()
 
 
-__all__ = ["__version__", "build", "bench", "deploy", "inspect", "verify", "routes"]
+__all__ = ["__version__", "build", "bench", "tune", "deploy", "inspect", "verify", "routes"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 from edgepack import registry
 from edgepack.bundle import sha256_file, verify_bundle
 from edgepack.device_runners import runner_common
-from edgepack.devices import Execution, SSHOptions, open_device, parse_device
+from edgepack.devices import DeviceSpec, Execution, SSHOptions, as_spec, open_device
 from edgepack.errors import DeviceError, EdgepackError, UsageError
 from edgepack.types import BenchOptions, BenchRecord, Manifest, RunResult
 from edgepack.ui import step
@@ -46,7 +45,7 @@ def _ssh_options(kwargs: dict[str, Any]) -> SSHOptions:
     return SSHOptions(**kwargs)
 
 
-def deploy(bundle: Path, device: str = "local", **ssh: Any) -> str:
+def deploy(bundle: Path, device: "str | DeviceSpec" = "local", **ssh: Any) -> str:
     """Upload the bundle and the runner; returns the bundle's path on the device."""
     _checked(bundle)
     sha = sha256_file(bundle)
@@ -111,7 +110,10 @@ def check_settings(o: BenchOptions) -> None:
 
 
 def bench(
-    bundle: Path, device: str = "local", options: BenchOptions | None = None, ssh: SSHOptions | None = None
+    bundle: Path,
+    device: "str | DeviceSpec" = "local",
+    options: BenchOptions | None = None,
+    ssh: SSHOptions | None = None,
 ) -> BenchRecord:
     """Upload (if needed) and run ``bundle`` on ``device`` with its format's runner.
 
@@ -124,25 +126,30 @@ def bench(
     ``options.timeout``: seconds the runner may take (default :func:`default_timeout`; 0 = no limit). On a
     timeout, an interrupt or a lost connection the runner stops and cleans up on the device (it watches its
     stdin)."""
+    from edgepack import sustained as sustained_mod
+
     options = options or BenchOptions()
     check_settings(options)
+    options = sustained_mod.check_settings(options)  # --sustained in seconds from here on
     timeout = options.timeout
     if timeout is None:
         timeout = default_timeout(options.min_seconds, options.repeat, options.cooldown)
+        timeout += 2.0 * float(options.sustained)
     manifest = _checked(bundle)
     runtime = registry.runtime(manifest.format)
     extra = runtime.runner_args(manifest, options.flags)
     sha = sha256_file(bundle)
-    ssh = dataclasses.replace(ssh) if ssh else SSHOptions()
+    spec = as_spec(device)
+    ssh = spec.options(ssh or SSHOptions())  # a copy, with an inventory device's own settings
     # the runner enforces the timeout itself (and cleans up); edgepack's own wait is a backstop behind it
     ssh.run_timeout = timeout + 30.0 if timeout else None
-    if options.install_runtime and parse_device(device).local:
+    if options.install_runtime and spec.local:
         raise UsageError(
             "--install-runtime is for SSH devices",
             f"install the runtime here with: pip install {' '.join(runtime.device_packages)}",
         )
-    with step(f"connect to {device}"):
-        dev = open_device(device, ssh)
+    with step(f"connect to {spec.name}"):
+        dev = open_device(spec, ssh)
     try:
         with step(f"upload runner and {bundle.name} to {dev.name}"):
             runners = dev.put_runners()
@@ -154,13 +161,17 @@ def bench(
         what = f"run {runtime.name} on {dev.name} (≥{options.runs} runs, ≥{options.min_seconds:g}s" + (
             f", ×{options.repeat} windows)" if options.repeat > 1 else ")"
         )
-        with step(what):
-            res = dev.run(argv)
+        if options.sustained:
+            what = f"run {runtime.name} on {dev.name} (sustained {float(options.sustained):g}s)"
+        if options.cpus:
+            what = what[:-1] + f", cores {options.cpus})"
+        with step(what) as update:
+            res = dev.run(argv, on_stderr_line=sustained_mod.Relay(update, what) if options.sustained else None)
         if options.install_runtime and res.code == runner_common.EXIT_RUNTIME_MISSING:
             with step(f"install {' '.join(runtime.device_packages)} into a venv on {dev.name}"):
                 dev.install_runtime(runtime.device_packages)
-            with step(what):
-                res = dev.run(argv)
+            with step(what) as update:
+                res = dev.run(argv, on_stderr_line=sustained_mod.Relay(update, what) if options.sustained else None)
     finally:
         dev.close()
     return make_record(bundle, manifest, sha, dev.name, uploaded, _parse(res, dev.name), ssh.remote_dir)
@@ -202,12 +213,15 @@ def make_record(
         min_cosine=manifest.validation.thresholds.get("min_cosine"),
         uploaded=uploaded,
         result=result,
+        npu_placement=manifest.npu.placement if manifest.npu else None,
         manifest=manifest,
     )
 
 
 def _parse(res: Execution, device: str) -> RunResult:
-    lines = res.stderr.strip().splitlines()
+    from edgepack.sustained import without_progress
+
+    lines = without_progress(res.stderr).strip().splitlines()
     tail = "\n".join(lines[-5:])
     runner_line = next((ln for ln in reversed(lines) if ln.startswith("edgepack-runner: error:")), None)
     if res.code != 0:

@@ -4,7 +4,7 @@ what the previous one returned; the conversion routes are declared in converters
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -18,8 +18,11 @@ from edgepack.placement_view import npu_summary
 from edgepack.types import (
     BuildOptions,
     BuildResult,
+    CheckOptions,
     ConvertedModel,
+    ConvertOptions,
     DataMember,
+    DataOptions,
     Manifest,
     ModelMember,
     ModelSource,
@@ -36,8 +39,9 @@ from edgepack.validate import reference_outputs, validate
 def default_output(source: str, options: BuildOptions) -> Path:
     split = converters.split_callable(source)
     stem = split[0].stem if split else Path(source).stem
-    npu = f".{options.npu}" if options.npu else ""
-    return Path(f"{stem}.{options.target}.{registry.suffix(options.quantize)}{npu}.edgepack")
+    npu = f".{options.npu.accelerator}" if options.npu else ""
+    c = options.convert
+    return Path(f"{stem}.{c.target}.{registry.suffix(c.quantize)}{npu}.edgepack")
 
 
 @dataclass
@@ -62,7 +66,7 @@ class Built:
     route: Optional[RouteInfo] = None
 
 
-def check_options(options: BuildOptions) -> None:
+def check_options(options: ConvertOptions) -> None:
     """What can be refused before anything is loaded."""
     registry.runtime(options.target)
     if options.quantize not in registry.target_precisions(options.target):
@@ -79,16 +83,9 @@ def check_options(options: BuildOptions) -> None:
             f"--io-dtype {options.io_dtype} applies to --to tflite --quantize int8 only",
             "drop --io-dtype, or build a full-integer TFLite model",
         )
-    if not options.npu and (
-        options.npu_config or options.npu_system_config or options.npu_memory_mode or options.npu_strict
-    ):
-        raise UsageError(
-            "--npu-config/--npu-system-config/--npu-memory-mode/--npu-strict need --npu",
-            "add --npu ethos-u55-128 (or your board's accelerator config)",
-        )
 
 
-def _check_route_options(options: BuildOptions, candidates: list[registry.Route]) -> None:
+def _check_route_options(options: ConvertOptions, candidates: list[registry.Route]) -> None:
     """A route option the user set must be read by at least one route this build may take."""
     for opt in registry.build_options():
         value = getattr(options, opt.name)
@@ -104,12 +101,14 @@ def _check_route_options(options: BuildOptions, candidates: list[registry.Route]
 
 
 def build(source: str, options: BuildOptions) -> BuildResult:
-    check_options(options)
-    npu = converters.npu_compiler(options.npu, options.target) if options.npu else None
+    check_options(options.convert)
+    npu = converters.npu_compiler(options.npu.accelerator, options.convert.target) if options.npu else None
     out = Path(options.output) if options.output else default_output(source, options)
     if out.exists() and out.is_dir():
         raise UsageError(f"output {out} is a directory", "pass -o path/to/name.edgepack")
-    check_build_output(out, source, options.calibration, options.eval, options.npu_config)
+    check_build_output(
+        out, source, options.data.calibration, options.data.eval, options.npu.config if options.npu else None
+    )
     with tempfile.TemporaryDirectory(prefix="edgepack-build-") as tmp:
         work = Path(tmp)
         # the frameworks' own output goes to a log: kept beside the bundle with --verbose, else dropped
@@ -131,16 +130,18 @@ def build(source: str, options: BuildOptions) -> BuildResult:
 
 
 def _build(source: str, options: BuildOptions, npu: Any, out: Path, work: Path, log: Path) -> BuildResult:
+    c = options.convert
     with step(f"load {source}"), framework_output(log):
-        src = converters.load_source(str(source), options.inputs)
-    plan = registry.plan(src.framework, src.kind, options.target, options.quantize, options.route)
-    _check_route_options(options, plan.candidates)
-    data = load_data(src, options, plan.candidates)
+        src = converters.load_source(str(source), list(options.inputs))
+    plan = registry.plan(src.framework, src.kind, c.target, c.quantize, c.route)
+    _check_route_options(c, plan.candidates)
+    data = load_data(src, options.data, c.quantize, plan.candidates)
     built = convert(src, plan, options, data, work, log)
     npu_path, npu_info = None, None
     if npu is not None:  # after validation: the NPU model's custom op cannot run on a CPU interpreter
-        with step(f"compile for {options.npu} (vela)"), framework_output(log):
-            npu_path, npu_info = npu.compile_model(built.converted.path, options, work)
+        assert options.npu is not None  # npu is its compiler
+        with step(f"compile for {options.npu.accelerator} (vela)"), framework_output(log):
+            npu_path, npu_info = npu.compile_model(built.converted.path, options.npu, work)
         npu_summary(npu_info)
     manifest, members = bundle_contents(src, built, data, options, npu_path, npu_info)
     with step(f"write {out}"):
@@ -148,9 +149,9 @@ def _build(source: str, options: BuildOptions, npu: Any, out: Path, work: Path, 
     return BuildResult(path=out, manifest=manifest, bytes=size)
 
 
-def load_data(src: ModelSource, options: BuildOptions, candidates: list[registry.Route]) -> Data:
+def load_data(src: ModelSource, options: DataOptions, quantize: str, candidates: list[registry.Route]) -> Data:
     # calibration is needed when every route this build may take needs it (CoreML int8 = weights only)
-    calibrated = all(options.quantize in r.calibrated for r in candidates)
+    calibrated = all(quantize in r.calibrated for r in candidates)
     calibration = None
     if options.calibration:
         calibration = load_dataset(options.calibration, src.inputs, "calibration")
@@ -162,7 +163,7 @@ def load_data(src: ModelSource, options: BuildOptions, candidates: list[registry
             )
     elif calibrated:
         raise UsageError(
-            f"--quantize {options.quantize} needs calibration data",
+            f"--quantize {quantize} needs calibration data",
             "pass --calibration DATA.npz (one array per input, ~100+ representative samples)",
         )
     evaluation = load_dataset(options.eval, src.inputs, "eval", need_labels=True) if options.eval else None
@@ -177,6 +178,7 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
     n = len(next(iter(data.validation.values())))
     with step(f"reference outputs from {src.framework} on {n} samples"), framework_output(log):
         reference = reference_outputs(src, data.validation)
+    c = options.convert
     attempts = [RouteAttempt(route=name, status="skipped", reason=why) for name, why in plan.skipped]
     errors: list[EdgepackError] = []
     overridable: Optional[Built] = None  # the first model that failed validation, for --allow-mismatch
@@ -194,13 +196,13 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
                 )
             )
             continue
-        label = f"convert {src.framework} → {route.target} ({options.quantize}) via {route.name}"
+        label = f"convert {src.framework} → {route.target} ({c.quantize}) via {route.name}"
         try:
             with step(label + (" with calibration" if data.calibration is not None else "")), framework_output(log):
                 workdir = work / route.name
                 workdir.mkdir()
                 converted = route.convert(src, options, data.calibration, workdir)
-            built, failure = _validate(src, converted, options, data, reference, route, log)
+            built, failure = _validate(src, converted, c.quantize, options.check, data, reference, route, log)
         except EdgepackError as e:
             failure, built = e, None
         except Exception as e:  # a converter crashing in its own code is a failed route, not a traceback
@@ -213,8 +215,7 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
         if failure is None:
             assert built is not None  # _validate returned it
             attempts.append(RouteAttempt(route=route.name, status="used"))
-            built.route = RouteInfo(name=route.name, pinned=bool(options.route), attempts=attempts)
-            return built
+            return replace(built, route=RouteInfo(name=route.name, pinned=bool(c.route), attempts=attempts))
         attempts.append(RouteAttempt(route=route.name, status="failed", reason=failure.message))
         errors.append(failure)
         if built is not None and overridable is None:
@@ -223,21 +224,25 @@ def convert(src: ModelSource, plan: registry.Plan, options: BuildOptions, data: 
             note(
                 f"[yellow]route {route.name} failed:[/yellow] {safe(failure.message)}; trying {candidates[i + 1].name}"
             )
-    if overridable is not None and options.allow_mismatch:
+    if overridable is not None and options.check.allow_mismatch:
         note("[yellow]warning:[/yellow] validation failed and was overridden (--allow-mismatch)")
-        overridable.validation.status = "failed-overridden"
-        for a in attempts:
-            if a.route == overridable.route_name and a.status == "failed":
-                a.status = "used"
-        overridable.route = RouteInfo(name=overridable.route_name, pinned=bool(options.route), attempts=attempts)
-        return overridable
-    raise _all_failed(src, options, attempts, errors)
+        name = overridable.route_name
+        attempts = [
+            a.model_copy(update={"status": "used"}) if a.route == name and a.status == "failed" else a for a in attempts
+        ]
+        return replace(
+            overridable,
+            validation=overridable.validation.model_copy(update={"status": "failed-overridden"}),
+            route=RouteInfo(name=name, pinned=bool(c.route), attempts=attempts),
+        )
+    raise _all_failed(src, c, attempts, errors)
 
 
 def _validate(
     src: ModelSource,
     converted: ConvertedModel,
-    options: BuildOptions,
+    quantize: str,
+    options: CheckOptions,
     data: Data,
     reference: dict[str, Any],
     route: registry.Route,
@@ -248,7 +253,7 @@ def _validate(
     inputs = map_tensors(data.validation, src.inputs, converted.inputs)
     if converted.predict is None:
         note(f"[yellow]validation pending-device:[/yellow] {converted.pending_reason}")
-        threshold = registry.min_cosine(options.quantize) if options.min_cosine is None else options.min_cosine
+        threshold = registry.min_cosine(quantize) if options.min_cosine is None else options.min_cosine
         validation = ValidationInfo(
             status="pending-device",
             samples=0,
@@ -262,14 +267,12 @@ def _validate(
         return Built(converted, validation, inputs, ref, route.name), None
     n = len(next(iter(inputs.values())))
     with step(f"validate against {src.framework} on {n} samples"), framework_output(log):
-        validation, failure = validate(
-            src, converted, inputs, ref, options.quantize, data.inputs_from, options.min_cosine
-        )
+        validation, failure = validate(src, converted, inputs, ref, quantize, data.inputs_from, options.min_cosine)
     return Built(converted, validation, inputs, ref, route.name), failure
 
 
 def _all_failed(
-    src: ModelSource, options: BuildOptions, attempts: list[RouteAttempt], errors: list[EdgepackError]
+    src: ModelSource, options: ConvertOptions, attempts: list[RouteAttempt], errors: list[EdgepackError]
 ) -> EdgepackError:
     """One error for a build no route could make: a lone failure as it is; several, each route with its reason.
     The exit code is the most telling one: validation (4) over a converter error (1) over a missing extra (3)
@@ -308,9 +311,10 @@ def bundle_contents(
     if data.evaluation is not None:
         members["eval.npz"] = npz_bytes(eval_arrays(map_tensors(data.evaluation, src.inputs, converted.inputs)))
     quantization = converted.quantization
-    if data.calibration is not None and options.calibration:
-        quantization = quantization.model_copy(update={"calibration_sha256": sha256_file(options.calibration)})
-    runtime = registry.runtime(options.target)
+    calibration_file = options.data.calibration
+    if data.calibration is not None and calibration_file:
+        quantization = quantization.model_copy(update={"calibration_sha256": sha256_file(calibration_file)})
+    runtime = registry.runtime(options.convert.target)
     manifest = Manifest(
         format=runtime.format,
         runtime=runtime.name,

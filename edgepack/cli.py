@@ -256,7 +256,13 @@ def verify(bundle: Path = typer.Argument(..., help="a .edgepack file")) -> None:
     )
 
 
-_DEVICE = typer.Option("local", "--device", "-d", help="local | [user@]host[:port] | ~/.ssh/config Host alias")
+_DEVICE = typer.Option(
+    "local",
+    "--device",
+    "-d",
+    help="local | [user@]host[:port] | ~/.ssh/config Host alias | an inventory name | @group | @label=value; "
+    "several, comma-separated, run --parallel at a time",
+)
 _ACCEPT = typer.Option(False, "--accept-new-host-key", help="trust an unknown host key and add it to known_hosts")
 _IDENTITY = typer.Option(None, "--identity", "-i", help="SSH private key file")
 _KNOWN = typer.Option(None, "--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
@@ -295,10 +301,33 @@ _SSH_OPTIONS: list[tuple[str, Any, Any]] = [
 ]
 
 
+# Several devices (edgepack.inventory, edgepack.fleet): where names and @groups come from, how many at a time.
+_FLEET_OPTIONS: list[tuple[str, Any, Any]] = [
+    (
+        "inventory",
+        Optional[Path],
+        typer.Option(
+            None, "--inventory", help="edgepack.toml or an Ansible inventory (INI/YAML); default ./edgepack.toml"
+        ),
+    ),
+    ("parallel", int, typer.Option(4, "--parallel", help="devices worked on at the same time")),
+]
+
+
 def _ssh_params() -> list[pyinspect.Parameter]:
     return [
-        pyinspect.Parameter(n, pyinspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in _SSH_OPTIONS
+        pyinspect.Parameter(n, pyinspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
+        for n, a, d in _SSH_OPTIONS + _FLEET_OPTIONS
     ]
+
+
+def _devices(device: str, given: dict[str, Any]) -> tuple[Any, int]:
+    """The devices ``--device`` selects (edgepack.inventory.select) and ``--parallel``; pops both options."""
+    from edgepack.fleet import check_parallel
+    from edgepack.inventory import select
+
+    inventory, parallel = given.pop("inventory"), given.pop("parallel")
+    return select(device, inventory), check_parallel(parallel)
 
 
 def _ssh_options(given: dict[str, Any]) -> Any:
@@ -317,9 +346,15 @@ def deploy(bundle: Path = typer.Argument(...), device: str = _DEVICE, **ssh: Any
 
     import edgepack
 
+    devices, parallel = _devices(device, ssh)
     options = _ssh_options(ssh)
-    remote = edgepack.deploy(bundle, device, **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
-    typer.echo(f"{bundle.name} -> {device}:{remote}")
+    if len(devices) > 1:
+        from edgepack import fleet_cli
+
+        raise typer.Exit(fleet_cli.deploy(bundle, devices, options, parallel))
+    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    remote = edgepack.deploy(bundle, devices[0], **fields)
+    typer.echo(f"{bundle.name} -> {devices[0].name}:{remote}")
 
 
 app.command()(_declared(deploy, _ssh_params()))
@@ -370,18 +405,40 @@ def bench(
         None, "--statistic", help="with --until-conclusive: the window quantile compared, p50 (default) or e.g. p10"
     ),
     junit_out: Optional[Path] = typer.Option(None, "--junit", help="write the checks as JUnit XML here"),
+    sustained: Optional[str] = typer.Option(
+        None,
+        "--sustained",
+        help="e.g. 2m: run back-to-back timing windows that long, read clocks, temperature and throttling "
+        "flags after each, and report cold vs sustained p50 with a verdict (stable/throttled/drifting)",
+    ),
+    sustained_window: float = typer.Option(
+        0.0, "--sustained-window", help="seconds per sustained window (default: about 1/24 of --sustained)"
+    ),
+    drift_tolerance: str = typer.Option(
+        "5%", "--drift-tolerance", help="sustained p50 within this of the cold p50 is stable (default 5%)"
+    ),
+    cpus: Optional[str] = typer.Option(
+        None, "--cpus", help="pin the runner to cores: 4-7, 0,2, big, little (resolved on the device) or all"
+    ),
+    shard: Optional[str] = typer.Option(
+        None, "--shard", help="i/N: bench only this job's share of the bundle x device pairs (a CI matrix)"
+    ),
     **extra: Any,
 ) -> None:
-    """Run bundle(s) on the device: verify, time, check agreement and accuracy; print a report."""
-    from edgepack import report
+    """Run bundle(s) on the device(s): verify, time, check agreement and accuracy; print a report."""
+    from edgepack import fleet, report
     from edgepack.bencher import bench as run_bench
+    from edgepack.gate import parse_fraction
     from edgepack.outputs import check_outputs
     from edgepack.types import BenchOptions
 
     check_outputs(
         {"--json": json_out, "--markdown": md_out, "--junit": junit_out}, [*bundle, baseline, baseline_bundle]
     )  # before the bench, not after it
+    devices, parallel = _devices(device, extra)
+    shard_of = fleet.parse_shard(shard)
     ssh = _ssh_options(extra)  # what is left in extra: the runtime flags
+    tolerance = parse_fraction(drift_tolerance, "--drift-tolerance")
     options = BenchOptions(
         runs=runs,
         warmup=warmup,
@@ -393,25 +450,42 @@ def bench(
         install_runtime=install_runtime,
         timeout=timeout,
         flags=extra,
+        sustained=sustained or 0.0,
+        sustained_window=sustained_window,
+        drift_tolerance=0.05 if tolerance is None else tolerance,
+        cpus=cpus,
     )
     from edgepack import sequential
 
     limit = sequential.check_flags(
         bundle, until_conclusive, baseline, baseline_bundle, max_latency_regression, budget_seconds, options, statistic
     )
+    if len(devices) > 1 or shard_of is not None:
+        if limit is not None:
+            raise EdgepackError(
+                "--until-conclusive compares two bundles on one device", "pass one --device and no --shard", exit_code=2
+            )
+        from edgepack import fleet_cli
+
+        code = fleet_cli.bench(
+            bundle, devices, shard_of, options, ssh, parallel, json_out, md_out, top, write=_write_atomic
+        )
+        raise typer.Exit(code)
     if limit is not None:
         records, rep = sequential.bench_until_conclusive(
-            bundle, device, options, ssh, limit, budget_seconds, baseline, baseline_bundle, statistic
+            bundle, devices[0], options, ssh, limit, budget_seconds, baseline, baseline_bundle, statistic
         )
     else:
-        records = [run_bench(b, device, options, ssh) for b in bundle]
+        records = [run_bench(b, devices[0], options, ssh) for b in bundle]
         rep = report.make_report(records)
     if not (str(json_out) == "-" or str(md_out) == "-" or str(junit_out) == "-"):
         console = _console()
         console.print(report.table(rep))
         console.print(report.checks_table(rep))
         from edgepack.placement_view import print_result
+        from edgepack.sustained import print_tables
 
+        print_tables(records, console)
         for r in records:
             print_result(r, console, top, title=r.bundle)
     if json_out:
@@ -430,6 +504,92 @@ def bench(
 
 
 app.command()(_declared(bench, _bench_flag_params() + _ssh_params()))
+
+
+def tune(
+    source: str = typer.Argument(..., help="the model, as for build"),
+    device: str = _DEVICE,
+    eval_data: Path = typer.Option(..., "--eval", help="DATA.npz with inputs and 'labels' (accuracy on the device)"),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="DATA.npz for int8/int16x8"),
+    max_accuracy_drop: str = typer.Option("1.0", "--max-accuracy-drop", help="top-1 points below the reference"),
+    to: Optional[str] = typer.Option(None, "--to", help="formats, e.g. onnx,tflite (default: all the source reaches)"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="precisions, e.g. none,fp16,int8 (default: all)"),
+    threads: str = typer.Option("0", "--threads", help="bench thread counts, e.g. 1,2,4 (0 = runtime default)"),
+    inputs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224[:float32]; repeat per input"),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="the chosen bundle (default STEM.best.edgepack)"
+    ),
+    budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds", help="stop starting candidates after"),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="build cache (default ~/.cache/edgepack/builds)"
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="build every candidate afresh, cache nothing"),
+    runs: int = typer.Option(50, "--runs", help="minimum timed runs per candidate"),
+    warmup: int = typer.Option(5, "--warmup", help="untimed warm-up runs"),
+    min_seconds: float = typer.Option(0.5, "--min-seconds", help="minimum timed seconds per window"),
+    repeat: int = typer.Option(3, "--repeat", help="timing windows per candidate"),
+    cooldown: float = typer.Option(0.2, "--cooldown", help="idle seconds between windows"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON here ('-' = stdout)"),
+    md_out: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown table here ('-' = stdout)"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="write an HTML page with the Pareto plot here"),
+    **ssh: Any,
+) -> None:
+    """Build every format x precision, bench each on the device, keep the fastest within the accuracy budget."""
+    import edgepack
+    from edgepack.gate import parse_points
+    from edgepack.outputs import check_outputs
+    from edgepack.tuner import parse_list, parse_threads
+
+    check_outputs({"--json": json_out, "--markdown": md_out, "--html": html_out}, [eval_data, calibration, output])
+    if html_out is not None:
+        from edgepack.errors import require
+
+        require("matplotlib", "report")  # before the search, not after it
+    res = edgepack.tune(
+        source,
+        device=device,
+        eval=eval_data,
+        calibration=calibration,
+        max_accuracy_drop=_points_or_any(parse_points(max_accuracy_drop, "--max-accuracy-drop")),
+        to=parse_list(to, "--to"),
+        quantize=parse_list(quantize, "--quantize"),
+        threads=parse_threads(threads),
+        inputs=inputs,
+        output=output,
+        budget_seconds=budget_seconds,
+        cache_dir=cache_dir,
+        cache=not no_cache,
+        runs=runs,
+        warmup=warmup,
+        min_seconds=min_seconds,
+        repeat=repeat,
+        cooldown=cooldown,
+        ssh=_ssh_options(ssh),
+    )
+    from edgepack import tune_report
+
+    if not (str(json_out) == "-" or str(md_out) == "-"):
+        console = _console()
+        console.print(tune_report.table(res))
+        for n in res.notes:
+            console.print(f"note: {n}", markup=False)
+    for path, fmt in ((json_out, "json"), (md_out, "md"), (html_out, "html")):
+        if path:
+            text = tune_report.render(res, fmt)
+            typer.echo(text, nl=False) if str(path) == "-" else _write_atomic(path, text)
+    if res.chosen is None:
+        raise EdgepackError(
+            f"no candidate is within {res.max_accuracy_drop:g} point(s) of the reference top-1 "
+            f"{res.reference.top1 * 100:.2f}%",
+            "raise --max-accuracy-drop, give int8 representative --calibration data, or add precisions (--quantize)",
+        )
+
+
+app.command()(_declared(tune, _ssh_params()))
+
+
+def _points_or_any(value: Optional[float]) -> float:
+    return 100.0 if value is None else value  # "off": any accuracy
 
 
 def _console(stderr: bool = False) -> Any:
@@ -470,6 +630,14 @@ def report(
         False, "--strict-device", help="fail (not flag) latency measured on another device than its baseline"
     ),
     top: int = typer.Option(10, "--top", help="rows of the per-op timing tables"),
+    max_cpu_fallback_ops: Optional[int] = typer.Option(
+        None, "--max-cpu-fallback-ops", help="placement gate: fail when an accelerator leaves more ops on the CPU"
+    ),
+    min_accelerated_share: Optional[str] = typer.Option(
+        None,
+        "--min-accelerated-share",
+        help="placement gate: e.g. 0.9 or 90%: fail when less of the graph is accelerated",
+    ),
 ) -> None:
     """Merge bench results into one report (md/json/junit/html) and gate them; exit 1 when a check fails."""
     from edgepack import report as rp
@@ -484,6 +652,7 @@ def report(
         ("--min-accuracy", min_accuracy),
     ):
         check_number(value, option, high=100.0 if option == "--min-accuracy" else None)
+    check_number(max_cpu_fallback_ops, "--max-cpu-fallback-ops")
     if fmt not in rp.FORMATS:
         raise EdgepackError(
             f"unknown report format {fmt!r}", f"use --format with one of {', '.join(rp.FORMATS)}", exit_code=2
@@ -498,6 +667,8 @@ def report(
         min_accuracy=min_accuracy,
         confidence=confidence,
         strict_device=strict_device,
+        max_cpu_fallback_ops=max_cpu_fallback_ops,
+        min_accelerated_share=parse_fraction(min_accelerated_share, "--min-accelerated-share"),
     )
     # unset keeps the documented default; "off" switches the check off
     if max_latency_regression is not None:
@@ -506,7 +677,8 @@ def report(
         settings.max_size_growth = parse_fraction(max_size_growth, "--max-size-growth")
     if max_accuracy_drop is not None:
         settings.max_accuracy_drop = parse_points(max_accuracy_drop, "--max-accuracy-drop")
-    rep = rp.make_report(rp.merge(results), base, settings)
+    records, failures = rp.merge_results(results)  # shards' files as one set (see merge_results)
+    rep = rp.make_report(records, base, settings, failures)
     text = rp.render(rep, fmt, top)
     if save_baseline:
         _write_atomic(save_baseline, rp.to_json(rp.make_report(rep.records)))
@@ -516,7 +688,9 @@ def report(
         console.print(rp.table(rep))
         console.print(rp.checks_table(rep))
         from edgepack.placement_view import print_result
+        from edgepack.sustained import print_tables
 
+        print_tables(rep.records, console)
         for r in rep.records:
             print_result(r, console, top, title=r.key)
     else:
@@ -535,16 +709,38 @@ def doctor(
 
     from edgepack import doctor as doc
 
+    devices, parallel = _devices(device, ssh)
     opts = _ssh_options(ssh)
-    facts = doc.probe(device, opts)
+    if len(devices) > 1:
+        from edgepack import fleet_cli
+
+        raise typer.Exit(fleet_cli.doctor(devices, opts, parallel, as_json))
+    name = devices[0].name
+    facts = doc.probe(devices[0], opts)
     adv = doc.advice(facts)
     if as_json:
-        typer.echo(json.dumps({"device": device, "facts": facts, "formats": adv}, indent=2, sort_keys=True))
+        typer.echo(json.dumps({"device": name, "facts": facts, "formats": adv}, indent=2, sort_keys=True))
     else:
-        typer.echo(doc.render(device, facts, adv), nl=False)
+        typer.echo(doc.render(name, facts, adv), nl=False)
 
 
 app.command()(_declared(doctor, _ssh_params()))
+
+
+def devices(
+    selection: str = typer.Argument("@all", help="@group, @label=value, names (comma-separated); default @all"),
+    check: bool = typer.Option(True, "--check/--no-check", help="probe each device (doctor), --parallel at a time"),
+    as_json: bool = typer.Option(False, "--json", help="print the devices as JSON"),
+    **ssh: Any,
+) -> None:
+    """List the inventory's devices (edgepack.toml or --inventory) and whether each is reachable and ready."""
+    from edgepack import fleet_cli
+
+    selected, parallel = _devices(selection, ssh)
+    raise typer.Exit(fleet_cli.devices(selected, _ssh_options(ssh), parallel, check, as_json))
+
+
+app.command()(_declared(devices, _ssh_params()))
 
 
 @app.command()

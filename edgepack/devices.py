@@ -21,10 +21,11 @@ import shlex
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from edgepack.errors import DeviceError, UsageError
 
@@ -109,6 +110,19 @@ class Execution:
     stderr: str
 
 
+LineCallback = Callable[[str], None]
+
+
+def _relay(callback: Optional[LineCallback], raw: bytes) -> None:
+    """Hand one stderr line to ``callback``; a failing callback never stops the reading."""
+    if callback is None:
+        return
+    try:
+        callback(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    except Exception:  # progress display only
+        pass
+
+
 def runner_dir() -> Path:
     return Path(str(resources.files("edgepack.device_runners")))
 
@@ -153,11 +167,33 @@ def user_ok(user: str) -> bool:
 
 @dataclass
 class DeviceSpec:
+    """One device: parsed from ``--device`` (``text`` is what was typed) or read from an inventory
+    (:mod:`edgepack.inventory`: ``text`` is the inventory name, and the per-device settings below win over the
+    command line's, which fill what the inventory leaves unset)."""
+
     text: str
     local: bool
     user: Optional[str] = None
     host: Optional[str] = None
     port: Optional[int] = None
+    identity: Optional[Path] = None
+    python: Optional[str] = None
+    remote_dir: Optional[str] = None
+    groups: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.text
+
+    def options(self, base: "SSHOptions") -> "SSHOptions":
+        """``base`` with this device's own identity, Python and remote directory."""
+        return replace(
+            base,
+            identity=self.identity or base.identity,
+            remote_python=self.python or base.remote_python,
+            remote_dir=self.remote_dir or base.remote_dir,
+        )
 
 
 def parse_device(text: str) -> DeviceSpec:
@@ -195,6 +231,7 @@ class LocalDevice:
     def __init__(self, python: Optional[str] = None, run_timeout: Optional[float] = None):
         self.python = python or sys.executable
         self.run_timeout = run_timeout
+        self._proc: Optional[subprocess.Popen[bytes]] = None
 
     def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]:
         return str(Path(path).resolve()), False
@@ -205,18 +242,33 @@ class LocalDevice:
     def workdir(self) -> Optional[str]:
         return None
 
-    def run(self, argv: list[str]) -> Execution:
+    def run(self, argv: list[str], on_stderr_line: Optional[LineCallback] = None) -> Execution:
         """Run the runner with stdin a pipe we hold open (a runner given --watch-stdin stops when it closes);
-        on a timeout or an interrupt, SIGTERM it (it cleans up), then SIGKILL it."""
+        on a timeout or an interrupt, SIGTERM it (it cleans up), then SIGKILL it. ``on_stderr_line`` sees each
+        stderr line as it arrives (progress)."""
         import threading
 
         proc = subprocess.Popen(
             [self.python, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        self._proc = proc
         chunks: dict[str, bytes] = {}
+
+        def read_err(f: Any) -> None:
+            got = []
+            for raw in iter(f.readline, b""):
+                got.append(raw)
+                _relay(on_stderr_line, raw)
+            chunks["err"] = b"".join(got)
+
         readers = [
-            threading.Thread(target=lambda k=k, f=f: chunks.__setitem__(k, f.read()), daemon=True)
-            for k, f in (("out", proc.stdout), ("err", proc.stderr))
+            threading.Thread(target=lambda f=proc.stdout: chunks.__setitem__("out", f.read()), daemon=True),
+            threading.Thread(
+                target=(lambda f=proc.stderr: read_err(f))
+                if on_stderr_line
+                else (lambda f=proc.stderr: chunks.__setitem__("err", f.read())),
+                daemon=True,
+            ),
         ]
         for t in readers:
             t.start()
@@ -232,6 +284,7 @@ class LocalDevice:
             _stop(proc)
             raise
         finally:
+            self._proc = None
             for t in readers:
                 t.join(timeout=10)
             for f in (proc.stdin, proc.stdout, proc.stderr):
@@ -261,7 +314,9 @@ class LocalDevice:
         )
 
     def close(self) -> None:
-        pass
+        proc = self._proc  # a runner still running: close() came from another thread (an interrupted fleet run)
+        if proc is not None and proc.poll() is None:
+            _stop(proc)
 
 
 def _stop(proc: "subprocess.Popen[bytes]", grace: float = 10.0) -> None:
@@ -380,9 +435,18 @@ class SSHDevice:
             )
         return self._transfer
 
-    def exec(self, command: str, timeout: Optional[float] = None, keep_stdin: bool = False) -> Execution:
+    def exec(
+        self,
+        command: str,
+        timeout: Optional[float] = None,
+        keep_stdin: bool = False,
+        on_stderr_line: Optional[LineCallback] = None,
+    ) -> Execution:
         """Run ``command``; ``keep_stdin`` holds the remote stdin open until the command ends (a runner with
-        --watch-stdin stops when it closes). The channel is closed on every way out, interrupts included."""
+        --watch-stdin stops when it closes); ``on_stderr_line`` sees each stderr line as it arrives. The channel
+        is closed on every way out, interrupts included."""
+        import threading
+
         import paramiko
 
         channel = None
@@ -391,8 +455,32 @@ class SSHDevice:
             channel = stdout.channel
             if not keep_stdin:
                 stdin.close()
-            out = stdout.read().decode("utf-8", "replace")
-            err = stderr.read().decode("utf-8", "replace")
+            if on_stderr_line is None:
+                out = stdout.read().decode("utf-8", "replace")
+                err = stderr.read().decode("utf-8", "replace")
+            else:  # stderr line by line beside stdout (paramiko buffers the two streams apart)
+                lines: list[bytes] = []
+                failed: list[BaseException] = []
+
+                def read_err() -> None:
+                    try:
+                        while True:
+                            raw = stderr.readline()  # str (paramiko's text mode) or bytes
+                            if not raw:
+                                break
+                            data = raw.encode("utf-8") if isinstance(raw, str) else raw
+                            lines.append(data)
+                            _relay(on_stderr_line, data)
+                    except BaseException as e:  # handed to the main thread
+                        failed.append(e)
+
+                reader = threading.Thread(target=read_err, name="edgepack-stderr", daemon=True)
+                reader.start()
+                out = stdout.read().decode("utf-8", "replace")
+                reader.join(timeout if timeout else None)
+                if failed:
+                    raise failed[0]
+                err = b"".join(lines).decode("utf-8", "replace")
             code = stdout.channel.recv_exit_status()
         except socket.timeout:
             raise DeviceError(
@@ -498,11 +586,16 @@ class SSHDevice:
         self._sh(f"mkdir -p {shlex.quote(work)}")
         return work
 
-    def run(self, argv: list[str]) -> Execution:
+    def run(self, argv: list[str], on_stderr_line: Optional[LineCallback] = None) -> Execution:
         # Run under sh without exec so a runner killed by a signal comes back as exit status 128+N
         # (paramiko drops SSH "exit-signal" messages, which would look like a lost connection).
         inner = " ".join(shlex.quote(a) for a in [self.python, *argv]) + "; exit $?"
-        return self.exec(f"sh -c {shlex.quote(inner)}", timeout=self.options.run_timeout or None, keep_stdin=True)
+        return self.exec(
+            f"sh -c {shlex.quote(inner)}",
+            timeout=self.options.run_timeout or None,
+            keep_stdin=True,
+            on_stderr_line=on_stderr_line,
+        )
 
     def start(self, argv: list[str]) -> "RunnerSession":
         """The runner kept running, for requests (``--serve``; :mod:`edgepack.runner_session`)."""
@@ -613,16 +706,39 @@ class Device(Protocol):
     def put_bundle(self, path: Path, sha256: str) -> tuple[str, bool]: ...
     def put_runners(self) -> str: ...
     def workdir(self) -> Optional[str]: ...
-    def run(self, argv: list[str]) -> Execution: ...
+    def run(self, argv: list[str], on_stderr_line: Optional[LineCallback] = None) -> Execution: ...
     def start(self, argv: list[str]) -> "RunnerSession": ...
     def venv_python(self) -> Optional[str]: ...
     def install_runtime(self, packages: tuple[str, ...]) -> str: ...
     def close(self) -> None: ...
 
 
-def open_device(text: str, options: Optional[SSHOptions] = None) -> Device:
-    spec = parse_device(text)
-    options = options or SSHOptions()
+def as_spec(device: "str | DeviceSpec") -> DeviceSpec:
+    return device if isinstance(device, DeviceSpec) else parse_device(device)
+
+
+_live: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def open_device(device: "str | DeviceSpec", options: Optional[SSHOptions] = None) -> Device:
+    """Connect to ``device`` (a ``--device`` text or a DeviceSpec, whose own settings apply over ``options``)."""
+    spec = as_spec(device)
+    options = spec.options(options or SSHOptions())
+    dev: Device
     if spec.local:
-        return LocalDevice(run_timeout=options.run_timeout)
-    return SSHDevice(spec, options)
+        dev = LocalDevice(python=spec.python, run_timeout=options.run_timeout)
+        dev.name = spec.name  # "local", or the inventory's name for this machine
+    else:
+        dev = SSHDevice(spec, options)
+    _live.add(dev)
+    return dev
+
+
+def close_all() -> None:
+    """Close every device still open (from the main thread, when a fleet run is interrupted: each worker's
+    runner stops as its connection or process goes, and the worker finishes with an error)."""
+    for dev in list(_live):
+        try:
+            dev.close()
+        except Exception:
+            pass

@@ -6,18 +6,19 @@ import json
 from typing import Any, Optional
 
 from edgepack import registry
-from edgepack.devices import SSHDevice, SSHOptions, open_device
+from edgepack.devices import DeviceSpec, SSHDevice, SSHOptions, open_device
 from edgepack.errors import DeviceError
 from edgepack.transport import _hint, q
 
 MIN_FREE_KB = 2048  # the runner (~200 KiB) and a small bundle; the error names the directory and the fix
 
 
-def probe(device: str, options: Optional[SSHOptions] = None) -> dict[str, Any]:
+def probe(device: str | DeviceSpec, options: Optional[SSHOptions] = None) -> dict[str, Any]:
     """The device's facts (``device_runners/probe.py``) plus, over SSH, how files reach it: ``transport``
     (sftp|exec), ``sha256_tool`` and ``notes`` (one line each, with the fix). A device edgepack cannot use
     (no Python, an unwritable or full ``--remote-dir``) is a one-line DeviceError before anything is uploaded."""
     dev = open_device(device, options or SSHOptions())
+    device = dev.name
     link: dict[str, Any] = {"transport": "local", "sha256_tool": None, "notes": [], "route": []}
     try:
         if isinstance(dev, SSHDevice):
@@ -130,6 +131,22 @@ def advice(facts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _clusters(clusters: Optional[list[dict[str, Any]]]) -> str:
+    """``0-3 @ 1800 MHz (little), 4-7 @ 2400 MHz (big)``: the core clusters, for bench --cpus."""
+    if not clusters:
+        return "?"
+    parts = []
+    for i, c in enumerate(clusters):
+        facts = [f"{c['max_freq_mhz']} MHz" if c.get("max_freq_mhz") else None]
+        facts.append(f"capacity {c['capacity']}" if c.get("capacity") else None)
+        text = f"{c['cpus']} @ {', '.join(f for f in facts if f)}" if any(facts) else f"{c['cpus']} (no max frequency)"
+        if len(clusters) > 1:
+            text += " (little)" if i == 0 else " (big)" if i == len(clusters) - 1 else ""
+        parts.append(text)
+    suffix = "  [bench --cpus big|little|LIST]" if len(clusters) > 1 else "  [one cluster; bench --cpus LIST pins]"
+    return "; ".join(parts) + suffix
+
+
 def render(device: str, facts: dict[str, Any], adv: dict[str, dict[str, Any]]) -> str:
     cpu = facts["cpu"]
     lines = [
@@ -140,6 +157,7 @@ def render(device: str, facts: dict[str, Any], adv: dict[str, dict[str, Any]]) -
         f"cpu       {cpu.get('model') or '?'}, {facts['cpu_count']} cores, governor {cpu.get('governor') or '?'}, "
         f"max {cpu.get('max_freq_mhz') or '?'} MHz"
         + ("  [EMULATED: latency is not the real board's]" if cpu.get("emulated") else ""),
+        f"cores     {_clusters(facts.get('core_clusters'))}",
         f"memory    {facts['mem_available_mb'] or '?'} MB available; disk {facts['disk_free_mb']} MB free in ~",
         "packages  " + (", ".join(f"{k} {v}" for k, v in facts["packages"].items() if v) or "(none)"),
         "npu       " + (", ".join(facts["npu_device_nodes"]) or "no NPU device nodes found"),

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+from edgepack import placement_gate, sustained
 from edgepack.errors import UsageError
 from edgepack.stats import ratio_of_medians
 from edgepack.types import BenchRecord, Check, CheckStatus, SequentialGate
@@ -31,6 +32,8 @@ class GateSettings:
     confidence: float = 0.95
     strict_device: bool = False  # a device fingerprint that differs from the baseline's fails instead of flagging
     seed: int = 0
+    max_cpu_fallback_ops: Optional[int] = None  # placement gate: ops an accelerator left on the CPU
+    min_accelerated_share: Optional[float] = None  # placement gate: fraction of the ops on the accelerator
 
     def recorded(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +111,18 @@ def fingerprint(rec: BenchRecord) -> dict[str, Any]:
         "emulated": d.cpu.emulated,
         "runtime": f"{d.runtime} {d.runtime_version}",
         "threads": rec.result.settings.get("threads") or "default",
+        "pinned": _pinned_cores(rec),
     }
+
+
+def _pinned_cores(rec: BenchRecord) -> str:
+    """``all`` unless bench --cpus pinned the runner; then the cores it ran on."""
+    c = rec.result.device.cpu
+    if not c.pinned:
+        return "all"
+    from edgepack.device_runners.runner_common.cpus import format_list
+
+    return format_list(c.affinity) if c.affinity else c.pinned
 
 
 def fingerprint_diff(base: BenchRecord, cur: BenchRecord) -> list[str]:
@@ -361,6 +375,8 @@ def evaluate(current: list[BenchRecord], baseline: Optional[list[BenchRecord]], 
         entry = cur.key
         checks.append(_agreement(entry, cur))
         checks.extend(_ceilings(entry, cur, s))
+        checks.extend(placement_gate.checks(entry, cur, s.max_cpu_fallback_ops, s.min_accelerated_share))
+        checks.extend(sustained.check(entry, cur))
         if baseline is None:
             continue
         base = base_by_key.get(entry)

@@ -47,7 +47,7 @@ def suffix(precision: str) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """A build option a route reads (a ``BuildOptions`` field of the same name), shown as ``--name-with-dashes``."""
+    """A build option a route reads (a ``ConvertOptions`` field of the same name), shown as ``--name-with-dashes``."""
 
     name: str
     help: str

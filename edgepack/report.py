@@ -31,8 +31,8 @@ from edgepack.report_rows import (
     row,
     summary_line,
 )
-from edgepack.types import BenchRecord, Check, Report
-from edgepack.ui import printable, safe
+from edgepack.types import BenchFailure, BenchRecord, Check, Report
+from edgepack.ui import note, printable, safe
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -46,6 +46,12 @@ REPORT_SCHEMA = "edgepack.report/1"
 
 def load_records(path: Path) -> list[BenchRecord]:
     """Records from a ``bench --json`` file or a saved report/baseline."""
+    return load_results(path)[0]
+
+
+def load_results(path: Path) -> tuple[list[BenchRecord], list[BenchFailure]]:
+    """Records and failures (a multi-device bench's unmeasured bundle x device pairs, and the pairs still
+    ``pending`` in a file whose bench was stopped) from a ``bench --json`` file or a saved report."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file", "pass the JSON written by edgepack bench --json or report")
@@ -61,7 +67,19 @@ def load_records(path: Path) -> list[BenchRecord]:
             "pass the JSON written by edgepack bench --json, or a baseline from report --save-baseline",
         )
     try:
-        return [BenchRecord.model_validate(r) for r in data.get(key) or []]
+        records = [BenchRecord.model_validate(r) for r in data.get(key) or []]
+        failures = [BenchFailure.model_validate(f) for f in data.get("failures") or []]
+        for p in data.get("pending") or []:
+            failures.append(
+                BenchFailure.model_validate(
+                    {
+                        **p,
+                        "status": "interrupted",
+                        "message": "not measured: the bench writing this file stopped before it",
+                        "hint": "run that bench again",
+                    }
+                )
+            )
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
@@ -69,30 +87,51 @@ def load_records(path: Path) -> list[BenchRecord]:
             f"{path}: entry field {where}: {first['msg']}",
             "regenerate it with this edgepack version (edgepack bench --json)",
         )
+    return records, failures
 
 
 def merge(paths: list[Path]) -> list[BenchRecord]:
-    records: list[BenchRecord] = []
+    return merge_results(paths)[0]
+
+
+def merge_results(paths: list[Path]) -> tuple[list[BenchRecord], list[BenchFailure]]:
+    """Several files' records (shards of one bench, several devices' files) as one set: a bundle x device
+    that appears twice with the same measurement (the same file passed twice, overlapping artifacts) is kept
+    once; with two different measurements it is an error. A failure is dropped when another file measured
+    that bundle x device (a re-run shard), and kept once otherwise."""
+    records: dict[str, BenchRecord] = {}
     seen: dict[str, Path] = {}
+    failures: dict[str, BenchFailure] = {}
     for p in paths:
-        for r in load_records(p):
-            if r.key in seen:
+        recs, fails = load_results(p)
+        for r in recs:
+            if r.key in records:
+                if r.model_dump(mode="json") == records[r.key].model_dump(mode="json"):
+                    note(safe(f"edgepack: note: {r.key} is in {seen[r.key]} and {p} with the same result: kept once"))
+                    continue
                 raise UsageError(
-                    f"{r.key} appears twice ({seen[r.key]} and {p})",
+                    f"{r.key} appears twice with different results ({seen[r.key]} and {p})",
                     "pass each bundle x device once (bench --repeat R gives one entry more windows)",
                 )
             seen[r.key] = p
-            records.append(r)
-    if not records:
+            records[r.key] = r
+        for f in fails:
+            failures.setdefault(f.key, f)
+    if not records and not failures:
         raise UsageError("no results in " + ", ".join(str(p) for p in paths), "run edgepack bench --json first")
-    return records
+    return list(records.values()), [f for k, f in failures.items() if k not in records]
 
 
 def make_report(
-    records: list[BenchRecord], baseline: Optional[list[BenchRecord]] = None, settings: Optional[GateSettings] = None
+    records: list[BenchRecord],
+    baseline: Optional[list[BenchRecord]] = None,
+    settings: Optional[GateSettings] = None,
+    failures: Collection[BenchFailure] = (),
 ) -> Report:
     settings = settings or GateSettings()
-    checks = evaluate(records, baseline, settings)
+    checks = evaluate(records, baseline, settings) + [
+        Check(entry=f.key, name="run", status="fail", message=f"{f.status}: {f.message}") for f in failures
+    ]
     return Report(
         created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         edgepack=__version__,
@@ -100,6 +139,7 @@ def make_report(
         baseline=baseline,
         settings=settings.recorded(),
         checks=checks,
+        failures=list(failures),
     )
 
 
@@ -153,19 +193,31 @@ def markdown(rep: Report, top: int = 10) -> str:
     lines += _md_table(DEVICE_COLUMNS, device_rows(rep))
     lines += [""] + [f"_{n}_" for n in notes(rep)]
     from edgepack.placement_view import results_markdown
+    from edgepack.sustained import markdown as sustained_markdown
 
-    return "\n".join(lines) + "\n" + results_markdown(rep.records, top)
+    return "\n".join(lines) + "\n" + sustained_markdown(rep.records) + results_markdown(rep.records, top)
 
 
 def to_json(rep: Report) -> str:
     return json.dumps(rep.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def bench_json(records: list[BenchRecord]) -> str:
-    """``bench --json``: the records alone (``edgepack.bench/1``)."""
+def bench_json(
+    records: list[BenchRecord], failures: Collection[BenchFailure] = (), pending: Collection[tuple[str, str]] = ()
+) -> str:
+    """``bench --json``: the records (``edgepack.bench/1``); a multi-device bench adds ``failures`` (what it
+    could not measure, and why) and, while it runs, ``pending`` (bundle x device pairs not finished yet)."""
+    doc: dict[str, Any] = {
+        "schema": BENCH_SCHEMA,
+        "results": [r.model_dump(mode="json", by_alias=True) for r in records],
+    }
+    if failures:
+        doc["failures"] = [f.model_dump(mode="json") for f in failures]
+    if pending:
+        doc["pending"] = [{"bundle": b, "device_spec": d} for b, d in pending]
     return (
         json.dumps(
-            {"schema": BENCH_SCHEMA, "results": [r.model_dump(mode="json", by_alias=True) for r in records]},
+            doc,
             indent=2,
             sort_keys=True,
             allow_nan=False,

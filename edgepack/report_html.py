@@ -201,6 +201,9 @@ def html(rep: Report, top: int = 10) -> str:
     parts.append("<h2>Latency distribution</h2>")
     parts.append(f"<img alt='latency distribution' src='data:image/png;base64,{latency_chart(rep)}'>")
     parts += ["<h2>Devices</h2>", _table(DEVICE_COLUMNS, device_rows(rep))]
+    from edgepack.sustained import html as sustained_html
+
+    parts.append(sustained_html(rep.records))
     placement = _placement_html(rep, top)
     if placement:
         parts += ["<h2>Op placement and per-op time</h2>", placement]

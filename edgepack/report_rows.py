@@ -142,7 +142,7 @@ def device_rows(rep: Report) -> list[list[str]]:
                 rec.device_spec,
                 f"{d.machine}{' (emulated)' if c.emulated else ''}",
                 c.model or "–",
-                str(d.cpu_count or "–"),
+                str(d.cpu_count or "–") + _pinned(rec),
                 f"{d.runtime} {d.runtime_version}",
                 str(threads),
                 c.governor or "–",
@@ -151,6 +151,19 @@ def device_rows(rep: Report) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _pinned(rec: BenchRecord) -> str:
+    """', pinned big: 4-7 @ 2400 MHz' when bench --cpus pinned the runner ('' otherwise)."""
+    c = rec.result.device.cpu
+    if not c.pinned:
+        return ""
+    from edgepack.device_runners.runner_common.cpus import format_list
+
+    used = format_list(c.affinity) if c.affinity else "?"
+    freqs = sorted({k.max_freq_mhz for k in c.cores or [] if k.max_freq_mhz})
+    mhz = f" @ {'/'.join(map(str, freqs))} MHz" if freqs else ""
+    return f", pinned {c.pinned}: {used}{mhz}" if c.pinned != used else f", pinned {used}{mhz}"
 
 
 DEVICE_COLUMNS = ["device", "machine", "CPU", "cores", "runtime", "threads", "governor", "freq cur/max", "temp"]

@@ -125,6 +125,11 @@ def check_flags(
     if not math.isfinite(budget) or budget <= 0:
         raise UsageError(f"--budget-seconds {budget} is out of range", "pass a number of seconds > 0, e.g. 300")
     parse_statistic(statistic)
+    if getattr(options, "sustained", None):
+        raise UsageError(
+            "--sustained and --until-conclusive both decide the timing windows",
+            "run bench --sustained and bench --until-conclusive separately",
+        )
     if options.repeat != 1:
         raise UsageError(
             "--repeat and --until-conclusive both set the number of timing windows",

@@ -272,6 +272,14 @@ class LatencyStats(BaseModel):
         return out
 
 
+class CoreInfo(BaseModel):
+    """One CPU core the runner could use."""
+
+    cpu: int
+    max_freq_mhz: Optional[int] = Field(None, description="cpufreq cpuinfo_max_freq")
+    capacity: Optional[int] = Field(None, description="the scheduler's cpu_capacity (1024 = the biggest core)")
+
+
 class CpuInfo(BaseModel):
     model: Optional[str] = None
     emulated: bool = False
@@ -281,6 +289,62 @@ class CpuInfo(BaseModel):
     temperature_c: Optional[float] = Field(None, description="hottest thermal zone before timing")
     temperature_end_c: Optional[float] = None
     temperature_max_c: Optional[float] = None
+    pinned: Optional[str] = Field(None, description="bench --cpus as given (4-7, big, ...); null = not pinned")
+    affinity: Optional[list[int]] = Field(None, description="the cores the runner's threads were allowed on")
+    cores: Optional[list[CoreInfo]] = Field(None, description="those cores' max frequency and capacity")
+    sysfs_root: Optional[str] = Field(
+        None, description="TEST-ONLY: the fake /sys tree (EDGEPACK_SYSFS_ROOT) this result's sensors were read from"
+    )
+
+
+class SustainedWindow(BaseModel):
+    """One window of a sustained run: latency over every run in it, then the sensors read right after it."""
+
+    index: int
+    t_s: float = Field(description="seconds since the sustained run started, at the window's end")
+    seconds: float
+    runs: int
+    p50: float
+    p90: float
+    mean: float
+    min: float
+    max: float
+    sample_ms: float = Field(description="time taken to read the sensors after this window")
+    freq_mhz: Optional[dict[str, int]] = Field(None, description="core -> scaling_cur_freq, MHz (cores in use)")
+    temperatures: dict[str, float] = Field(default_factory=dict, description="thermal zone type -> C")
+    temperature_c: Optional[float] = Field(None, description="the hottest zone")
+    throttled: Optional[int] = Field(None, description="Raspberry Pi get_throttled bits; null = not exposed")
+
+
+class Sustained(BaseModel):
+    """``bench --sustained``: back-to-back windows, cold vs sustained p50, and whether the device throttled."""
+
+    duration_s: float
+    window_s: float
+    elapsed_s: float
+    runs: int
+    sampling_ms: float = Field(description="median time to read the sensors after a window (outside the timing)")
+    throttled_before: Optional[int] = Field(None, description="get_throttled bits before the first window")
+    temperature_before_c: Optional[float] = None
+    sources: dict[str, Optional[str]] = Field(description="where frequency, temperature and throttling were read")
+    trip_points_c: dict[str, float] = Field(default_factory=dict, description="zone -> passive trip point, C")
+    cores: list[int] = Field(description="the cores whose clocks were read")
+    windows: list[SustainedWindow]
+    cold_p50: float = Field(description="p50 of the first window")
+    sustained_p50: float = Field(description="median of the window p50s over the last third of the run")
+    ratio: float = Field(description="sustained_p50 / cold_p50")
+    tolerance: float = Field(description="|ratio - 1| up to this is stable")
+    verdict: Literal["stable", "throttled", "drifting"]
+    evidence: list[str]
+
+    def flags(self) -> list[str]:
+        """The names of every get_throttled bit seen during the run."""
+        from edgepack.device_runners.runner_common.sustained import flag_names
+
+        bits = 0
+        for w in self.windows:
+            bits |= w.throttled or 0
+        return [str(n) for n in flag_names(bits)]
 
 
 class DeviceInfo(BaseModel):
@@ -321,6 +385,7 @@ class RunResult(BaseModel):
     accuracy: Optional[Accuracy]
     placement: Optional[Placement] = None
     op_timing: Optional[OpTiming] = None
+    sustained: Optional[Sustained] = Field(None, description="bench --sustained: windows, ratio, verdict")
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -357,58 +422,91 @@ class ModelSource:
     predict: Optional[Predict] = None
 
 
-@dataclass
-class BuildOptions:
+@dataclass(frozen=True)
+class DataOptions:
+    """Stage ``load_data``: the data sets, and how the validation inputs are drawn without calibration data."""
+
+    calibration: Optional[Path] = None  # DATA.npz, one array per input (int8 ranges; validation inputs)
+    eval: Optional[Path] = None  # DATA.npz with inputs and "labels" (accuracy, on the device)
+    validation_samples: int = 16
+    seed: int = 0  # random validation inputs when there is no calibration data
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Stage ``convert``: what the routes read. ``target``/``quantize``/``route`` choose the routes; the rest are the
+    route options, each declared once as a ``registry.Option`` of the same name by the routes that read it."""
+
     target: str = "onnx"
     quantize: str = "none"
+    route: Optional[str] = None  # --route NAME: this route only, no fallback
     io_dtype: str = "float32"
     layout: Optional[str] = None
-    calibration: Optional[Path] = None
-    eval: Optional[Path] = None
-    inputs: list[TensorSpec] = field(default_factory=list)
-    output: Optional[Path] = None
-    min_cosine: Optional[float] = None
-    allow_mismatch: bool = False
     opset: int = 18
     coreml_target: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """Stage ``validate`` (and a route's own check of an intermediate model, e.g. onnx2tf's SavedModel)."""
+
+    min_cosine: Optional[float] = None  # None: the precision's threshold (registry.PRECISIONS)
+    allow_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class NpuOptions:
+    """Stage ``compile``: vela for an Arm Ethos-U NPU, after validation."""
+
+    accelerator: str  # vela --accelerator-config, e.g. ethos-u55-128
+    config: Optional[str] = None  # a vela .ini file, or a built-in one such as Arm/vela.ini
+    system_config: Optional[str] = None
+    memory_mode: Optional[str] = None
+    strict: bool = False  # any CPU fallback is an error
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The options of one build, grouped by the stage that reads them: load (``inputs``) → load_data (``data``) →
+    convert (``convert``) → validate (``check``) → compile (``npu``) → bundle (``output``, ``golden_samples``)."""
+
+    convert: ConvertOptions = field(default_factory=ConvertOptions)
+    inputs: tuple[TensorSpec, ...] = ()  # --input specs (file.py:callable sources need them)
+    data: DataOptions = field(default_factory=DataOptions)
+    check: CheckOptions = field(default_factory=CheckOptions)
+    npu: Optional[NpuOptions] = None
+    output: Optional[Path] = None
     golden_samples: int = 4
-    validation_samples: int = 16
-    seed: int = 0
-    npu: Optional[str] = None  # vela --accelerator-config, e.g. ethos-u55-128
-    npu_system_config: Optional[str] = None
-    npu_memory_mode: Optional[str] = None
-    npu_config: Optional[str] = None  # a vela .ini file, or a built-in one such as Arm/vela.ini
-    npu_strict: bool = False
-    route: Optional[str] = None  # --route NAME: this route only, no fallback
     verbose: bool = False  # keep the frameworks' log beside the bundle (not recorded)
 
     def recorded(self) -> dict[str, Any]:
         """The options worth recording in the manifest (no absolute paths)."""
+        c, d, npu = self.convert, self.data, self.npu
         return {
-            "target": self.target,
-            "quantize": self.quantize,
-            "io_dtype": self.io_dtype,
-            "layout": self.layout,
-            "calibration": self.calibration.name if self.calibration else None,
-            "eval": self.eval.name if self.eval else None,
+            "target": c.target,
+            "quantize": c.quantize,
+            "io_dtype": c.io_dtype,
+            "layout": c.layout,
+            "calibration": d.calibration.name if d.calibration else None,
+            "eval": d.eval.name if d.eval else None,
             "inputs": [f"{s.name}:{s.shape_text()}:{s.dtype}" for s in self.inputs],
-            "min_cosine": self.min_cosine,
-            "allow_mismatch": self.allow_mismatch,
-            "opset": self.opset,
-            "seed": self.seed,
-            **({"route": self.route} if self.route else {}),
+            "min_cosine": self.check.min_cosine,
+            "allow_mismatch": self.check.allow_mismatch,
+            "opset": c.opset,
+            "seed": d.seed,
+            **({"route": c.route} if c.route else {}),
             **(
                 {
-                    "npu": self.npu,
-                    "npu_system_config": self.npu_system_config,
-                    "npu_memory_mode": self.npu_memory_mode,
-                    "npu_config": Path(self.npu_config).name if self.npu_config else None,
-                    "npu_strict": self.npu_strict,
+                    "npu": npu.accelerator,
+                    "npu_system_config": npu.system_config,
+                    "npu_memory_mode": npu.memory_mode,
+                    "npu_config": Path(npu.config).name if npu.config else None,
+                    "npu_strict": npu.strict,
                 }
-                if self.npu
+                if npu
                 else {}
             ),
-            **({"coreml_target": self.coreml_target} if self.target == "coreml" else {}),
+            **({"coreml_target": c.coreml_target} if c.target == "coreml" else {}),
         }
 
 
@@ -427,6 +525,10 @@ class BenchOptions:
     install_runtime: bool = False
     timeout: Optional[float] = None  # seconds the runner may take; None = sized from the settings, 0 = no limit
     flags: dict[str, Any] = field(default_factory=dict)
+    sustained: Union[float, str] = 0.0  # seconds, or "2m"/"30s" (bench --sustained); 0 = off
+    sustained_window: float = 0.0  # seconds per sustained window; 0 = about 1/24 of the duration
+    drift_tolerance: float = 0.05  # sustained p50 within this fraction of the cold p50 is "stable"
+    cpus: Optional[str] = None  # pin the runner: "4-7", "0,2", "big", "little", "all"
 
     def runner_argv(self) -> list[str]:
         return [
@@ -444,6 +546,13 @@ class BenchOptions:
             str(self.repeat),
             "--cooldown",
             str(self.cooldown),
+            *(
+                ["--sustained", str(self.sustained), "--window", str(self.sustained_window)]
+                + ["--drift-tolerance", str(self.drift_tolerance)]
+                if self.sustained
+                else []
+            ),
+            *(["--cpus", self.cpus] if self.cpus else []),
         ]
 
 
@@ -507,6 +616,9 @@ class BenchRecord(BaseModel):
     min_cosine: Optional[float] = Field(None, description="the bundle's build-time agreement threshold")
     uploaded: Optional[bool] = None
     result: RunResult
+    npu_placement: Optional[Placement] = Field(
+        None, description="the bundle's NPU compile placement (manifest npu.placement, vela), for the placement gate"
+    )
     sequential: Optional[SequentialGate] = None
     manifest: Optional[Manifest] = Field(None, exclude=True, description="in-process only: the bundle's manifest")
 
@@ -517,6 +629,25 @@ class BenchRecord(BaseModel):
     def record(self) -> BenchRecord:
         """The record itself (``bench(...).record()``, from when bench returned a separate result type)."""
         return self
+
+
+FailureStatus = Literal["unreachable", "lost", "timeout", "failed", "interrupted", "not-run"]
+
+
+class BenchFailure(BaseModel):
+    """One bundle a multi-device bench could not measure on one device (``bench --json``'s ``failures``): the
+    device was unreachable, the connection dropped, the run timed out or failed, the bench was interrupted, or
+    an earlier failure on that device left it ``not-run``. A report shows it as a failed ``run`` check."""
+
+    bundle: str
+    device_spec: str
+    status: FailureStatus
+    message: str
+    hint: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.bundle} @ {self.device_spec}"
 
 
 # --------------------------------------------------------------------------- reports and the CI gate
@@ -547,9 +678,62 @@ class Report(BaseModel):
     baseline: Optional[list[BenchRecord]] = None
     settings: dict[str, Any] = {}
     checks: list[Check] = []
+    failures: list[BenchFailure] = []  # bundles a multi-device bench could not measure
 
     model_config = ConfigDict(populate_by_name=True)
 
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if c.status == "fail"]
+
+
+# --------------------------------------------------------------------------- edgepack tune
+
+TuneStatus = Literal["best", "within-budget", "over-budget", "failed", "not-run"]
+
+
+class TuneCandidate(BaseModel):
+    """One candidate of ``edgepack tune``: a bundle (format x precision) benched with one thread setting, or why
+    it was not (``status`` failed / not-run with ``reason``). The bench outcome is the bundle's ``BenchRecord``."""
+
+    name: str = Field(description="e.g. 'onnx int8 t2'")
+    format: str
+    precision: str
+    threads: Optional[int] = Field(None, description="bench --threads (0 = runtime default); null: never benched")
+    status: TuneStatus
+    reason: Optional[str] = None
+    route: Optional[str] = Field(None, description="the route that built the bundle")
+    bundle_bytes: Optional[int] = None
+    cached: Optional[bool] = Field(None, description="the bundle came from the build cache")
+    build_seconds: Optional[float] = None
+    top1: Optional[float] = Field(None, description="top-1 on the eval set, measured on the device")
+    drop_points: Optional[float] = Field(None, description="reference top-1 minus this one, percentage points")
+    cosine: Optional[float] = Field(None, description="worst output's cosine vs the source framework, on the device")
+    p50_vs_best: Optional[list[float]] = Field(
+        None, description="[ratio, low, high]: p50 / the chosen one's p50 with its bootstrap interval"
+    )
+    record: Optional[BenchRecord] = None
+
+
+class TuneResult(BaseModel):
+    """What ``edgepack tune`` produces (``edgepack.tune/1``, ``tune --json``)."""
+
+    schema_: str = Field("edgepack.tune/1", alias="schema")
+    created: str
+    edgepack: str
+    source: str
+    device: str
+    max_accuracy_drop: float = Field(description="top-1 percentage points below the reference allowed")
+    reference: Accuracy = Field(description="the source model's top-1 on the eval set (its own framework, host)")
+    reference_what: str = Field(description="what produced the reference, e.g. 'torch 2.13.0 on the host'")
+    chosen: Optional[str] = Field(None, description="the chosen candidate's name; null when none met the budget")
+    output: Optional[str] = Field(None, description="where the chosen bundle was written")
+    settings: dict[str, Any] = {}
+    notes: list[str] = []
+    candidates: list[TuneCandidate]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def best(self) -> Optional[TuneCandidate]:
+        return next((c for c in self.candidates if c.status == "best"), None)

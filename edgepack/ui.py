@@ -7,8 +7,9 @@ import contextlib
 import os
 import re
 import sys
+import threading
 import time
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, Optional, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -49,16 +50,37 @@ def set_quiet(value: bool) -> None:
     _quiet = value
 
 
+_local = threading.local()
+
+
 @contextlib.contextmanager
-def step(description: str) -> Iterator[None]:
-    """Show a spinner while the step runs and a ✓ line with its duration after."""
-    if _quiet:
+def steps_to(sink: Optional[Callable[[str], None]]) -> Iterator[None]:
+    """In this thread, hand each :func:`step`'s description to ``sink`` instead of showing a spinner (one
+    device's worker in a fleet run: :mod:`edgepack.fleet` shows one live line per device)."""
+    before = getattr(_local, "sink", None)
+    _local.sink = sink
+    try:
         yield
+    finally:
+        _local.sink = before
+
+
+@contextlib.contextmanager
+def step(description: str) -> Iterator[Callable[[str], None]]:
+    """Show a spinner while the step runs and a ✓ line with its duration after. Yields ``update(text)``, which
+    replaces the spinner's text (plain text, escaped here) while the step runs."""
+    sink = getattr(_local, "sink", None)
+    if sink is not None:
+        sink(printable(description))
+        yield lambda text: sink(printable(text))
+        return
+    if _quiet:
+        yield lambda text: None
         return
     description = safe(description)  # descriptions hold file and device names, never markup
     t0 = time.perf_counter()
-    with console.status(description, spinner="dots"):
-        yield
+    with console.status(description, spinner="dots") as status:
+        yield lambda text: status.update(safe(text))
     console.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - t0:.1f}s)[/dim]")
 
 

@@ -61,6 +61,19 @@ def test_digits_on_emulated_arm(fmt, arm, digits):
     assert "aarch64, emulated" in md and "Emulated devices: latency is not the real board's." in md
 
 
+def test_sustained_on_emulated_arm(arm, digits):
+    """A short sustained run on the aarch64 runner: windows, the cold/sustained ratio and a verdict come back; the
+    emulated board exposes no Pi firmware flags, and the evidence says so."""
+    res = edgepack.bench(
+        digits["onnx"].path, arm.spec, sustained="1.5s", sustained_window=0.25, warmup=1, **arm.ssh_options()
+    )
+    s = res.result.sustained
+    assert s is not None and len(s.windows) == 6 and all(w.runs >= 1 for w in s.windows)
+    assert s.verdict in ("stable", "drifting", "throttled") and s.ratio > 0 and s.evidence
+    assert s.sources["throttling"] is None and any("no throttling flags exposed" in e for e in s.evidence)
+    assert res.result.device.cpu.emulated is True and res.result.device.cpu.affinity
+
+
 def test_doctor_on_emulated_arm(arm):
     from edgepack import doctor
     from edgepack.devices import SSHOptions

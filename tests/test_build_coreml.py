@@ -409,7 +409,7 @@ def test_onnx_stage_orientation_and_failure():
     from edgepack.converters import onnx_to_coreml, onnx_tools
 
     from edgepack.errors import ValidationFailed
-    from edgepack.types import BuildOptions
+    from edgepack.types import CheckOptions
 
     rng = np.random.default_rng(0)
     want = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
@@ -421,7 +421,7 @@ def test_onnx_stage_orientation_and_failure():
         onnx_tools.best_orientation(np.zeros((2, 5)), np.zeros((2, 8)))
     noisy = onnx_tools.best_orientation(want + rng.standard_normal(want.shape), want)[1]
     run = onnx_tools.SavedModelRun(None, None, {}, {}, [None], {"logits": noisy}, 2, "random")
-    opts = BuildOptions(target="coreml")
+    opts = CheckOptions()
     with pytest.raises(ValidationFailed, match="disagrees with the ONNX source on output 'logits'"):
         onnx_to_coreml.stage_check(run, opts)
     stage = onnx_to_coreml.stage_check(run, dataclasses.replace(opts, allow_mismatch=True))

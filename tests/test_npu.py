@@ -181,6 +181,63 @@ def test_unmappable_op_falls_back_with_reason_and_fix(tflite_models, tmp_path):
 
 @pytest.mark.npu
 @needs_vela
+@pytest.mark.slow
+def test_placement_gate_fails_ci_on_a_real_vela_build_naming_the_cpu_ops(tflite_models, tmp_path):
+    """edgepack build --npu (vela) of a model with a forced CPU op (GATHER), bench, then report's placement gate."""
+    from xml.etree import ElementTree as ET
+
+    from edgepack.report import bench_json
+
+    gather = edgepack.build(
+        tflite_models["gather-int8"], to="tflite", npu="ethos-u55-128", output=tmp_path / "gather.edgepack"
+    ).path
+    full = edgepack.build(
+        tflite_models["tiny-int8"], to="tflite", npu="ethos-u55-128", output=tmp_path / "full.edgepack"
+    ).path
+    records = [edgepack.bench(b, runs=3, warmup=0, min_seconds=0) for b in (gather, full)]
+    assert records[0].npu_placement.accelerator == "ethos-u55-128" and records[0].npu_placement.cpu_ops == 1
+    results = tmp_path / "bench.json"
+    results.write_text(bench_json(records))
+    assert json.loads(results.read_text())["results"][0]["npu_placement"]["cpu_ops"] == 1, "the record carries it"
+
+    junit = tmp_path / "r.xml"
+    proc = cli("report", str(results), "--max-cpu-fallback-ops", "0", "--format", "junit", "-o", str(junit))
+    assert proc.returncode == 1, proc.stderr
+    cases = {
+        (s.get("name"), c.get("name")): c.find("failure") is not None
+        for s in ET.parse(junit).getroot()
+        for c in s.iter("testcase")
+    }
+    g, f = "gather.edgepack @ local", "full.edgepack @ local"
+    assert cases[(g, "cpu-fallback-ops (ethos-u55-128, vela)")] is True
+    assert cases[(g, "cpu-fallback GATHER (ethos-u55-128, vela)")] is True, "each CPU op type is a failing case"
+    assert cases[(f, "cpu-fallback-ops (ethos-u55-128, vela)")] is False
+    assert not any(name.startswith("cpu-fallback") and "XNNPACK" in name for _, name in cases), (
+        "an NPU bundle benched on its CPU model is gated on its NPU compile, not on XNNPACK"
+    )
+    failure = ET.parse(junit).getroot().find(".//testcase[@name='cpu-fallback GATHER (ethos-u55-128, vela)']/failure")
+    assert failure.get("message") == "GATHER ×1 ran on the CPU, not on ethos-u55-128: Unsupported opType"
+
+    md = cli("report", str(results), "--min-accelerated-share", "0.9")
+    assert md.returncode == 1 and "3/4 ops (75.0%) on ethos-u55-128 (required 90.0%)" in md.stdout
+    from edgepack.gate import GateSettings
+    from edgepack.report import make_report
+
+    assert not make_report(records, settings=GateSettings(min_accelerated_share=0.7)).failed  # 75% >= 70%
+
+    bare = edgepack.build(tflite_models["gather-int8"], to="tflite", output=tmp_path / "bare.edgepack").path
+    xnn = [edgepack.bench(bare, runs=3, warmup=0, min_seconds=0)]  # no NPU: the runtime's delegate is gated
+    failed = make_report(xnn, settings=GateSettings(max_cpu_fallback_ops=0)).failed
+    assert [c.message for c in failed if c.name == "cpu-fallback GATHER (XNNPACK, tflite-delegate)"] == [
+        "GATHER ×1 ran on the CPU, not on XNNPACK: not claimed by XNNPACK (op or its types unsupported there)"
+    ]
+    assert not [c for c in make_report(xnn).checks if "placement" in c.name or "fallback" in c.name], (
+        "no placement limits, no placement checks"
+    )
+
+
+@pytest.mark.npu
+@needs_vela
 def test_float_io_falls_back_and_says_quantize_fully(tflite_models, tmp_path):
     res = edgepack.build(
         tflite_models["tiny-float32"], to="tflite", npu="ethos-u55-128", output=tmp_path / "f.edgepack"

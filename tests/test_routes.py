@@ -74,7 +74,7 @@ def test_declarations_agree():
     """Precisions, runtimes and options named by the declarations exist; route names are unique."""
     from typing import get_args
 
-    from edgepack.types import BuildOptions, Precision
+    from edgepack.types import ConvertOptions, Precision
 
     assert set(registry.PRECISIONS) == set(get_args(Precision))
     names = [r.name for r in registry.routes()]
@@ -83,7 +83,7 @@ def test_declarations_agree():
         assert set(r.precisions) <= set(registry.PRECISIONS), r.name
         assert registry.runtime(r.target).format == r.target
         for o in r.options:
-            assert o.name in BuildOptions.__dataclass_fields__, (r.name, o.name)
+            assert o.name in ConvertOptions.__dataclass_fields__, (r.name, o.name)
     from pathlib import Path
 
     import edgepack.device_runners as dr

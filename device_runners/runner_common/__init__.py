@@ -8,6 +8,8 @@ never a framework) and runs on Python 3.9+. A runtime module (``onnx_runner.py``
 - ``tensors``: batches, (de)quantization, random inputs, output agreement (``compare``)
 - ``timing``:  warm-up, timed runs and windows, statistics
 - ``system``:  device info, CPU fingerprint, temperature, memory, threads
+- ``cpus``:    per-core facts, core clusters (big.LITTLE), pinning (``--cpus``)
+- ``sustained``: ``--sustained`` windows, clocks/temperature/throttling sensors, the verdict
 - ``backend``: the interface a runtime implements
 - ``result``:  the result document (its definition: ``edgepack.types.RunResult``)
 - ``cli``:     flags, the main flow, watchdogs, exit codes, one-line errors, JSON on stdout
@@ -40,6 +42,7 @@ from .bundle import (
     verify_zip,
 )
 from .cli import KILL_GRACE_SECONDS, build_parser, main, run, start_watchdogs
+from .cpus import clusters as core_clusters
 from .errors import (
     EXIT_BUNDLE_INVALID,
     EXIT_ERROR,
@@ -82,6 +85,7 @@ __all__ = [
     "main",
     "run",
     "start_watchdogs",
+    "core_clusters",
     "EXIT_BUNDLE_INVALID",
     "EXIT_ERROR",
     "EXIT_OK",

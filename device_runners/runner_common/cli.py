@@ -16,6 +16,8 @@ from types import FrameType
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from . import bundle as bundle_mod
+from . import cpus as cpus_mod
+from . import sustained as sustained_mod
 from .backend import Backend
 from .bundle import Bundle, load_npz, split_npz
 from .errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, RunnerError
@@ -54,6 +56,35 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         "--cooldown", type=float, default=1.0, help="idle seconds before each timing window after the first (default 1)"
     )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = runtime default")
+    p.add_argument(
+        "--sustained",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="sustained mode: back-to-back timing windows for this long, with clocks, temperatures and "
+        "throttling flags read after each window, and a verdict (stable/throttled/drifting); 0 = off",
+    )
+    p.add_argument(
+        "--window",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="sustained mode: seconds per window (0 = about 1/24 of --sustained, between 0.25 and 10)",
+    )
+    p.add_argument(
+        "--drift-tolerance",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
+        help="sustained mode: sustained p50 within this fraction of the cold p50 is stable (default 0.05)",
+    )
+    p.add_argument(
+        "--cpus",
+        default=None,
+        metavar="LIST|big|little|all",
+        help="pin the runner (and the runtime's threads) to these cores, e.g. 4-7 or big; --threads 0 then "
+        "means one thread per core",
+    )
     p.add_argument("--workdir", default=None, help="where to extract the bundle (default: system temp)")
     p.add_argument("--no-golden", action="store_true", help="skip the golden agreement check")
     p.add_argument("--no-eval", action="store_true", help="skip the accuracy run")
@@ -248,6 +279,11 @@ class _Loaded:
         self.in_specs = manifest["inputs"]
         self.out_specs = manifest["outputs"]
 
+        self.pinned = None
+        if args.cpus:  # before the model loads: the runtime's threads inherit the affinity
+            self.pinned = cpus_mod.pin(args.cpus)
+            if not args.threads:
+                args.threads = len(self.pinned)
         self.member = backend.model_member(manifest, args)  # e.g. the NPU model of an Ethos-U bundle
         self.model_path = self.bundle.member(self.member)
         t0 = time.perf_counter()
@@ -283,11 +319,14 @@ class _Loaded:
         samples: list[float],
         sizes: list[int],
         elapsed: float,
+        sustained: Optional[dict[str, Any]] = None,
+        runs: Optional[int] = None,
     ) -> dict[str, Any]:
         """The golden and eval checks and the analysis (after, and separate from, the timed runs), and the
         result document."""
         backend, in_specs, out_specs, golden = self.backend, self.in_specs, self.out_specs, self.golden
-        latency = summarize(samples, sizes if len(sizes) > 1 else None)
+        latency = summarize(samples, sizes if (len(sizes) > 1 or sustained) else None)
+        runs = len(samples) if runs is None else runs
 
         validation = None
         if golden and golden[0] and not args.no_golden:
@@ -326,24 +365,27 @@ class _Loaded:
                 "runs": args.runs,
                 "warmup": args.warmup,
                 "min_seconds": args.min_seconds,
-                "repeat": len(sizes),
-                "cooldown": args.cooldown if len(sizes) > 1 else None,
+                "repeat": len(sizes) if args.serve else args.repeat,
+                "cooldown": args.cooldown if (len(sizes) > 1 if args.serve else args.repeat > 1) else None,
                 "threads": args.threads or None,
                 "max_runs": args.max_runs,
                 **({"served": True} if args.serve else {}),
+                **({"sustained": args.sustained, "window": sustained["window_s"]} if sustained else {}),
+                **({"cpus": args.cpus} if args.cpus else {}),
             },
             runtime_details=backend.details(),
             load_ms=self.load_ms,
             first_inference_ms=self.first_ms,
             latency_ms=latency,
             timed_seconds=elapsed,
-            throughput_ips=len(samples) * batch_size(in_specs[0]) / elapsed if elapsed > 0 else None,
+            throughput_ips=runs * batch_size(in_specs[0]) / elapsed if elapsed > 0 else None,
             peak_rss_mb=peak_rss_mb(),
             process_threads=process_threads(),
             validation=validation,
             accuracy=accuracy,
             placement=extra.get("placement"),
             op_timing=extra.get("op_timing"),
+            sustained=sustained,
         )
 
 
@@ -353,11 +395,15 @@ def _device(backend: Backend, temps: list[Optional[float]]) -> dict[str, Any]:
     return device
 
 
-def _temperatures(device: dict[str, Any], temps: list[Optional[float]]) -> None:
-    temps.append(cpu_temperature())
+def _temperatures(
+    device: dict[str, Any], temps: list[Optional[float]], cpus: Optional[str], read_now: bool = True
+) -> None:
+    if read_now:
+        temps.append(cpu_temperature())
     device["cpu"]["temperature_end_c"] = temps[-1]
     known = [t for t in temps if t is not None]
     device["cpu"]["temperature_max_c"] = max(known) if known else None
+    device["cpu"].update(cpus_mod.facts(cpus))
 
 
 def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
@@ -367,18 +413,35 @@ def run(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
         loaded = _Loaded(backend, args, args.bundle, stack)
         temps: list[Optional[float]] = []
         device = _device(backend, temps)
-        samples, sizes, elapsed = timing_windows(
-            loaded.timed,
-            args.warmup,
-            args.runs,
-            args.min_seconds,
-            args.max_runs,
-            args.repeat,
-            args.cooldown,
-            between=lambda: temps.append(cpu_temperature()),
-        )
-        _temperatures(device, temps)
-        return loaded.document(args, device, samples, sizes, elapsed)
+        sustained = None
+        if args.sustained:
+            sustained, samples, sizes, elapsed = sustained_mod.measure(
+                loaded.timed,
+                args.sustained,
+                args.window,
+                args.warmup,
+                args.max_runs,
+                args.drift_tolerance,
+                loaded.pinned or cpus_mod.affinity() or cpus_mod.present_cpus(),
+                progress=_progress,
+            )
+            temps += [w["temperature_c"] for w in sustained["windows"]]
+            _temperatures(device, temps, args.cpus, read_now=False)
+            runs = sustained["runs"]
+        else:
+            samples, sizes, elapsed = timing_windows(
+                loaded.timed,
+                args.warmup,
+                args.runs,
+                args.min_seconds,
+                args.max_runs,
+                args.repeat,
+                args.cooldown,
+                between=lambda: temps.append(cpu_temperature()),
+            )
+            _temperatures(device, temps, args.cpus)
+            runs = len(samples)
+        return loaded.document(args, device, samples, sizes, elapsed, sustained, runs)
 
 
 def serve(backend: Backend, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -434,8 +497,22 @@ def serve(backend: Backend, args: argparse.Namespace) -> list[dict[str, Any]]:
             temps.append(cpu_temperature())
         if not all(sizes):
             raise RunnerError("finished before every bundle had a timing window", "request window I first", EXIT_USAGE)
-        _temperatures(device, temps)
+        _temperatures(device, temps, args.cpus)
         return [x.document(args, dict(device), samples[i], sizes[i], elapsed[i]) for i, x in enumerate(loaded)]
+
+
+PROGRESS_PREFIX = "edgepack-runner: progress "
+
+
+def _progress(state: dict[str, Any]) -> None:
+    """One progress line on stderr (edgepack relays it: elapsed/total, the window's p50, temperature, clock)."""
+    import json
+
+    try:
+        sys.stderr.write(PROGRESS_PREFIX + json.dumps(state, allow_nan=False, sort_keys=True) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def main(backend: Backend, argv: Optional[Sequence[str]] = None) -> int:
@@ -454,6 +531,17 @@ def main(backend: Backend, argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--min-seconds, --cooldown and --timeout must be finite and >= 0")
     if args.runs > args.max_runs:
         parser.error("--runs %d exceeds --max-runs %d" % (args.runs, args.max_runs))
+    if args.sustained:
+        if not all(math.isfinite(x) and x >= 0 for x in (args.sustained, args.window, args.drift_tolerance)):
+            parser.error("--sustained, --window and --drift-tolerance must be finite and >= 0")
+        if args.repeat > 1:
+            parser.error("--sustained makes its own windows: drop --repeat")
+        n, _ = sustained_mod.window_seconds(args.sustained, args.window)
+        if n < sustained_mod.MIN_WINDOWS:
+            parser.error(
+                "--sustained %gs gives %d window(s); at least %d are needed (a longer --sustained or a shorter "
+                "--window)" % (args.sustained, n, sustained_mod.MIN_WINDOWS)
+            )
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, _on_signal)

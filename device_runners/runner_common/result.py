@@ -35,6 +35,7 @@ def document(
     accuracy: Optional[dict[str, Any]],
     placement: Optional[dict[str, Any]],
     op_timing: Optional[dict[str, Any]],
+    sustained: Optional[dict[str, Any]],
 ) -> dict[str, Any]:
     """The result (schema ``edgepack.result/1``); every field is required here, null where not measured."""
     return {
@@ -55,6 +56,7 @@ def document(
         "accuracy": accuracy,
         "placement": placement,
         "op_timing": op_timing,
+        "sustained": sustained,
     }
 
 

@@ -7,6 +7,22 @@ import platform
 import sys
 from typing import Any, Optional
 
+#: TEST-ONLY: a directory standing in for ``/`` when the runner reads ``/sys`` (cpufreq, thermal zones, firmware
+#: throttling flags), so tests can give it a fake tree whose values they change between windows. Never set it on a
+#: real device: every result read through it records it as ``device.cpu.sysfs_root``.
+SYSFS_ROOT_ENV = "EDGEPACK_SYSFS_ROOT"
+
+
+def sysfs_root() -> Optional[str]:
+    """The test-only fake root for ``/sys`` (``EDGEPACK_SYSFS_ROOT``), or None (the real ``/sys``)."""
+    return os.environ.get(SYSFS_ROOT_ENV) or None
+
+
+def sys_path(path: str) -> str:
+    """``path`` (absolute, under ``/sys``) in the tree the runner reads: the real one, or the test-only fake root."""
+    root = sysfs_root()
+    return os.path.join(root, path.lstrip("/")) if root else path
+
 
 def read_text(path: str) -> str:
     """A small system file's text, or "" when it cannot be read."""
@@ -39,6 +55,14 @@ def process_threads() -> Optional[int]:
 
 
 def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident set size. Linux: VmHWM of /proc/self/status, because getrusage's ru_maxrss
+    survives execve: a runner started by a large process (edgepack with torch loaded, on the local device)
+    would report its parent's size (measured: 407 MB for a 11 MB child of a 400 MB parent)."""
+    for line in read_text("/proc/self/status").splitlines():
+        if line.startswith("VmHWM:"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                return int(parts[1]) / 1024.0  # kB
     try:
         import resource
     except ImportError:
@@ -68,15 +92,17 @@ def cpu_fingerprint() -> dict[str, Any]:
             break
     if not info["model"]:
         info["model"] = platform.processor() or None
-    gov = read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").strip()
+    gov = read_text(sys_path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")).strip()
     info["governor"] = gov or None
-    freq = read_text("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").strip()
+    freq = read_text(sys_path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")).strip()
     if freq.isdigit():
         info["max_freq_mhz"] = int(freq) // 1000
-    cur = read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").strip()
+    cur = read_text(sys_path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")).strip()
     if cur.isdigit():
         info["cur_freq_mhz"] = int(cur) // 1000
     info["temperature_c"] = cpu_temperature()
+    if sysfs_root():
+        info["sysfs_root"] = sysfs_root()
     # qemu-user leaves its own binfmt interpreter in our maps; qemu-system names itself in cpuinfo.
     maps = read_text("/proc/self/maps")
     if "qemu" in maps or "QEMU" in text or os.environ.get("QEMU_CPU") or os.environ.get("QEMU_LD_PREFIX"):
@@ -84,9 +110,10 @@ def cpu_fingerprint() -> dict[str, Any]:
     return info
 
 
-def cpu_temperature(base: str = "/sys/class/thermal") -> Optional[float]:
+def cpu_temperature(base: Optional[str] = None) -> Optional[float]:
     """The hottest thermal zone in degrees C (Raspberry Pi: cpu-thermal), or None where none is exposed."""
     hottest: Optional[float] = None
+    base = base or sys_path("/sys/class/thermal")
     try:
         zones = [z for z in os.listdir(base) if z.startswith("thermal_zone")]
     except OSError:

@@ -223,6 +223,7 @@ def test_baseline_json_uses_its_bundle_when_still_there_else_its_stored_windows(
         (["--until-conclusive", "--baseline-bundle", "missing.edgepack"], "no such file"),
         (["--until-conclusive", "--baseline-bundle", "B", "--baseline", "x.json"], "both name the baseline"),
         (["--until-conclusive", "--baseline-bundle", "B"], "compares one bundle, 2 were given"),
+        (["--until-conclusive", "--baseline-bundle", "B", "--sustained", "2m"], "--sustained and --until-conclusive"),
     ],
 )
 def test_bad_flag_combinations_are_one_line_errors(tiny_bundle, args, says, capsys):

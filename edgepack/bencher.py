@@ -155,23 +155,7 @@ def bench(
             runners = dev.put_runners()
             remote, uploaded = dev.put_bundle(bundle, sha)
             workdir = dev.workdir()
-        argv = [
-            f"{runners}/{runtime.runner}",
-            remote,
-            *options.runner_argv(),
-            "--timeout",
-            str(timeout),
-            "--watch-stdin",
-        ]
-        for env, flag in (
-            ("EDGEPACK_MAX_UNPACKED_BYTES", "--max-unpacked-bytes"),
-            ("EDGEPACK_MAX_RATIO", "--max-ratio"),
-        ):
-            if os.environ.get(env, "").isdigit():  # the limits this machine allows, also on the device
-                argv += [flag, os.environ[env]]
-        argv += extra
-        if workdir:
-            argv += ["--workdir", workdir]
+        argv = runner_argv(f"{runners}/{runtime.runner}", remote, options, timeout, extra, workdir)
         if options.install_runtime and dev.venv_python():
             dev.python = dev.venv_python()
         what = f"run {runtime.name} on {dev.name} (≥{options.runs} runs, ≥{options.min_seconds:g}s" + (
@@ -190,18 +174,40 @@ def bench(
                 res = dev.run(argv, on_stderr_line=sustained_mod.Relay(update, what) if options.sustained else None)
     finally:
         dev.close()
-    result = _parse(res, dev.name)
+    return make_record(bundle, manifest, sha, dev.name, uploaded, _parse(res, dev.name), ssh.remote_dir)
+
+
+def runner_argv(
+    runner: str, remote: str, options: BenchOptions, timeout: float, extra: list[str], workdir: str | None
+) -> list[str]:
+    """The runner's command line for one bundle (``--serve`` is added by ``bench --until-conclusive``)."""
+    argv = [runner, remote, *options.runner_argv(), "--timeout", str(timeout), "--watch-stdin"]
+    for env, flag in (
+        ("EDGEPACK_MAX_UNPACKED_BYTES", "--max-unpacked-bytes"),
+        ("EDGEPACK_MAX_RATIO", "--max-ratio"),
+    ):
+        if os.environ.get(env, "").isdigit():  # the limits this machine allows, also on the device
+            argv += [flag, os.environ[env]]
+    argv += extra
+    if workdir:
+        argv += ["--workdir", workdir]
+    return argv
+
+
+def make_record(
+    bundle: Path, manifest: Manifest, sha: str, device: str, uploaded: bool, result: RunResult, remote_dir: str
+) -> BenchRecord:
     if result.bundle_sha256 != sha:
         raise DeviceError(
             f"the device ran a bundle with sha256 {result.bundle_sha256[:12]}..., expected {sha[:12]}...",
             f"the cached copy on the device is stale or corrupt; remove "
-            f"{ssh.remote_dir}/bundles there (relative to the home directory)",
+            f"{remote_dir}/bundles there (relative to the home directory)",
         )
     return BenchRecord(
         bundle=bundle.name,
         bundle_path=str(bundle),
         bundle_bytes=bundle.stat().st_size,
-        device_spec=dev.name,
+        device_spec=device,
         format=manifest.format,
         quantization=manifest.quantization.mode,
         min_cosine=manifest.validation.thresholds.get("min_cosine"),

@@ -383,6 +383,28 @@ def bench(
         "and cleaned up after (default 600 + 2 × repeat × "
         "(min-seconds + cooldown); 0 = no limit)",
     ),
+    until_conclusive: bool = typer.Option(
+        False,
+        "--until-conclusive",
+        help="add timing windows (interleaved with the baseline's bundle) until the latency verdict against the "
+        "baseline is known or --budget-seconds ends; exit 1 when regressed",
+    ),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", help="with --until-conclusive: BASE.json (its bundle is timed alongside when still here)"
+    ),
+    baseline_bundle: Optional[Path] = typer.Option(
+        None, "--baseline-bundle", help="with --until-conclusive: OLD.edgepack, timed interleaved with BUNDLE"
+    ),
+    max_latency_regression: Optional[str] = typer.Option(
+        None, "--max-latency-regression", help="with --until-conclusive: the limit, e.g. 5% (default 5%)"
+    ),
+    budget_seconds: Optional[float] = typer.Option(
+        None, "--budget-seconds", help="with --until-conclusive: seconds of sampling at most (default 300)"
+    ),
+    statistic: Optional[str] = typer.Option(
+        None, "--statistic", help="with --until-conclusive: the window quantile compared, p50 (default) or e.g. p10"
+    ),
+    junit_out: Optional[Path] = typer.Option(None, "--junit", help="write the checks as JUnit XML here"),
     sustained: Optional[str] = typer.Option(
         None,
         "--sustained",
@@ -410,7 +432,9 @@ def bench(
     from edgepack.outputs import check_outputs
     from edgepack.types import BenchOptions
 
-    check_outputs({"--json": json_out, "--markdown": md_out}, bundle)  # before the bench, not after it
+    check_outputs(
+        {"--json": json_out, "--markdown": md_out, "--junit": junit_out}, [*bundle, baseline, baseline_bundle]
+    )  # before the bench, not after it
     devices, parallel = _devices(device, extra)
     shard_of = fleet.parse_shard(shard)
     ssh = _ssh_options(extra)  # what is left in extra: the runtime flags
@@ -431,16 +455,30 @@ def bench(
         drift_tolerance=0.05 if tolerance is None else tolerance,
         cpus=cpus,
     )
+    from edgepack import sequential
+
+    limit = sequential.check_flags(
+        bundle, until_conclusive, baseline, baseline_bundle, max_latency_regression, budget_seconds, options, statistic
+    )
     if len(devices) > 1 or shard_of is not None:
+        if limit is not None:
+            raise EdgepackError(
+                "--until-conclusive compares two bundles on one device", "pass one --device and no --shard", exit_code=2
+            )
         from edgepack import fleet_cli
 
         code = fleet_cli.bench(
             bundle, devices, shard_of, options, ssh, parallel, json_out, md_out, top, write=_write_atomic
         )
         raise typer.Exit(code)
-    records = [run_bench(b, devices[0], options, ssh) for b in bundle]
-    rep = report.make_report(records)
-    if not (str(json_out) == "-" or str(md_out) == "-"):
+    if limit is not None:
+        records, rep = sequential.bench_until_conclusive(
+            bundle, devices[0], options, ssh, limit, budget_seconds, baseline, baseline_bundle, statistic
+        )
+    else:
+        records = [run_bench(b, devices[0], options, ssh) for b in bundle]
+        rep = report.make_report(records)
+    if not (str(json_out) == "-" or str(md_out) == "-" or str(junit_out) == "-"):
         console = _console()
         console.print(report.table(rep))
         console.print(report.checks_table(rep))
@@ -456,8 +494,13 @@ def bench(
     if md_out:
         text = report.markdown(rep, top)
         typer.echo(text, nl=False) if str(md_out) == "-" else _write_atomic(md_out, text)
-    for c in rep.failed:  # bench measures; gating is edgepack report's job
-        typer.echo(f"edgepack: warning: {c.entry}: {c.message}", err=True)
+    if junit_out:
+        text = report.junit(rep)
+        typer.echo(text, nl=False) if str(junit_out) == "-" else _write_atomic(junit_out, text)
+    for c in rep.failed:  # bench measures; gating is edgepack report's job (and --until-conclusive's)
+        typer.echo(f"edgepack: {'error' if limit is not None else 'warning'}: {c.entry}: {c.message}", err=True)
+    if limit is not None and rep.failed:
+        raise typer.Exit(1)
 
 
 app.command()(_declared(bench, _bench_flag_params() + _ssh_params()))

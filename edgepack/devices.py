@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 from edgepack.errors import DeviceError, UsageError
 
 if TYPE_CHECKING:
+    from edgepack.runner_session import RunnerSession
     from edgepack.transport import Transfer
 
 REMOTE_DIR = ".cache/edgepack"
@@ -297,6 +298,12 @@ class LocalDevice:
             chunks.get("out", b"").decode("utf-8", "replace"),
             chunks.get("err", b"").decode("utf-8", "replace"),
         )
+
+    def start(self, argv: list[str]) -> "RunnerSession":
+        """The runner kept running, for requests (``--serve``; :mod:`edgepack.runner_session`)."""
+        from edgepack.runner_session import LocalSession
+
+        return LocalSession(self.python, argv)
 
     def venv_python(self) -> Optional[str]:
         return None
@@ -590,6 +597,12 @@ class SSHDevice:
             on_stderr_line=on_stderr_line,
         )
 
+    def start(self, argv: list[str]) -> "RunnerSession":
+        """The runner kept running, for requests (``--serve``; :mod:`edgepack.runner_session`)."""
+        from edgepack.runner_session import SSHSession
+
+        return SSHSession(self.client, self.name, self.python, argv)
+
     def venv_python(self) -> Optional[str]:
         """The Python of the runtime venv edgepack made on this device earlier, if there is one."""
         py = f"{self.options.remote_dir}/venv/bin/python"
@@ -694,6 +707,7 @@ class Device(Protocol):
     def put_runners(self) -> str: ...
     def workdir(self) -> Optional[str]: ...
     def run(self, argv: list[str], on_stderr_line: Optional[LineCallback] = None) -> Execution: ...
+    def start(self, argv: list[str]) -> "RunnerSession": ...
     def venv_python(self) -> Optional[str]: ...
     def install_runtime(self, packages: tuple[str, ...]) -> str: ...
     def close(self) -> None: ...

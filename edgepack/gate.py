@@ -14,7 +14,7 @@ from typing import Any, Optional
 from edgepack import placement_gate, sustained
 from edgepack.errors import UsageError
 from edgepack.stats import ratio_of_medians
-from edgepack.types import BenchRecord, Check, CheckStatus
+from edgepack.types import BenchRecord, Check, CheckStatus, SequentialGate
 
 
 @dataclass
@@ -151,6 +151,9 @@ def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -
                 message=f"the {which} latency samples are empty or not finite numbers (NaN/Inf): "
                 "nothing can be compared",
             )
+    seq = cur.sequential
+    if seq is not None and seq.baseline_sha256 == base.result.bundle_sha256:
+        return _sequential(entry, base, cur, seq, s)
     ci = ratio_of_medians(
         base.result.latency_ms.window_samples(), cur.result.latency_ms.window_samples(), s.confidence, seed=s.seed
     )
@@ -183,6 +186,53 @@ def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -
         value=ci.ratio,
         limit=limit,
         interval=[ci.low, ci.high],
+        message=f"{span}; {verdict}",
+    )
+
+
+def _sequential(entry: str, base: BenchRecord, cur: BenchRecord, seq: SequentialGate, s: GateSettings) -> Check:
+    """The latency check of ``bench --until-conclusive``: its anytime-valid interval, which stays valid at the
+    round it stopped at, so it can also be held against another limit than the one it sampled for."""
+    assert s.max_latency_regression is not None
+    limit = 1.0 + s.max_latency_regression
+    allowed = f"allowed +{s.max_latency_regression * 100:g}%"
+    how = (
+        f"interleaved with {seq.baseline_bundle} on the device"
+        if seq.paired
+        else f"against the baseline's {seq.baseline_windows} stored windows"
+    )
+    high = math.inf if seq.high is None else seq.high
+    upper = _pct(high - 1) if seq.high is not None else "unbounded"
+    span = (
+        f"{seq.statistic} {_pct(seq.ratio - 1)} [{_pct(seq.low - 1)}, {upper}] at {seq.confidence:.0%} "
+        f"(anytime-valid) after {seq.windows} windows, {how}, {seq.seconds:.0f}s of {seq.budget_seconds:g}s"
+    )
+    if seq.low > limit:
+        status: CheckStatus = "fail"
+        verdict = f"regressed beyond {allowed}"
+    elif high <= limit:
+        status, verdict = "pass", f"ok: {allowed}"
+    else:
+        status = "pass"
+        verdict = f"inconclusive at the budget: the interval straddles {allowed}; not a proven regression"
+    diffs = fingerprint_diff(base, cur)
+    if diffs:
+        return Check(
+            entry=entry,
+            name="latency",
+            status="fail" if s.strict_device else "flag",
+            value=seq.ratio,
+            limit=limit,
+            interval=None if seq.high is None else [seq.low, seq.high],
+            message=f"not compared: measured on a different device than the baseline ({'; '.join(diffs)}); {span}",
+        )
+    return Check(
+        entry=entry,
+        name="latency",
+        status=status,
+        value=seq.ratio,
+        limit=limit,
+        interval=None if seq.high is None else [seq.low, seq.high],
         message=f"{span}; {verdict}",
     )
 

@@ -181,10 +181,16 @@ def notes(rep: Report) -> list[str]:
         text += f" in {'/'.join(map(str, windows))} timing windows"
     out.append(text + "; agreement = worst output vs the source framework on the bundle's golden data.")
     if rep.baseline is not None:
+        sequential = any(r.sequential is not None for r in rep.records)
         out.append(
             "▲/▼ = change vs the baseline. A latency regression fails only when the whole "
-            f"{rep.settings.get('confidence', 0.95):.0%} bootstrap interval of the ratio of medians "
-            "is beyond the allowed regression."
+            + (
+                "anytime-valid interval (bench --until-conclusive: a confidence sequence, sampled until it lay on "
+                "one side of the limit or the budget ended)"
+                if sequential
+                else f"{rep.settings.get('confidence', 0.95):.0%} bootstrap interval of the ratio of medians"
+            )
+            + " is beyond the allowed regression."
         )
     return out
 

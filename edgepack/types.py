@@ -578,6 +578,30 @@ class BuildResult:
     bytes: int
 
 
+class SequentialGate(BaseModel):
+    """``bench --until-conclusive``: the latency comparison sampled window by window until its anytime-valid
+    interval (:func:`edgepack.stats.sequential_ratio`) lay on one side of the limit, or the budget ended."""
+
+    verdict: Literal["regressed", "ok", "inconclusive-at-budget"]
+    paired: bool = Field(description="baseline bundle timed interleaved on the same device (else: stored windows)")
+    baseline_bundle: str
+    baseline_sha256: str
+    windows: int = Field(description="timing windows of this bundle")
+    baseline_windows: int = Field(description="timing windows of the baseline (interleaved, or stored)")
+    seconds: float = Field(description="wall time of the sampling")
+    budget_seconds: float
+    limit: float = Field(description="allowed ratio, 1 + max latency regression")
+    confidence: float
+    statistic: str = Field("p50", description="the window statistic compared: p50 = each window's median")
+    ratio: float
+    low: float
+    high: Optional[float] = Field(description="null: unbounded (too few windows yet)")
+    method: str
+    looks: list[list[Optional[float]]] = Field(
+        default_factory=list, description="[windows, low, high] after each round (high null: unbounded)"
+    )
+
+
 class BenchRecord(BaseModel):
     """One bundle measured on one device: what ``bench`` returns, an entry of ``bench --json``
     (``edgepack.bench/1``), of a report and of a baseline. Everything a report needs, without the bundle file;
@@ -595,6 +619,7 @@ class BenchRecord(BaseModel):
     npu_placement: Optional[Placement] = Field(
         None, description="the bundle's NPU compile placement (manifest npu.placement, vela), for the placement gate"
     )
+    sequential: Optional[SequentialGate] = None
     manifest: Optional[Manifest] = Field(None, exclude=True, description="in-process only: the bundle's manifest")
 
     @property

@@ -40,6 +40,35 @@ def tiny_onnx(path: Path, seed: int = 0, classes: int = 10) -> Path:
     return path
 
 
+def chain_onnx(path: Path, layers: int, width: int = 256, seed: int = 0) -> Path:
+    """``layers`` × (MatMul [width×width] → Tanh) on an input ``x`` [1,width]: a model whose work grows with
+    ``layers`` (the same weights for the first layers whatever their count), for real slowdowns of a known size."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits, nodes, prev = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        out = "y" if i == layers - 1 else f"t{i}"
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgepack-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def two_io_onnx(path: Path) -> Path:
     """Inputs ``input.1`` [N,3,8,8] (dynamic batch, a name CoreML refuses) and ``bias`` [N,8]; outputs ``mask``
     [N,8,8,8] (channels-first, and square: its shape reads the same channels-last) and ``vec`` [N,8]."""

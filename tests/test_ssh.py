@@ -280,3 +280,26 @@ def test_doctor_over_ssh_says_what_to_install(home, remote_dir, tmp_path):
         env={"HOME": str(home)},
     )
     assert text.returncode == 0 and "onnx    ready (onnxruntime" in text.stdout
+
+
+@pytest.mark.slow
+def test_until_conclusive_over_ssh_serves_both_bundles_from_one_upload(home, remote_dir, tmp_path):
+    """bench --until-conclusive on an SSH device: both bundles uploaded once, served by one runner over one
+    exec channel, a real 3x slowdown found regressed, nothing left in the device's work dir."""
+    from helpers import chain_onnx
+
+    small = edgepack.build(chain_onnx(tmp_path / "s.onnx", 10), output=tmp_path / "s.edgepack").path
+    large = edgepack.build(chain_onnx(tmp_path / "l.onnx", 30), output=tmp_path / "l.edgepack").path
+    out = tmp_path / "r.json"
+    proc = cli(
+        "bench", str(large), "--device", "edgedev", "--remote-python", sys.executable, "--remote-dir", str(remote_dir),
+        "--until-conclusive", "--baseline-bundle", str(small), "--budget-seconds", "60",
+        "--runs", "20", "--min-seconds", "0.05", "--cooldown", "0", "--threads", "1", "--json", str(out),
+        env={"HOME": str(home)},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    rec = json.loads(out.read_text())["results"][0]
+    assert rec["device_spec"] == "edgedev" and rec["sequential"]["verdict"] == "regressed"
+    assert rec["sequential"]["windows"] == rec["result"]["settings"]["repeat"] >= 2
+    assert len(list((remote_dir / "bundles").iterdir())) == 2
+    assert list((remote_dir / "work").iterdir()) == []

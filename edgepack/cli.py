@@ -75,7 +75,7 @@ def _route_option_params() -> list[pyinspect.Parameter]:
 
     out = []
     for o in registry.build_options():
-        kind = Optional[int] if o.type is int else Optional[str]
+        kind = {int: Optional[int], bool: Optional[bool]}.get(o.type, Optional[str])
         out.append(
             pyinspect.Parameter(
                 o.name,

@@ -99,20 +99,22 @@ def tflite_layers(fp32: Path, quant: Path, feeds: dict[str, list[dict[str, Any]]
     (fi, fdet, fops), (qi, qdet, qops) = models
     # activations of the float model: graph inputs and op outputs (the rest are constants)
     f_act = {int(i) for op in fops for i in op["outputs"]} | {d["index"] for d in fi.get_input_details()}
-    q_by_out = {qdet[int(op["outputs"][0])]["name"]: op for op in qops if len(op["outputs"])}
+    q_by_out = {
+        qdet[int(op["outputs"][0])]["name"]: op
+        for op in qops
+        if len(op["outputs"]) and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE", "DELEGATE")
+    }
     pairs = []
     for op in fops:
         if not len(op["outputs"]):
             continue
         name = fdet[int(op["outputs"][0])]["name"]
         q = q_by_out.get(name)
-        if q is None or q["op_name"] == "DEQUANTIZE":
+        if q is None:
             continue
         if np.dtype(qdet[int(q["outputs"][0])]["dtype"]).kind not in "iu":  # left float: not a quantized layer
             continue
-        ins = [
-            (int(fj), int(qj)) for fj, qj in zip(op["inputs"], q["inputs"]) if int(fj) in f_act and int(qj) >= 0
-        ]
+        ins = [(int(fj), int(qj)) for fj, qj in zip(op["inputs"], q["inputs"]) if int(fj) in f_act and int(qj) >= 0]
         pairs.append((name, op["op_name"], int(op["outputs"][0]), int(q["outputs"][0]), ins))
     stats: dict[str, tuple[str, _Energy, list[_Energy]]] = {
         name: (kind, _Energy(), [_Energy() for _ in ins]) for name, kind, _, _, ins in pairs
@@ -136,7 +138,10 @@ def onnx_layers(fp32: Path, qdq: Path, batches: list[dict[str, Any]], workdir: P
     """Per-node errors of a QDQ ONNX model against the float model it was quantized from (ranked)."""
     import onnx
     import onnxruntime as ort
+    from onnxruntime.quantization import qdq_loss_debug
     from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
+
+    postfix = getattr(qdq_loss_debug, "_TENSOR_SAVE_POSTFIX", "_ReshapedSavedOutput")
 
     runs = []
     for path in (fp32, qdq):
@@ -151,6 +156,7 @@ def onnx_layers(fp32: Path, qdq: Path, batches: list[dict[str, Any]], workdir: P
     (fmodel, fsess), (qmodel, qsess) = runs
     f_inits = {i.name for i in fmodel.graph.initializer}
     f_nodes = {n.name: n for n in fmodel.graph.node if n.name}
+    f_tensors = {o for n in fmodel.graph.node for o in n.output} | {i.name for i in fmodel.graph.input}
     consumers: dict[str, list[Any]] = {}
     for n in qmodel.graph.node:
         for i in n.input:
@@ -174,15 +180,21 @@ def onnx_layers(fp32: Path, qdq: Path, batches: list[dict[str, Any]], workdir: P
             continue
         fnode = f_nodes[n.name]
         ins = [(fi, qi) for fi, qi in zip(fnode.input, n.input) if fi and fi not in f_inits]
-        pairs.append((n.name, n.op_type, fnode.output[0], out_seen, ins))
+        # the quantizer may fuse an activation into the node (Gemm + Relu writes the Relu's tensor): compare with
+        # the float tensor of the same name, else with the one its DequantizeLinear stands for (a graph output)
+        fo = next((t for t in (n.output[0], out_seen) if t in f_tensors), fnode.output[0])
+        pairs.append((n.name, n.op_type, fo, out_seen, ins))
     stats: dict[str, tuple[str, _Energy, list[_Energy]]] = {
         name: (kind, _Energy(), [_Energy() for _ in ins]) for name, kind, _, _, ins in pairs
     }
     f_names = [o.name for o in fsess.get_outputs()]
     q_names = [o.name for o in qsess.get_outputs()]
+    def values(names: list[str], got: list[Any], feeds: dict[str, Any]) -> dict[str, Any]:
+        return {**feeds, **{n[: -len(postfix)] if n.endswith(postfix) else n: v for n, v in zip(names, got)}}
+
     for feeds in batches:
-        fvals = {**feeds, **dict(zip(f_names, fsess.run(f_names, feeds)))}
-        qvals = {**feeds, **dict(zip(q_names, qsess.run(q_names, feeds)))}
+        fvals = values(f_names, fsess.run(f_names, feeds), feeds)
+        qvals = values(q_names, qsess.run(q_names, feeds), feeds)
         for name, _, fo, qo, ins in pairs:
             _, out, in_stats = stats[name]
             if fo in fvals and qo in qvals:

@@ -163,7 +163,10 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     tools = {"torch": torch.__version__.split("+")[0], "litert-torch": metadata.version("litert-torch")}
     if not pt2e and options.quantize != "none":
         batches = [
-            [np.ascontiguousarray(relayout(np.asarray(f[s.name]), s.layout, lay)) for s, lay in zip(source.inputs, in_layouts)]
+            [
+                np.ascontiguousarray(relayout(np.asarray(f[s.name]), s.layout, lay))
+                for s, lay in zip(source.inputs, in_layouts)
+            ]
             for f in (iter_batches(calibration, [s.model_dump() for s in source.inputs]) if calibration else ())
         ]
         out, quant = quantize_after_conversion(out, workdir / "model.tflite", options, batches)

@@ -247,6 +247,9 @@ def apply_precision(
                 )
                 return dest
 
+            debug = options is not None and (options.explain_quant or options.keep_float is not None)
+            if debug:
+                _name_nodes(prepped)  # --keep-float names the nodes to exclude
             quantize(out, [])
             n = len(next(iter(calibration.values())))
             info = QuantizationInfo(
@@ -257,12 +260,31 @@ def apply_precision(
                 f"{'/'.join(sorted(STATIC_FLOAT_OPS))} stay float)",
                 calibration_samples=n,
             )
-            if options is not None and (options.explain_quant or options.keep_float is not None):
+            if debug:
                 info = _mixed_precision(prepped, out, info, quantize, calibration, inputs, options)
             return info, tools
     finally:
         prepped.unlink(missing_ok=True)
     raise UsageError(f"unknown precision {mode!r} for ONNX", "use --quantize none|fp16|dynamic|int8")
+
+
+def _name_nodes(path: Path) -> None:
+    """Give every unnamed node a unique name (``OpType_index``): nodes are excluded from quantization by name."""
+    import onnx
+
+    model = onnx.load(str(path))
+    taken = {n.name for n in model.graph.node if n.name}
+    unnamed = [n for n in model.graph.node if not n.name]
+    if not unnamed:
+        return
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            n.name = name
+            taken.add(name)
+    onnx.save(model, str(path))
 
 
 def _mixed_precision(prepped: Path, out: Path, info: QuantizationInfo, quantize, calibration, inputs, options):

@@ -191,7 +191,7 @@ def test_default_torch_tflite_int8_is_integer_with_float_io(tmp_path):
     path.write_bytes(read_member(built.path, "model.tflite"))
     interp = open_interpreter(path)
     details = {d["index"]: d for d in interp.get_tensor_details()}
-    heavy = [op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+    heavy = [op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
     assert len(heavy) == 4
     for op in heavy:
         assert np.dtype(details[op["inputs"][0]]["dtype"]) == np.int8, op

@@ -137,16 +137,17 @@ def main() -> int:
             )
     t_int8, k_int8, t_fp32 = p50["torch/int8"], p50["keras/int8"], p50["torch/none"]
     drop = top1["none"][0] - top1["int8"][0]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
     print("Targets (issue 13):")
+    print(f"  torch int8 p50 / Keras twin int8 p50 = {t_int8 / k_int8:.3f} (<= 1.0: {verdict(t_int8 <= k_int8)})")
+    print(f"  torch int8 p50 / torch fp32 p50      = {t_int8 / t_fp32:.3f} (< 0.8: {verdict(t_int8 < 0.8 * t_fp32)})")
+    fp, i8 = top1["none"][0], top1["int8"][0]
     print(
-        f"  torch int8 p50 / Keras twin int8 p50 = {t_int8 / k_int8:.3f} (<= 1.0: {'met' if t_int8 <= k_int8 else 'NOT met'})"
-    )
-    print(
-        f"  torch int8 p50 / torch fp32 p50      = {t_int8 / t_fp32:.3f} (< 0.8: {'met' if t_int8 < 0.8 * t_fp32 else 'NOT met'})"
-    )
-    print(
-        f"  digits top-1 (torch -> tflite, {top1['int8'][2]}): fp32 {top1['none'][0]:.2f}% -> int8 {top1['int8'][0]:.2f}% "
-        f"on {top1['int8'][1]} held-out digits, drop {drop:.2f} points (<= 1: {'met' if drop <= 1 else 'NOT met'})"
+        f"  digits top-1 (torch -> tflite, {top1['int8'][2]}): fp32 {fp:.2f}% -> int8 {i8:.2f}% on {top1['int8'][1]} "
+        f"held-out digits, drop {drop:.2f} points (<= 1: {verdict(drop <= 1)})"
     )
     return 0
 

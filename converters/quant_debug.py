@@ -189,6 +189,7 @@ def onnx_layers(fp32: Path, qdq: Path, batches: list[dict[str, Any]], workdir: P
     }
     f_names = [o.name for o in fsess.get_outputs()]
     q_names = [o.name for o in qsess.get_outputs()]
+
     def values(names: list[str], got: list[Any], feeds: dict[str, Any]) -> dict[str, Any]:
         return {**feeds, **{n[: -len(postfix)] if n.endswith(postfix) else n: v for n, v in zip(names, got)}}
 

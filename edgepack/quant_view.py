@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from edgepack.types import QuantizationInfo
 from edgepack.ui import console, safe
 
+if TYPE_CHECKING:
+    from rich.table import Table
 
-def sensitivity_table(q: QuantizationInfo, top: Optional[int] = 15):  # -> rich.table.Table
+
+def sensitivity_table(q: QuantizationInfo, top: Optional[int] = 15) -> Table:
     from rich.table import Table
 
     rows = q.sensitivity or []
@@ -27,7 +30,7 @@ def sensitivity_table(q: QuantizationInfo, top: Optional[int] = 15):  # -> rich.
         ("cosine", "right"),
         ("", "left"),
     ):
-        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]  # rich's Literal
     shown = rows if top is None else rows[: max(top, kept)]
     for i, r in enumerate(shown, 1):
         t.add_row(

@@ -24,9 +24,7 @@ HOSTILE = f"{MODELS / 'outlier_mlp.py'}:build_model"
 REPO = Path(__file__).resolve().parents[1]
 
 needs_torch = pytest.mark.skipif(not have_torch(), reason="needs the torch extra")
-needs_tflite = pytest.mark.skipif(
-    not (have_torch() and have_tensorflow()), reason="needs the torch and tflite extras"
-)
+needs_tflite = pytest.mark.skipif(not (have_torch() and have_tensorflow()), reason="needs the torch and tflite extras")
 
 
 @pytest.fixture
@@ -99,8 +97,9 @@ def test_onnx_keep_float_auto_recovers_the_hostile_layer(hostile_data, tmp_path)
 def test_tflite_keep_float_auto_recovers_the_hostile_layer(hostile_data, tmp_path):
     mixed, first = _hostile_recovers("tflite", "torch-litert", hostile_data, tmp_path)
     assert "fc1" in first.name  # litert-torch names tensors after the module path
-    from edgepack.bundle import read_member
     from edgepack.converters.tflite_tools import open_interpreter
+
+    from edgepack.bundle import read_member
 
     path = tmp_path / "m.tflite"
     path.write_bytes(read_member(mixed.path, "model.tflite"))
@@ -150,9 +149,7 @@ def test_onnx_explain_quant_on_a_tiny_model(tmp_path):
 
     src = tiny_onnx(tmp_path / "m.onnx")
     calib = dataset(tmp_path / "c.npz", name="image")
-    built = edgepack.build(
-        src, quantize="int8", calibration=calib, explain_quant=True, output=tmp_path / "m.edgepack"
-    )
+    built = edgepack.build(src, quantize="int8", calibration=calib, explain_quant=True, output=tmp_path / "m.edgepack")
     q = built.manifest.quantization
     assert q.kept_float is None and q.sensitivity
     assert {r.op_type for r in q.sensitivity} >= {"Conv", "Gemm"}
@@ -184,14 +181,17 @@ def test_default_torch_tflite_int8_is_integer_with_float_io(tmp_path):
     m = built.manifest
     assert m.route.name == "torch-litert" and "ai-edge-quantizer static_wi8_ai8" in m.quantization.method
     assert m.inputs[0].dtype == "float32" and m.outputs[0].dtype == "float32" and m.inputs[0].quant is None
-    from edgepack.bundle import read_member
     from edgepack.converters.tflite_tools import open_interpreter
+
+    from edgepack.bundle import read_member
 
     path = tmp_path / "m.tflite"
     path.write_bytes(read_member(built.path, "model.tflite"))
     interp = open_interpreter(path)
     details = {d["index"]: d for d in interp.get_tensor_details()}
-    heavy = [op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    heavy = [
+        op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+    ]
     assert len(heavy) == 4
     for op in heavy:
         assert np.dtype(details[op["inputs"][0]]["dtype"]) == np.int8, op

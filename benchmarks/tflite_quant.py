@@ -10,7 +10,7 @@ shared machine hits them alike); a bundle's p50 is the median of its per-round p
 
 Targets (issue 13): PyTorch-route int8 p50 <= 1.0x the Keras twin's int8 p50 and < 0.8x its own fp32; digits
 top-1 drop <= 1 point.
-    python benchmarks/tflite_quant.py [--runs 50] [--threads 2] [--rounds 3]
+    python benchmarks/tflite_quant.py [--runs 50] [--threads 2] [--rounds 3] [--targets-only]
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ def main() -> int:
     ap = parser(__doc__, runs=50)
     ap.add_argument("--calibration-samples", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    ap.add_argument(
+        "--targets-only", action="store_true", help="only the rows the targets compare (fp32, int8, PT2E int8)"
+    )
     args = ap.parse_args()
+    core = {"none", "int8", "int8 PT2E (int8 I/O)"}
+    torch_rows = [r for r in TORCH_ROWS if not args.targets_only or r[0] in core]
+    keras_rows = [r for r in KERAS_ROWS if not args.targets_only or r[0] in core]
 
     import numpy as np
 
@@ -57,7 +63,7 @@ def main() -> int:
         twin = keras_twin(mn.build_model())
         twin.save(tmp / "twin.keras")
         np.savez(tmp / "calib_nhwc.npz", image=np.load(calib)["image"].transpose(0, 2, 3, 1))
-        for route, rows in (("torch", TORCH_ROWS), ("keras", KERAS_ROWS)):
+        for route, rows in (("torch", torch_rows), ("keras", keras_rows)):
             for i, (label, mode, extra) in enumerate(rows):
                 cal = (calib if route == "torch" else tmp / "calib_nhwc.npz") if mode in ("int8", "int16x8") else None
                 out = tmp / f"{route}.{i}.edgepack"

@@ -5,9 +5,9 @@ channels-last without Transpose ops in the graph (TFLite kernels are NHWC); the 
 Precisions:
 - none (fp32); dynamic (PT2E dynamic int8; embedding tables symmetric int8: ``_dynamic_quantizer``);
 - int8 (default, float I/O): the fp32 model quantized after conversion by ai-edge-quantizer (``static_wi8_ai8``,
-  calibrated on --calibration: converters/tflite_quantizer.py). Measured on the MobileNetV2 sample (x86, XNNPACK):
-  0.43x the fp32 p50, where PT2E int8 was 1.13x — PT2E leaves the residual ADDs float (DEQUANTIZE -> ADD ->
-  QUANTIZE around each), AEQ quantizes every op;
+  calibrated on --calibration: converters/tflite_quantizer.py). Measured on the MobileNetV2 sample (x86, XNNPACK,
+  benchmarks/tflite_quant.py): 0.452x the fp32 p50, PT2E int8 0.536x — PT2E leaves the residual ADDs and the MEAN
+  float (22 QUANTIZE/DEQUANTIZE ops in the graph), AEQ quantizes every op (Q/DQ only at the float I/O);
 - int8 with ``--io-dtype int8``: PT2E static int8 (per-channel weights) whose model takes and returns int8 tensors
   (what an NPU build wants; scale/zero point in the manifest);
 - int16x8 (AEQ ``static_wi8_ai16``) and int8-weights (AEQ ``weight_only_wi8_afp32``: int8 weights, float compute).

@@ -45,6 +45,18 @@ IO_DTYPE = Option(
     default="float32",
 )
 OPSET = Option("opset", "ONNX opset of torch -> ONNX exports", type=int, default=18)
+# Quantization debugging (issue 13): routes whose int8 build can rank layers and keep some in float.
+KEEP_FLOAT = Option(
+    "keep_float",
+    "mixed precision: keep the N most quantization-sensitive layers in float, or 'auto': as many as the "
+    "build's min cosine needs",
+)
+EXPLAIN_QUANT = Option(
+    "explain_quant",
+    "print (and record in the manifest) each quantized layer's error against float, most sensitive first",
+    type=bool,
+    default=False,
+)
 COREML_TARGET = Option(
     "coreml_target", "CoreML minimum deployment target: iOS15..iOS26, macOS12..macOS26 (default iOS18)"
 )
@@ -138,6 +150,16 @@ def keep_layout(source, options, problem: str, fix: str) -> None:
         s.layout and s.layout.lower() != options.convert.layout for s in source.inputs if len(s.shape) == 4
     ):
         raise UsageError(problem, fix)
+
+
+def parse_keep_float(value: object):
+    """``--keep-float`` as an int >= 0 or ``"auto"``."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"--keep-float {value} is not a layer count", "pass --keep-float N (e.g. 3) or --keep-float auto")
 
 
 def _module(name: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import onnx_tools
+from . import EXPLAIN_QUANT, KEEP_FLOAT, onnx_tools
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
@@ -23,5 +23,6 @@ ROUTE = Route(
     convert=convert,
     extra="",
     requires=("onnx", "onnxruntime"),
+    options=(KEEP_FLOAT, EXPLAIN_QUANT),
     summary="the ONNX model as it is; precisions from onnxruntime.quantization / float16",
 )

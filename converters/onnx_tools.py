@@ -176,9 +176,10 @@ class _Reader:
 
 
 def apply_precision(
-    fp32: Path, out: Path, mode: str, inputs: list[TensorSpec], calibration: dict | None
+    fp32: Path, out: Path, mode: str, inputs: list[TensorSpec], calibration: dict | None, options=None
 ) -> tuple[QuantizationInfo, dict]:
-    """Write ``out`` from the fp32 model at ``fp32`` in precision ``mode``."""
+    """Write ``out`` from the fp32 model at ``fp32`` in precision ``mode`` (``options``: the build's, for
+    ``--explain-quant``/``--keep-float`` of an int8 build)."""
     import onnxruntime
 
     tools = {"onnxruntime": onnxruntime.__version__}
@@ -229,28 +230,96 @@ def apply_precision(
                 )
             # U8S8 (uint8 activations, int8 per-channel weights): onnxruntime's fast path on x86 (VNNI) and
             # arm64 (UDOT). S8S8 measured 2x slower than U8S8 on MobileNetV2 with x86 VNNI.
-            quantize_static(
-                str(prepped),
-                str(out),
-                _Reader(calibration, inputs),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                op_types_to_quantize=static_ops(),
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-            )
+            cache = out.with_name("calibration.ranges.json")  # calibrated once, re-used by --keep-float trials
+
+            def quantize(dest: Path, exclude: list[str]) -> Path:
+                quantize_static(
+                    str(prepped),
+                    str(dest),
+                    _Reader(calibration, inputs),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    op_types_to_quantize=static_ops(),
+                    nodes_to_exclude=exclude,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibration_cache_path=str(cache),
+                )
+                return dest
+
+            debug = options is not None and (options.convert.explain_quant or options.convert.keep_float is not None)
+            if debug:
+                _name_nodes(prepped)  # --keep-float names the nodes to exclude
+            quantize(out, [])
             n = len(next(iter(calibration.values())))
-            return QuantizationInfo(
+            info = QuantizationInfo(
                 mode="int8",
                 method="onnxruntime.quantization.quantize_static "
                 f"(QDQ, U8S8: uint8 activations, {'per-channel' if per_channel else 'per-tensor'} "
                 "int8 weights, MinMax; "
                 f"{'/'.join(sorted(STATIC_FLOAT_OPS))} stay float)",
                 calibration_samples=n,
-            ), tools
+            )
+            if debug:
+                info = _mixed_precision(prepped, out, info, quantize, calibration, inputs, options)
+            return info, tools
     finally:
         prepped.unlink(missing_ok=True)
     raise UsageError(f"unknown precision {mode!r} for ONNX", "use --quantize none|fp16|dynamic|int8")
+
+
+def _name_nodes(path: Path) -> None:
+    """Give every unnamed node a unique name (``OpType_index``): nodes are excluded from quantization by name."""
+    import onnx
+
+    model = onnx.load(str(path))
+    taken = {n.name for n in model.graph.node if n.name}
+    unnamed = [n for n in model.graph.node if not n.name]
+    if not unnamed:
+        return
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            n.name = name
+            taken.add(name)
+    onnx.save(model, str(path))
+
+
+def _mixed_precision(prepped: Path, out: Path, info: QuantizationInfo, quantize, calibration, inputs, options):
+    """--explain-quant / --keep-float on the QDQ model ``out`` quantized from ``prepped`` (converters/quant_debug)."""
+    from edgepack import registry
+    from edgepack.data import take
+
+    from . import quant_debug
+
+    batches = list(iter_batches(take(calibration, options.data.validation_samples), [s.model_dump() for s in inputs]))
+    float_predict = session_predict(prepped)
+    reference = [float_predict(f) for f in batches]
+    trial = [0]
+
+    def requantize(keep: list[str]) -> Path:
+        trial[0] += 1
+        return quantize(out.with_name(f"model.keep{trial[0]}.onnx"), keep)
+
+    def agreement(path: Path) -> float:
+        predict = session_predict(path)
+        return quant_debug.min_cosine(reference, [predict(f) for f in batches])
+
+    threshold = options.check.min_cosine if options.check.min_cosine is not None else registry.min_cosine("int8")
+    info, final = quant_debug.mixed_precision(
+        info,
+        out,
+        lambda path: quant_debug.onnx_layers(prepped, path, batches, out.parent),
+        requantize,
+        agreement,
+        options.convert.keep_float,
+        threshold,
+    )
+    if final != out:
+        final.replace(out)
+    return info
 
 
 def finish(fp32: Path, workdir: Path, options, calibration: dict | None, layouts: dict):
@@ -258,7 +327,7 @@ def finish(fp32: Path, workdir: Path, options, calibration: dict | None, layouts
     from edgepack.types import ConvertedModel
 
     out = workdir / "model.onnx"
-    quant, tools = apply_precision(fp32, out, options.convert.quantize, _inputs_of(fp32, layouts), calibration)
+    quant, tools = apply_precision(fp32, out, options.convert.quantize, _inputs_of(fp32, layouts), calibration, options)
     model = load_model(out)
     ins, outs = read_specs(model, layouts)
     import onnx

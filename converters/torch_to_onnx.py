@@ -15,7 +15,7 @@ from edgepack.errors import EdgepackError, first_line, require
 from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
-from . import OPSET, onnx_tools
+from . import EXPLAIN_QUANT, KEEP_FLOAT, OPSET, onnx_tools
 
 
 def export(source: ModelSource, path: Path, opset: int) -> None:
@@ -93,6 +93,6 @@ ROUTE = Route(
     convert=convert,
     extra="torch",
     requires=("torch", "onnxscript"),
-    options=(OPSET,),
+    options=(OPSET, KEEP_FLOAT, EXPLAIN_QUANT),
     summary="torch.onnx.export (dynamo exporter; TorchScript exporter for TorchScript files)",
 )

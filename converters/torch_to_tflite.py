@@ -2,10 +2,17 @@
 
 Layout: ``--layout nhwc`` wraps the module with ``litert_torch.to_channel_last_io`` so 4-D inputs and outputs are
 channels-last without Transpose ops in the graph (TFLite kernels are NHWC); the default keeps the source's NCHW.
-Precisions: none (fp32), dynamic (PT2E dynamic int8; embedding tables symmetric int8: ``_dynamic_quantizer``)
-and int8 (PT2E static, per-channel weights, calibrated on --calibration); the PT2E int8 model takes and returns
-int8 tensors (scale/zero point in the manifest).
-fp16 and int16x8 are not offered by this route; TorchScript (which torch.export cannot read) is not taken.
+Precisions:
+- none (fp32); dynamic (PT2E dynamic int8; embedding tables symmetric int8: ``_dynamic_quantizer``);
+- int8 (default, float I/O): the fp32 model quantized after conversion by ai-edge-quantizer (``static_wi8_ai8``,
+  calibrated on --calibration: converters/tflite_quantizer.py). Measured on the MobileNetV2 sample (x86, XNNPACK,
+  benchmarks/tflite_quant.py): 0.452x the fp32 p50, PT2E int8 0.536x — PT2E leaves the residual ADDs and the MEAN
+  float (22 QUANTIZE/DEQUANTIZE ops in the graph), AEQ quantizes every op (Q/DQ only at the float I/O);
+- int8 with ``--io-dtype int8``: PT2E static int8 (per-channel weights) whose model takes and returns int8 tensors
+  (what an NPU build wants; scale/zero point in the manifest);
+- int16x8 (AEQ ``static_wi8_ai16``) and int8-weights (AEQ ``weight_only_wi8_afp32``: int8 weights, float compute).
+``--explain-quant`` / ``--keep-float`` (AEQ int8/int16x8): converters/quant_debug.py.
+fp16 is not offered by this route; TorchScript (which torch.export cannot read) is not taken.
 Both, and models litert-torch cannot lower, fall back to torch -> ONNX -> onnx2tf (torch_onnx_to_tflite).
 """
 
@@ -24,7 +31,7 @@ from edgepack.errors import EdgepackError, UsageError, first_line, require
 from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo, TensorSpec
 
-from . import LAYOUT, tflite_tools
+from . import EXPLAIN_QUANT, IO_DTYPE, KEEP_FLOAT, LAYOUT, tflite_tools
 
 
 def _layouts(specs: list[TensorSpec], want: str | None) -> list:
@@ -97,11 +104,25 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     args = as_args(zeros)
     quant = QuantizationInfo(mode="none")
     quant_config = None
+    if options.convert.io_dtype not in ("float32", "int8"):
+        raise UsageError(f"--io-dtype {options.convert.io_dtype} is not offered by torch-litert", "use --io-dtype int8")
+    pt2e = options.convert.quantize == "dynamic" or (
+        options.convert.quantize == "int8" and options.convert.io_dtype == "int8"
+    )
+    if (
+        pt2e
+        and options.convert.quantize == "int8"
+        and (options.convert.keep_float is not None or options.convert.explain_quant)
+    ):
+        raise UsageError(
+            "--keep-float/--explain-quant work on the float-I/O int8 model (ai-edge-quantizer)",
+            "drop --io-dtype int8",
+        )
     for name in ("torch.export", "torch._dynamo", "litert_torch", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            if options.convert.quantize in ("dynamic", "int8"):
+            if pt2e:
                 from litert_torch.quantize import pt2e_quantizer
                 from litert_torch.quantize.quant_config import QuantConfig
                 from torchao.quantization.pt2e import quantize_pt2e
@@ -133,7 +154,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                     ),
                 )
             edge = litert_torch.convert(module, args, quant_config=quant_config)
-            out = workdir / "model.tflite"
+            out = workdir / ("model.tflite" if pt2e or options.convert.quantize == "none" else "model.fp32.tflite")
             edge.export(str(out))
     except UsageError:
         raise
@@ -145,10 +166,73 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         )
     from importlib import metadata
 
-    if options.convert.quantize == "int8":
-        check_integer_compute(out)
     tools = {"torch": torch.__version__.split("+")[0], "litert-torch": metadata.version("litert-torch")}
+    if not pt2e and options.convert.quantize != "none":
+        batches = [
+            [
+                np.ascontiguousarray(relayout(np.asarray(f[s.name]), s.layout, lay))
+                for s, lay in zip(source.inputs, in_layouts)
+            ]
+            for f in (iter_batches(calibration, [s.model_dump() for s in source.inputs]) if calibration else ())
+        ]
+        out, quant = quantize_after_conversion(out, workdir / "model.tflite", options, batches)
+        tools["ai-edge-quantizer"] = metadata.version("ai-edge-quantizer")
+    if options.convert.quantize == "int8":
+        check_integer_compute(out, set(quant.kept_float or ()))
     return tflite_tools.finish(out, source, options, quant, in_layouts, out_layouts, tools)
+
+
+def quantize_after_conversion(
+    fp32: Path, out: Path, options: BuildOptions, batches: list[list[np.ndarray]]
+) -> tuple[Path, QuantizationInfo]:
+    """The fp32 TFLite model quantized by ai-edge-quantizer in the build's precision (``batches``: calibration, one
+    array per input in the model's layout); ``--explain-quant``/``--keep-float`` rank its layers and keep some float."""
+    from edgepack import registry
+
+    from . import quant_debug, tflite_quantizer
+
+    interp = tflite_tools.open_interpreter(fp32)
+    feeds = tflite_quantizer.signature_feeds(interp, batches)
+    q = tflite_quantizer.Quantizer(fp32, options.convert.quantize, feeds if batches else None)
+    q.quantize(out)
+    info = QuantizationInfo(
+        mode=options.convert.quantize,  # type: ignore[arg-type]
+        method=q.method,
+        calibration_samples=len(batches) if options.convert.quantize in ("int8", "int16x8") else None,
+    )
+    if not (options.convert.explain_quant or options.convert.keep_float is not None):
+        return out, info
+    key = next(iter(feeds))
+    debug = {key: feeds[key][: options.data.validation_samples]}
+    float_runner = tflite_tools.open_interpreter(fp32).get_signature_runner(key)
+    reference = [float_runner(**f) for f in debug[key]]
+    trial = [0]
+
+    def requantize(keep: list[str]) -> Path:
+        trial[0] += 1
+        return q.quantize(out.with_name(f"model.keep{trial[0]}.tflite"), keep)
+
+    def agreement(path: Path) -> float:
+        runner = tflite_tools.open_interpreter(path).get_signature_runner(key)
+        return quant_debug.min_cosine(reference, [runner(**f) for f in debug[key]])
+
+    threshold = (
+        options.check.min_cosine
+        if options.check.min_cosine is not None
+        else registry.min_cosine(options.convert.quantize)
+    )
+    info, final = quant_debug.mixed_precision(
+        info,
+        out,
+        lambda path: quant_debug.tflite_layers(fp32, path, debug),
+        requantize,
+        agreement,
+        options.convert.keep_float,
+        threshold,
+    )
+    if final != out:
+        final.replace(out)
+    return out, info
 
 
 # ops carrying weights: an int8 model computes these in int8 (activation x activation BATCH_MATMULs of attention
@@ -157,20 +241,25 @@ HEAVY_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"
 MAX_FLOAT_SHARE = 0.1
 
 
-def check_integer_compute(path: Path) -> None:
+def check_integer_compute(path: Path, kept: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     """An int8 build must compute in int8: PT2E leaves ops float where its quantizer annotates no pattern (e.g.
     EfficientNet's SiLU/squeeze-excite blocks: every convolution stayed float, the model as large as fp32). More
-    than MAX_FLOAT_SHARE of the convolutions/linears in float fails the route, so the next one is tried."""
+    than MAX_FLOAT_SHARE of the convolutions/linears in float fails the route, so the next one is tried. Ops kept
+    float on request (``kept``: --keep-float, by first output tensor name) are not counted."""
     interp = tflite_tools.open_interpreter(path)
-    dtypes = {d["index"]: np.dtype(d["dtype"]) for d in interp.get_tensor_details()}
-    heavy = [op for op in interp._get_ops_details() if op["op_name"] in HEAVY_OPS]
-    floating = [op["op_name"] for op in heavy if dtypes[op["inputs"][0]].kind == "f"]
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    heavy = [
+        op
+        for op in interp._get_ops_details()
+        if op["op_name"] in HEAVY_OPS and details[op["outputs"][0]]["name"] not in kept
+    ]
+    floating = [op["op_name"] for op in heavy if np.dtype(details[op["inputs"][0]]["dtype"]).kind == "f"]
     if heavy and len(floating) > MAX_FLOAT_SHARE * len(heavy):
         from collections import Counter
 
         kinds = ", ".join(f"{k} ×{n}" for k, n in Counter(floating).most_common())
         raise EdgepackError(
-            f"litert-torch's PT2E int8 left {len(floating)} of {len(heavy)} convolutions/linears in "
+            f"litert-torch's int8 model left {len(floating)} of {len(heavy)} convolutions/linears in "
             f"float ({kinds}): the model would not be int8",
             "the TFLite converter's full-integer quantization (route torch-onnx2tf) quantizes them",
         )
@@ -181,10 +270,10 @@ ROUTE = Route(
     sources=("torch",),
     kinds=("torch-export", "python-callable"),
     target="tflite",
-    precisions=("none", "dynamic", "int8"),
+    precisions=("none", "dynamic", "int8", "int16x8", "int8-weights"),
     convert=convert,
     extra="tflite",
-    requires=("torch", "litert_torch"),
-    options=(LAYOUT,),
-    summary="litert-torch: torch.export -> TFLite directly (no TensorFlow); PT2E int8",
+    requires=("torch", "litert_torch", "ai_edge_quantizer"),
+    options=(LAYOUT, IO_DTYPE, KEEP_FLOAT, EXPLAIN_QUANT),
+    summary="litert-torch: torch.export -> TFLite directly (no TensorFlow); int8 by ai-edge-quantizer after it",
 )

@@ -46,6 +46,8 @@ def build(
     coreml_target: Optional[str] = None,
     route: Optional[str] = None,
     verbose: bool = False,
+    keep_float: Optional[Union[int, str]] = None,
+    explain_quant: bool = False,
 ) -> BuildResult:
     """Convert ``source`` to a ``to`` bundle in precision ``quantize``; returns a BuildResult.
 
@@ -59,6 +61,8 @@ def build(
     ``route`` pins one conversion route (``edgepack routes``); by default the routes to ``to`` are tried in order
     until one converts and validates (``manifest.route`` records which, and why the others were not used).
     ``verbose`` keeps the frameworks' log beside the bundle (``OUT.edgepack.log``).
+    ``explain_quant`` ranks the quantized layers by their error against float (``manifest.quantization.sensitivity``);
+    ``keep_float`` (N or ``"auto"``) keeps the N most sensitive in float (``manifest.quantization.kept_float``).
     Raises EdgepackError (with ``.message`` and ``.hint``) on bad input or failed validation.
     """
     from edgepack.builder import build as _build
@@ -80,6 +84,8 @@ def build(
             layout=layout.lower() if layout else None,
             opset=opset,
             coreml_target=coreml_target,
+            keep_float=str(keep_float) if keep_float is not None else None,
+            explain_quant=explain_quant or None,
         ),
         inputs=tuple(parse_input_spec(s) for s in inputs),
         data=DataOptions(calibration=Path(calibration) if calibration else None, eval=Path(eval) if eval else None),

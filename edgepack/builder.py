@@ -83,6 +83,14 @@ def check_options(options: ConvertOptions) -> None:
             f"--io-dtype {options.io_dtype} applies to --to tflite --quantize int8 only",
             "drop --io-dtype, or build a full-integer TFLite model",
         )
+    if options.keep_float is not None or options.explain_quant:
+        if options.keep_float is not None:
+            converters.parse_keep_float(options.keep_float)
+        if options.quantize not in ("int8", "int16x8"):
+            raise UsageError(
+                f"--keep-float/--explain-quant apply to calibrated integer builds, not --quantize {options.quantize}",
+                "add --quantize int8 --calibration DATA.npz",
+            )
 
 
 def _check_route_options(options: ConvertOptions, candidates: list[registry.Route]) -> None:
@@ -137,6 +145,10 @@ def _build(source: str, options: BuildOptions, npu: Any, out: Path, work: Path, 
     _check_route_options(c, plan.candidates)
     data = load_data(src, options.data, c.quantize, plan.candidates)
     built = convert(src, plan, options, data, work, log)
+    if c.explain_quant or c.keep_float is not None:
+        from edgepack.quant_view import print_sensitivity
+
+        print_sensitivity(built.converted.quantization)
     npu_path, npu_info = None, None
     if npu is not None:  # after validation: the NPU model's custom op cannot run on a CPU interpreter
         assert options.npu is not None  # npu is its compiler

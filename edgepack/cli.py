@@ -75,13 +75,13 @@ def _route_option_params() -> list[pyinspect.Parameter]:
 
     out = []
     for o in registry.build_options():
-        kind = Optional[int] if o.type is int else Optional[str]
+        kind = {int: Optional[int], bool: bool}.get(o.type, Optional[str])
         out.append(
             pyinspect.Parameter(
                 o.name,
                 pyinspect.Parameter.KEYWORD_ONLY,
                 annotation=kind,
-                default=typer.Option(None, o.flag, help=o.help + _readers(o)),
+                default=typer.Option(False if o.type is bool else None, o.flag, help=o.help + _readers(o)),
             )
         )
     return out

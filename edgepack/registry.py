@@ -31,6 +31,8 @@ PRECISIONS: dict[str, tuple[str, float]] = {
     "dynamic": ("dynamic", 0.99),
     "int8": ("int8", 0.98),
     "int16x8": ("int16x8", 0.995),
+    # int8 weights dequantized at load, float compute (TFLite from PyTorch: ai-edge-quantizer weight-only)
+    "int8-weights": ("int8w", 0.999),
     # CoreML weight palettization (k-means lookup tables); checked on macOS only
     "palettize6": ("pal6", 0.99),
     "palettize4": ("pal4", 0.95),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MANIFEST_SCHEMA = "edgepack.manifest/1"
 RESULT_SCHEMA = "edgepack.result/1"
 
-Precision = Literal["none", "fp16", "dynamic", "int8", "int16x8", "palettize4", "palettize6"]
+Precision = Literal["none", "fp16", "dynamic", "int8", "int16x8", "int8-weights", "palettize4", "palettize6"]
 Dim = Union[int, str, None]
 
 
@@ -63,11 +63,29 @@ class SourceInfo(_Model):
     sha256: str
 
 
+class LayerSensitivity(_Model):
+    """One quantized layer's error against the float model on the validation samples (``--explain-quant``)."""
+
+    name: str = Field(description="ONNX node name / TFLite op's first output tensor (what --keep-float keeps)")
+    op_type: str
+    sqnr_db: float = Field(description="SQNR (dB, capped at ±100) of the layer's output in the quantized model")
+    input_sqnr_db: float = Field(description="lowest SQNR of its activation inputs as the quantized layer reads them")
+    loss_db: float = Field(description="input SQNR - output SQNR (>= 0): what this layer costs; the ranking key")
+    cosine: float = Field(description="cosine of the layer's output, quantized vs float")
+    kept_float: bool = False
+
+
 class QuantizationInfo(_Model):
     mode: Precision
     method: Optional[str] = None
     calibration_samples: Optional[int] = None
     calibration_sha256: Optional[str] = None
+    kept_float: Optional[list[str]] = Field(
+        None, description="layers left in float by --keep-float (mixed precision); null = none asked"
+    )
+    sensitivity: Optional[list[LayerSensitivity]] = Field(
+        None, description="per-layer quantization error, most sensitive first (--explain-quant / --keep-float)"
+    )
 
 
 class OutputMetrics(_Model):
@@ -444,6 +462,8 @@ class ConvertOptions:
     layout: Optional[str] = None
     opset: int = 18
     coreml_target: Optional[str] = None
+    keep_float: Optional[str] = None  # --keep-float N|auto: the N most sensitive layers stay float (int8 routes)
+    explain_quant: Optional[bool] = None  # --explain-quant: per-layer sensitivity table (terminal + manifest)
 
 
 @dataclass(frozen=True)
@@ -495,6 +515,8 @@ class BuildOptions:
             "opset": c.opset,
             "seed": d.seed,
             **({"route": c.route} if c.route else {}),
+            **({"keep_float": c.keep_float} if c.keep_float is not None else {}),
+            **({"explain_quant": True} if c.explain_quant else {}),
             **(
                 {
                     "npu": npu.accelerator,

@@ -110,13 +110,14 @@ def test_routes_command_lists_declarations():
 @needs_tflite
 def test_int8_that_stays_float_is_a_failed_route(tmp_path):
     """Regression (zoo: Hugging Face EfficientNet): litert-torch's PT2E left every convolution in float, so the
-    "int8" bundle was an fp32 model in disguise. That route now fails, naming the float ops."""
+    "int8" bundle was an fp32 model in disguise. That route now fails, naming the float ops. (The PT2E path is the
+    int8-I/O one since the float-I/O int8 default became ai-edge-quantizer.)"""
     pytest.importorskip("transformers")
     import numpy as np
 
     calib = tmp_path / "c.npz"
     np.savez(calib, pixel_values=np.random.default_rng(0).standard_normal((100, 3, 32, 32)).astype(np.float32))
-    with pytest.raises(EdgepackError, match=r"PT2E int8 left \d+ of \d+ convolutions/linears in float") as e:
+    with pytest.raises(EdgepackError, match=r"int8 model left \d+ of \d+ convolutions/linears in float") as e:
         edgepack.build(
             f"{MODELS / 'hf_efficientnet.py'}:build_model",
             to="tflite",
@@ -124,6 +125,7 @@ def test_int8_that_stays_float_is_a_failed_route(tmp_path):
             calibration=calib,
             inputs=["pixel_values:1x3x32x32"],
             route="torch-litert",
+            io_dtype="int8",
             output=tmp_path / "e.edgepack",
         )
     assert "torch-onnx2tf" in e.value.hint

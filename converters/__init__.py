@@ -30,6 +30,7 @@ ROUTE_MODULES = (
     "torch_onnx_to_coreml",  # torch -> ONNX -> onnx2tf -> coremltools
     "keras_to_coreml",
     "onnx_to_coreml",
+    "torch_to_executorch",
 )
 
 # Options several routes read (a route declares the ones it reads; the build command shows each once).

@@ -96,15 +96,13 @@ def delegation(edge_program) -> dict[str, Any]:
     from executorch.devtools.backend_debug import get_delegation_info
 
     info = get_delegation_info(edge_program.graph_module)
+    ops = {op: b for op, b in sorted(info.delegation_by_operator.items()) if op != "getitem"}  # tuple unpacking
+    portable = {op: int(b.non_delegated) for op, b in ops.items() if b.non_delegated}
     return {
         "partitions": int(info.num_delegated_subgraphs),
-        "delegated_ops": int(info.num_delegated_nodes),
-        "portable_ops": int(info.num_non_delegated_nodes),
-        "portable_by_op": {
-            op: int(b.non_delegated)
-            for op, b in sorted(info.delegation_by_operator.items())
-            if b.non_delegated and not op.startswith(("getitem", "alloc"))
-        },
+        "delegated_ops": sum(int(b.delegated) for b in ops.values()),
+        "portable_ops": sum(portable.values()),
+        "portable_by_op": portable,
     }
 
 
@@ -146,7 +144,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
                     calibration_samples=len(next(iter(calibration.values()))) if calibration else None,
                 )
             with torch.no_grad():
-                exported = torch.export.export(model.eval() if options.quantize != "int8" else model, args, strict=False)
+                # no .eval(): the loader put the module in inference mode; an ExportedProgram's module() refuses it
+                exported = torch.export.export(model, args, strict=False)
             edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
             placed = delegation(edge.exported_program())
             program = edge.to_executorch()

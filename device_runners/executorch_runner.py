@@ -25,6 +25,25 @@ except ImportError:  # run as a script on the device (also under python -I / -P)
     import runner_common as common  # type: ignore[no-redef]
 
 XNNPACK_BACKEND = "XnnpackBackend"
+# executorch/runtime/core/error.h: the codes a failed load reports as "error: 0x:NN"
+ERRORS = {
+    0x01: "Internal",
+    0x02: "InvalidState",
+    0x10: "NotSupported",
+    0x11: "NotImplemented",
+    0x12: "InvalidArgument",
+    0x13: "InvalidType",
+    0x14: "OperatorMissing",
+    0x20: "NotFound",
+    0x21: "MemoryAllocationFailed",
+    0x22: "AccessFailed",
+    0x23: "InvalidProgram",
+    0x24: "InvalidExternalData",
+    0x25: "OutOfResources",
+    0x30: "DelegateInvalidCompatibility",
+    0x31: "DelegateMemoryAllocationFailed",
+    0x32: "DelegateInvalidHandle",
+}
 INSTALL = "pip install numpy torch executorch (or run edgepack bench with --install-runtime)"
 
 
@@ -101,10 +120,29 @@ _KERNEL_CALL, _DELEGATE_CALL = 1, 2
 _XNNGRAPH_NODES, _XNODE_TYPE = 1, 0
 
 
-def pte_identifier(path: str) -> bytes:
+def pte_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be an intact ExecuTorch program (its file identifier, and the size its extended header
+    declares), or None."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        head = f.read(8)
-    return head[4:8]
+        head = f.read(40)
+    if len(head) < 8 or not head[4:8].startswith(b"ET"):
+        return "not an ExecuTorch program (file identifier %r, expected ET..)" % bytes(head[4:8])
+    if head[8:12] == b"eh00" and len(head) >= 40:
+        length, program_size, base, data_size = struct.unpack_from("<IQQQ", head, 12)
+        expected = max(program_size, base + (data_size if length >= 32 else 0))
+        if size < expected:
+            return "truncated: %d bytes, its header says %d" % (size, expected)
+    return None
+
+
+def load_error(e: BaseException) -> str:
+    """The runtime's load error with its code named (``Failed to load program, error: 0x:23`` -> InvalidProgram)."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    m = re.search(r"0x:?([0-9a-fA-F]+)", text)
+    if m and int(m.group(1), 16) in ERRORS:
+        text += " (%s)" % ERRORS[int(m.group(1), 16)]
+    return text
 
 
 def xnnpack_node_names() -> dict[int, str]:
@@ -259,11 +297,10 @@ class ExecuTorchBackend(common.Backend):
         return _dist_version("executorch")
 
     def load(self, model_path: str, manifest: Mapping[str, Any], settings: argparse.Namespace) -> None:
-        ident = pte_identifier(model_path)
-        if not ident.startswith(b"ET"):
+        problem = pte_problem(model_path)
+        if problem:
             raise common.RunnerError(
-                "%s is not an ExecuTorch program (file identifier %r, expected ET..)"
-                % (os.path.basename(model_path), ident),
+                "%s is %s" % (os.path.basename(model_path), problem),
                 "rebuild the bundle with edgepack build --to executorch",
                 common.EXIT_BUNDLE_INVALID,
             )
@@ -277,7 +314,7 @@ class ExecuTorchBackend(common.Backend):
             method = program.load_method("forward")
         except Exception as e:  # the pybindings raise RuntimeError with an error code
             raise common.RunnerError(
-                "the ExecuTorch runtime could not load the program: %s" % (str(e).splitlines()[0] or type(e).__name__),
+                "the ExecuTorch runtime could not load the program: %s" % load_error(e),
                 "check that the device's executorch (%s) is as new as the one that built the bundle (%s) and has "
                 "its delegates (%s)"
                 % (

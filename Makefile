@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-EXTRAS ?= torch,tensorflow,tflite,coreml,npu,report,test,zoo
+EXTRAS ?= torch,tensorflow,tflite,coreml,npu,report,test,zoo,executorch
 
 .PHONY: setup demo test test-fast test-zoo lint bench zoo clean
 

@@ -173,7 +173,8 @@ def _xnnpack_nodes(blob: bytes, names: Mapping[int, str]) -> list[str]:
         blob = blob[fb_offset : fb_offset + fb_size]
     graph = _root(blob, b"XN01")
     return [
-        names.get(t, "xnnpack node type %d" % t) for t in (n.scalar(_XNODE_TYPE, "B") for n in graph.tables(_XNNGRAPH_NODES))
+        names.get(t, "xnnpack node type %d" % t)
+        for t in (n.scalar(_XNODE_TYPE, "B") for n in graph.tables(_XNNGRAPH_NODES))
     ]
 
 
@@ -203,9 +204,7 @@ def pte_placement(path: str) -> dict[str, Any]:
             row["reasons"].append(reason)
 
     if plan is not None:
-        operators = [
-            o.string(0) + ("." + o.string(1) if o.string(1) else "") for o in plan.tables(_PLAN_OPERATORS)
-        ]
+        operators = [o.string(0) + ("." + o.string(1) if o.string(1) else "") for o in plan.tables(_PLAN_OPERATORS)]
         delegates = plan.tables(_PLAN_DELEGATES)
         for chain in plan.tables(_PLAN_CHAINS):
             for ins in chain.tables(_CHAIN_INSTRUCTIONS):

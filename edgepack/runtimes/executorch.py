@@ -9,6 +9,7 @@ from typing import Any
 
 from edgepack.registry import Runtime
 
+
 def advice(facts: dict[str, Any], pip: str) -> dict[str, Any]:
     pk, arch, system = facts["packages"], facts["machine"], facts["system"]
     if pk.get("executorch") and pk.get("torch") and pk.get("numpy"):

@@ -1,8 +1,11 @@
 """edgepack device runner for ExecuTorch bundles (``model.pte``).
 
 Usage on a device:  python3 executorch_runner.py BUNDLE.edgepack [--runs N] [--warmup K] [--threads T]
-Needs numpy and the executorch wheel (its ``executorch.runtime`` Python API; the wheel's runtime links libtorch,
-so torch is installed with it) next to the standard library.
+Needs numpy and the executorch wheel next to the standard library. The wheel's runtime links libtorch, so torch
+must be there too; nothing else of executorch's (the export stack, torchao, pandas, ...) is imported: the runner
+loads the runtime's pybindings module (what ``executorch.runtime`` wraps) after torch, which takes no time of its
+own, where ``import executorch.runtime`` imports the whole export stack (measured +5 s of CPU here). So
+``pip install numpy torch && pip install --no-deps executorch`` is a complete device install.
 
 ``placement`` in the result says where the program's ops run: the XNNPACK delegate's nodes (read from each
 delegate blob, counted per XNNPACK node type: ``XNNConv2d``, ``XNNFullyConnected``, ...) and the kernel calls
@@ -45,6 +48,13 @@ ERRORS = {
     0x32: "DelegateInvalidHandle",
 }
 INSTALL = "pip install numpy torch executorch (or run edgepack bench with --install-runtime)"
+# the runtime's pybindings: the module executorch.runtime wraps (1.4: _portable_lib, 1.5: _C), then the public
+# legacy module that re-exports them (it imports executorch's export stack first)
+PYBINDINGS = (
+    "executorch.extension.pybindings._portable_lib",
+    "executorch.extension.pybindings._C",
+    "executorch.extension.pybindings.portable_lib",
+)
 
 
 # --------------------------------------------------------------------------- a minimal flatbuffer reader
@@ -267,7 +277,8 @@ class ExecuTorchBackend(common.Backend):
 
     def __init__(self) -> None:
         self.torch: Any = None
-        self.runtime_api: Any = None
+        self.lib: Any = None
+        self.lib_name = ""
         self.method: Any = None
         self.model_path = ""
         self.inputs: list[str] = []
@@ -276,21 +287,27 @@ class ExecuTorchBackend(common.Backend):
     def check(self) -> None:
         common.Backend.check(self)
         common.require("torch", "the executorch runtime links libtorch: " + INSTALL)
+        import importlib
         import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "This API is experimental"
-            try:
-                import executorch.runtime as runtime_api
-            except ImportError as e:
-                raise common.RunnerError(
-                    "executorch is not installed for %s (%s)" % (sys.executable, e),
-                    INSTALL,
-                    common.EXIT_RUNTIME_MISSING,
-                )
-        import torch
+        import torch  # first: it loads the libtorch the pybindings link against
 
-        self.torch, self.runtime_api = torch, runtime_api
+        errors = []
+        for name in PYBINDINGS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "This API is experimental"
+                try:
+                    self.lib, self.lib_name = importlib.import_module(name), name
+                    break
+                except ImportError as e:
+                    errors.append(str(e))
+        if self.lib is None:
+            raise common.RunnerError(
+                "executorch is not installed for %s (%s)" % (sys.executable, errors[-1]),
+                INSTALL,
+                common.EXIT_RUNTIME_MISSING,
+            )
+        self.torch = torch
 
     def version(self) -> str:
         return _dist_version("executorch")
@@ -303,13 +320,16 @@ class ExecuTorchBackend(common.Backend):
                 "rebuild the bundle with edgepack build --to executorch",
                 common.EXIT_BUNDLE_INVALID,
             )
+        lib = self.lib
         if settings.threads:
-            from executorch.extension.pybindings import portable_lib
-
-            portable_lib._unsafe_reset_threadpool(int(settings.threads))
-        rt = self.runtime_api.Runtime.get()
+            lib._unsafe_reset_threadpool(int(settings.threads))
         try:
-            program = rt.load_program(model_path)
+            program = lib._load_program(
+                model_path,
+                enable_etdump=False,
+                debug_buffer_size=0,
+                program_verification=lib.Verification.InternalConsistency,
+            )
             method = program.load_method("forward")
         except Exception as e:  # the pybindings raise RuntimeError with an error code
             raise common.RunnerError(
@@ -319,10 +339,10 @@ class ExecuTorchBackend(common.Backend):
                 % (
                     self.version(),
                     (manifest.get("tools") or {}).get("executorch", "?"),
-                    ", ".join(rt.backend_registry.registered_backend_names),
+                    ", ".join(lib._get_registered_backend_names()),
                 ),
             )
-        meta = method.metadata
+        meta = method.method_meta()
         self.inputs = [s["name"] for s in manifest["inputs"]]
         self.outputs = [s["name"] for s in manifest["outputs"]]
         if meta.num_inputs() != len(self.inputs) or meta.num_outputs() != len(self.outputs):
@@ -338,19 +358,18 @@ class ExecuTorchBackend(common.Backend):
         import numpy as np
 
         torch = self.torch
-        got = self.method.execute([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs])
+        got = self.method([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs])
         return dict((n, t.numpy() if hasattr(t, "numpy") else np.asarray(t)) for n, t in zip(self.outputs, got))
 
     def details(self) -> dict[str, Any]:
         details: dict[str, Any] = {
-            "backends": list(self.runtime_api.Runtime.get().backend_registry.registered_backend_names),
+            "api": self.lib_name,
+            "backends": list(self.lib._get_registered_backend_names()),
             "torch": str(self.torch.__version__),
         }
         try:
-            from executorch.extension.pybindings import portable_lib
-
-            details["threads"] = int(portable_lib._threadpool_get_thread_count())
-        except (ImportError, AttributeError):
+            details["threads"] = int(self.lib._threadpool_get_thread_count())
+        except AttributeError:
             pass
         return details
 

@@ -297,3 +297,19 @@ def test_bench_over_ssh(fp32_bundle, tmp_path):
     assert list((remote / "work").iterdir()) == [], "nothing left in the device's work dir"
     assert json.loads(res.model_dump_json())["format"] == "executorch"
     assert os.listdir(remote / "runners"), "the runner travelled to the device"
+
+
+def test_runner_loads_the_runtime_without_the_export_stack():
+    """On a device the runner needs torch and executorch's pybindings only: executorch.exir, torchao and pandas
+    (the export side, +5 s of imports) stay unimported."""
+    import subprocess
+
+    from edgepack.devices import runner_dir
+
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import executorch_runner as r; b = r.ExecuTorchBackend(); "
+        "b.check(); print(b.lib_name, sorted(m for m in ('executorch.exir', 'torchao', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(runner_dir())], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["executorch.extension.pybindings._portable_lib", "[]"], out.stdout

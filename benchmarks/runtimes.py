@@ -45,7 +45,13 @@ def main() -> int:
             for _ in range(args.rounds):
                 for target, (b, _) in built.items():
                     r = edgepack.bench(
-                        b.path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs, threads=args.threads
+                        b.path,
+                        "local",
+                        runs=args.runs,
+                        warmup=5,
+                        min_seconds=0,
+                        max_runs=args.runs,
+                        threads=args.threads,
                     ).result
                     p50s[target].append(r.latency_ms.p50)
                     results[target] = r

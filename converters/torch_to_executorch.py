@@ -88,7 +88,37 @@ def _quantize_int8(torch, module, args, source: ModelSource, calibration: dict |
     with torch.no_grad():
         for feeds in iter_batches(calibration, [s.model_dump() for s in source.inputs]):
             prepared(*as_args(feeds))
-    return convert_pt2e(prepared)
+    converted = convert_pt2e(prepared)
+    check_integer_compute(converted)
+    return converted
+
+
+HEAVY_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "linear", "conv_transpose1d", "conv_transpose2d")
+MAX_FLOAT_SHARE = 0.1
+
+
+def check_integer_compute(graph_module) -> None:
+    """An int8 build must compute in int8: the quantizer leaves a convolution/linear float when it annotates no
+    pattern for it (its weight then is no dequantized int8 tensor). More than MAX_FLOAT_SHARE of them in float
+    fails the build, as the torch-litert route does."""
+    heavy, floating = 0, []
+    for node in graph_module.graph.nodes:
+        name = str(node.target).split(".")
+        if node.op != "call_function" or len(name) < 2 or name[0] != "aten" or name[1] not in HEAVY_OPS:
+            continue
+        heavy += 1
+        weight = node.args[1] if len(node.args) > 1 else None
+        if not (getattr(weight, "op", "") == "call_function" and "dequantize" in str(weight.target)):
+            floating.append(name[1])
+    if heavy and len(floating) > MAX_FLOAT_SHARE * heavy:
+        from collections import Counter
+
+        kinds = ", ".join(f"{k} ×{n}" for k, n in Counter(floating).most_common())
+        raise EdgepackError(
+            f"PT2E int8 with the XNNPACK quantizer left {len(floating)} of {heavy} convolutions/linears in float "
+            f"({kinds}): the model would not be int8",
+            "build --quantize fp16 or none for --to executorch, or --to tflite/onnx int8",
+        )
 
 
 def delegation(edge_program) -> dict[str, Any]:

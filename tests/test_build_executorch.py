@@ -313,3 +313,19 @@ def test_runner_loads_the_runtime_without_the_export_stack():
     out = subprocess.run([sys.executable, "-c", code, str(runner_dir())], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["executorch.extension.pybindings._portable_lib", "[]"], out.stdout
+
+
+def test_int8_left_in_float_fails_the_route():
+    """A quantizer that annotates nothing leaves every linear float: the int8 build must fail, not ship fp32."""
+    import torch
+    from edgepack.converters.torch_to_executorch import check_integer_compute
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgepack.errors import EdgepackError
+
+    x = torch.zeros(1, 4)
+    prepared = prepare_pt2e(torch.export.export(torch.nn.Linear(4, 4).eval(), (x,)).module(), XNNPACKQuantizer())
+    prepared(x)
+    with pytest.raises(EdgepackError, match="left 1 of 1 convolutions/linears in float"):
+        check_integer_compute(convert_pt2e(prepared))

@@ -182,7 +182,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
             tmp = out.with_suffix(".tmp")
             tmp.write_bytes(program.buffer)
             tmp.replace(out)
-    except UsageError:
+    except EdgepackError:  # bad options, an int8 model left in float: their own message
         raise
     except Exception as e:
         raise EdgepackError(

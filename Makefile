@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python benchmarks/tflite_quant.py
 	$(BIN)/python benchmarks/layout.py
 	$(BIN)/python benchmarks/gate_power.py
+	$(BIN)/python benchmarks/runtimes.py
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info

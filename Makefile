@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-EXTRAS ?= torch,tensorflow,tflite,coreml,jax,npu,report,test,zoo
+EXTRAS ?= torch,tensorflow,tflite,coreml,jax,npu,report,test,zoo,executorch
 
 .PHONY: setup demo test test-fast test-zoo lint bench zoo clean
 
@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python benchmarks/layout.py
 	$(BIN)/python benchmarks/gate_power.py
 	$(BIN)/python benchmarks/sustained_overhead.py
+	$(BIN)/python benchmarks/runtimes.py
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info

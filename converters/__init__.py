@@ -34,6 +34,7 @@ ROUTE_MODULES = (
     "keras_to_coreml",
     "onnx_to_coreml",
     "jax_onnx_to_coreml",
+    "torch_to_executorch",
 )
 
 # Options several routes read (a route declares the ones it reads; the build command shows each once).

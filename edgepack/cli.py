@@ -117,7 +117,7 @@ def build(
         help="model.onnx | model.pt2 | model.pt (TorchScript) | file.py:callable | "
         ".keras | .h5 | SavedModel dir | .tflite",
     ),
-    to: str = typer.Option("onnx", "--to", help="target format: onnx | tflite | coreml"),
+    to: str = typer.Option("onnx", "--to", help="target format: onnx | tflite | coreml | executorch"),
     quantize: str = typer.Option(
         "none", "--quantize", help="none | fp16 | dynamic | int8 | int16x8 (tflite) | palettize4 | palettize6 (coreml)"
     ),

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from edgepack.device_runners import runner_common as rc
 
+from edgepack import registry
+
 
 def test_compare_known_answers():
     ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
@@ -121,6 +123,7 @@ def test_runner_imports_only_stdlib_numpy_and_runtime():
         "onnx_runner.py": {"onnxruntime"},
         "tflite_runner.py": {"ai_edge_litert", "tflite_runtime", "tensorflow"},
         "coreml_runner.py": {"coremltools"},
+        "executorch_runner.py": {"torch", "executorch"},  # the wheel's runtime links libtorch
     }
     folder = Path(rc.__file__).parents[1]
     files = sorted(folder.glob("**/*.py"))
@@ -204,7 +207,8 @@ def test_stale_profile_dirs_are_swept_like_extraction_dirs(tmp_path):
 
 # --------------------------------------------------------------------------- backend interface, result schema
 
-RUNTIME_MODULES = ("onnx_runner", "tflite_runner", "coreml_runner")
+# from the declarations, so a new runtime's runner lands checked
+RUNTIME_MODULES = tuple(rt.runner.removesuffix(".py") for rt in registry.runtimes())
 
 
 def test_runtimes_implement_the_backend_interface():

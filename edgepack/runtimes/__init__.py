@@ -4,4 +4,4 @@ A runtime names its device runner (``device_runners/<runner>``), what ``bench --
 device, how ``doctor`` judges a device, and the bench flags its runner takes. Registered here, once, in order.
 """
 
-RUNTIME_MODULES = ("onnxruntime", "litert", "coreml")
+RUNTIME_MODULES = ("onnxruntime", "litert", "coreml", "executorch")

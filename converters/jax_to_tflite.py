@@ -50,26 +50,8 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         "JAX models keep their layout; drop --layout (or write the function in that layout)",
     )
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model(source, workdir)))
-    quant = tflite_tools.configure(
-        converter,
-        options.convert.quantize,
-        options.convert.io_dtype,
-        calibration,
-        source.inputs,
-        signature_names=[[s.name] for s in source.inputs],
-    )
-    out = workdir / "model.tflite"
-    out.write_bytes(tflite_tools.convert(converter))
-    jax = require("jax", "jax")
-    return tflite_tools.finish(
-        out,
-        source,
-        options,
-        quant,
-        [s.layout for s in source.inputs],
-        [s.layout for s in source.outputs],
-        {"jax": jax.__version__, "tensorflow": tf.__version__},
-    )
+    tools = {"jax": require("jax", "jax").__version__, "tensorflow": tf.__version__}
+    return tflite_tools.convert_named(converter, source, options, calibration, workdir, tools)
 
 
 ROUTE = Route(

@@ -23,25 +23,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         converter = tf.lite.TFLiteConverter.from_saved_model(str(source.handle))
     else:  # the signature keyed by the model's own names: the bundle's tensors are named like the source's
         converter = tflite_tools.keras_converter(source, workdir)
-    quant = tflite_tools.configure(
-        converter,
-        options.convert.quantize,
-        options.convert.io_dtype,
-        calibration,
-        source.inputs,
-        signature_names=[[s.name] for s in source.inputs],
-    )
-    out = workdir / "model.tflite"
-    out.write_bytes(tflite_tools.convert(converter))
-    return tflite_tools.finish(
-        out,
-        source,
-        options,
-        quant,
-        [s.layout for s in source.inputs],
-        [s.layout for s in source.outputs],
-        {"tensorflow": tf.__version__},
-    )
+    return tflite_tools.convert_named(converter, source, options, calibration, workdir, {"tensorflow": tf.__version__})
 
 
 ROUTE = Route(

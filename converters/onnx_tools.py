@@ -289,7 +289,6 @@ def _name_nodes(path: Path) -> None:
 
 def _mixed_precision(prepped: Path, out: Path, info: QuantizationInfo, quantize, calibration, inputs, options):
     """--explain-quant / --keep-float on the QDQ model ``out`` quantized from ``prepped`` (converters/quant_debug)."""
-    from edgepack import registry
     from edgepack.data import take
 
     from . import quant_debug
@@ -307,19 +306,8 @@ def _mixed_precision(prepped: Path, out: Path, info: QuantizationInfo, quantize,
         predict = session_predict(path)
         return quant_debug.min_cosine(reference, [predict(f) for f in batches])
 
-    threshold = options.check.min_cosine if options.check.min_cosine is not None else registry.min_cosine("int8")
-    info, final = quant_debug.mixed_precision(
-        info,
-        out,
-        lambda path: quant_debug.onnx_layers(prepped, path, batches, out.parent),
-        requantize,
-        agreement,
-        options.convert.keep_float,
-        threshold,
-    )
-    if final != out:
-        final.replace(out)
-    return info
+    layers = lambda path: quant_debug.onnx_layers(prepped, path, batches, out.parent)  # noqa: E731
+    return quant_debug.mixed_precision(info, out, layers, requantize, agreement, options)
 
 
 def finish(fp32: Path, workdir: Path, options, calibration: dict | None, layouts: dict):

@@ -215,13 +215,19 @@ def mixed_precision(
     layers: Callable[[Path], list[LayerSensitivity]],
     requantize: Callable[[list[str]], Path],
     agreement: Callable[[Path], float],
-    keep_float: Optional[str],
-    threshold: float,
-) -> tuple[QuantizationInfo, Path]:
-    """Rank the layers of ``quantized``; with ``keep_float`` re-quantize with the top ones in float. Returns the
-    quantization record (``sensitivity``, ``kept_float``) and the final model."""
+    options: Any,
+) -> QuantizationInfo:
+    """Rank the layers of ``quantized``; with ``--keep-float`` re-quantize with the top ones in float (``auto``: until
+    the outputs agree with float to the build's min cosine), the final model replacing ``quantized``. Returns the
+    quantization record (``sensitivity``, ``kept_float``)."""
+    from edgepack import registry
+
     from . import parse_keep_float
 
+    keep_float = options.convert.keep_float
+    threshold = options.check.min_cosine
+    if threshold is None:
+        threshold = registry.min_cosine(options.convert.quantize)
     rows = layers(quantized)
     want = parse_keep_float(keep_float) if keep_float is not None else None
     names = [r.name for r in rows]
@@ -243,7 +249,9 @@ def mixed_precision(
     if keep_float is not None:
         update["kept_float"] = keep
         update["method"] = f"{info.method}; {len(keep)} layer(s) kept in float (--keep-float {keep_float})"
-    return info.model_copy(update=update), path
+    if path != quantized:
+        path.replace(quantized)
+    return info.model_copy(update=update)
 
 
 def min_cosine(reference: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 from edgepack.device_runners.runner_common import dequantize_output, iter_batches, quantize_input
 
 from edgepack.errors import EdgepackError, UsageError, require
-from edgepack.types import ConvertedModel, QuantizationInfo, QuantParams, TensorSpec
+from edgepack.types import ConvertedModel, ModelSource, QuantizationInfo, QuantParams, TensorSpec
 
 
 def interpreter_class():
@@ -315,3 +315,20 @@ def finish(
         predict=session_predict(model, ins, outs),
         quantization=quant,
     )
+
+
+def convert_named(converter, source: ModelSource, options, calibration: dict | None, workdir: Path, tools: dict):
+    """Run a TFLite converter whose signature is keyed by the source's input names (Keras, SavedModel, jax2tf) in the
+    build's precision; the model keeps the source's layouts."""
+    quant = configure(
+        converter,
+        options.convert.quantize,
+        options.convert.io_dtype,
+        calibration,
+        source.inputs,
+        signature_names=[[s.name] for s in source.inputs],
+    )
+    out = workdir / "model.tflite"
+    out.write_bytes(convert(converter))
+    ins, outs = [s.layout for s in source.inputs], [s.layout for s in source.outputs]
+    return finish(out, source, options, quant, ins, outs, tools)

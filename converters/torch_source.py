@@ -47,6 +47,27 @@ def _flatten(out, name: str = "") -> list:
     return [pair for key, v in items if v is not None for pair in _flatten(v, f"{name}.{key}" if name else key)]
 
 
+def flat_module(torch, module, repeat, single: bool):
+    """``module`` returning its outputs as a flat tuple of tensors, in the order and selection of the source's outputs
+    (``_flatten``), for exporters that take no dict / ModelOutput result. A tensor returned twice (a ModelOutput's
+    last_hidden_state is hidden_states[-1]) would be one output of the converted model: its repeat is ``repeat(t)``.
+    ``single``: one output is returned bare, not as a 1-tuple."""
+
+    class Flat(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *xs):
+            outs, seen = [], set()
+            for _, t in _flatten(self.inner(*xs)):
+                outs.append(repeat(t) if id(t) in seen else t)
+                seen.add(id(t))
+            return outs[0] if single and len(outs) == 1 else tuple(outs)
+
+    return Flat(module)
+
+
 def _specs_from_overrides(overrides: list[TensorSpec], known_names: list[str] | None, what: str):
     if not overrides:
         raise UsageError(

@@ -21,7 +21,7 @@ from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource
 
 from . import COREML_TARGET, coreml_tools, keep_layout
-from .torch_source import _flatten
+from .torch_source import flat_module
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
@@ -73,26 +73,14 @@ def _trace(torch, module, args):
     (``aten::_native_multi_head_attention``, no coremltools converter either) is off while tracing: the traced
     graph then has the same math in ops coremltools lowers."""
 
-    class Flat(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *xs):
-            outs, seen = [], set()
-            for _, t in _flatten(self.inner(*xs)):
-                # one value returned twice (a ModelOutput's last_hidden_state is hidden_states[-1]) would be one
-                # CoreML output: the repeat becomes `t + 0`, which coremltools keeps as an op of its own
-                outs.append(t + 0 if id(t) in seen else t)
-                seen.add(id(t))
-            return outs[0] if len(outs) == 1 else tuple(outs)
-
+    # a value returned twice would be one CoreML output: the repeat becomes `t + 0`, which coremltools keeps as an op
+    flat = flat_module(torch, module, lambda t: t + 0, single=True)
     mha = torch.backends.mha
     fastpath = mha.get_fastpath_enabled()
     try:
         mha.set_fastpath_enabled(False)
         with torch.no_grad():
-            return torch.jit.trace(Flat(module), args, strict=False)
+            return torch.jit.trace(flat, args, strict=False)
     finally:
         mha.set_fastpath_enabled(fastpath)
 

@@ -35,27 +35,14 @@ from edgepack.registry import Route
 from edgepack.types import BuildOptions, ConvertedModel, ModelSource, QuantizationInfo, TensorSpec
 from edgepack.ui import note, safe
 
-from .torch_source import _flatten
+from .torch_source import flat_module
 
 EXTRA = "executorch"
 
 
 def _flat(torch, module):
-    """``module`` returning its outputs as a flat tuple, in the order and selection of the source's outputs."""
-
-    class Flat(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *xs):
-            outs, seen = [], set()
-            for _, t in _flatten(self.inner(*xs)):
-                outs.append(t.clone() if id(t) in seen else t)  # one tensor returned twice: two program outputs
-                seen.add(id(t))
-            return tuple(outs)
-
-    return Flat(module)
+    """``module`` returning its outputs as a flat tuple (one tensor returned twice: two program outputs)."""
+    return flat_module(torch, module, lambda t: t.clone(), single=False)
 
 
 def _half(torch, module):

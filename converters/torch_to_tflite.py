@@ -187,7 +187,6 @@ def quantize_after_conversion(
 ) -> tuple[Path, QuantizationInfo]:
     """The fp32 TFLite model quantized by ai-edge-quantizer in the build's precision (``batches``: calibration, one
     array per input in the model's layout); ``--explain-quant``/``--keep-float`` rank its layers and keep some float."""
-    from edgepack import registry
 
     from . import quant_debug, tflite_quantizer
 
@@ -216,23 +215,8 @@ def quantize_after_conversion(
         runner = tflite_tools.open_interpreter(path).get_signature_runner(key)
         return quant_debug.min_cosine(reference, [runner(**f) for f in debug[key]])
 
-    threshold = (
-        options.check.min_cosine
-        if options.check.min_cosine is not None
-        else registry.min_cosine(options.convert.quantize)
-    )
-    info, final = quant_debug.mixed_precision(
-        info,
-        out,
-        lambda path: quant_debug.tflite_layers(fp32, path, debug),
-        requantize,
-        agreement,
-        options.convert.keep_float,
-        threshold,
-    )
-    if final != out:
-        final.replace(out)
-    return out, info
+    layers = lambda path: quant_debug.tflite_layers(fp32, path, debug)  # noqa: E731
+    return out, quant_debug.mixed_precision(info, out, layers, requantize, agreement, options)
 
 
 # ops carrying weights: an int8 model computes these in int8 (activation x activation BATCH_MATMULs of attention

@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import numpy as np
+
 # precision -> (AEQ recipe function, what the manifest says)
 RECIPES = {
     "int8": (
@@ -43,7 +45,13 @@ def signature_feeds(interp, batches: Iterable[list[Any]]) -> dict[str, list[dict
     details = runner.get_input_details()  # signature name -> detail (with the tensor index)
     by_index = {d["index"]: name for name, d in details.items()}
     names = [by_index[d["index"]] for d in interp.get_input_details()]  # signature names in input order
-    return {key: [dict(zip(names, arrays)) for arrays in batches]}
+    dtypes = [np.dtype(details[n]["dtype"]) for n in names]
+
+    def fit(a: Any, dtype: np.dtype) -> Any:  # litert-torch narrows int64 inputs (token ids) to int32
+        a = np.asarray(a)
+        return a.astype(dtype) if a.dtype.kind in "iu" and dtype.kind in "iu" and a.dtype != dtype else a
+
+    return {key: [{n: fit(a, t) for n, a, t in zip(names, arrays, dtypes)} for arrays in batches]}
 
 
 def calibrate(fp32: Path, qt, feeds: dict[str, list[dict[str, Any]]]) -> dict:

@@ -77,6 +77,7 @@ _TARGET_NEEDS = {
     ("onnx", "coreml"): ["onnx2tf", "tensorflow", "coremltools"],
     ("jax", "tflite"): ["tensorflow", "ai_edge_litert"],
     ("jax", "coreml"): ["onnx2tf", "tensorflow", "coremltools"],
+    ("torch", "executorch"): ["executorch", "torchao"],
 }
 
 

@@ -86,6 +86,12 @@ TFLITE_INT8_POW = Refusal(
     "YOLOv5 head: litert-torch cannot lower its `** 2` (tfl.pow) and the torch-onnx2tf fallback's int8 falls below "
     "the gate; ONNX int8 works",
 )
+EXECUTORCH_INT8_INDICES = Refusal(
+    r"ExecuTorch could not export or lower the model: tensors used as indices must be long",
+    "ExecuTorch int8 of BERT: the PT2E flow (XNNPACKQuantizer) fails with 'tensors used as indices must be long, "
+    "int, byte or bool tensors' (cause not yet traced); ExecuTorch fp32 and ONNX int8 work",
+    issue="17.1",
+)
 ONNX2TF_RUNTIME = Refusal(
     r"Graph execution error",
     "onnx2tf's TensorFlow model fails when run (PP-OCRv4 det: 'Incompatible shapes [1,2,4,96] vs [1,4,4,96]'; "
@@ -818,7 +824,7 @@ _ZOO = [
         hf_bert,
         [f"input_ids:1x{BERT_SEQ}:int64", f"attention_mask:1x{BERT_SEQ}:int64"],
         token_ids(BERT_SEQ, BERT_VOCAB),
-        {("tflite", "int8"): TFLITE_INT8_GATE},
+        {("tflite", "int8"): TFLITE_INT8_GATE, ("executorch", "int8"): EXECUTORCH_INT8_INDICES},
         extra_precisions=("dynamic",),
         note="embedding model: int64 token ids + attention mask",
     ),

@@ -88,8 +88,14 @@ TFLITE_INT8_POW = Refusal(
 )
 EXECUTORCH_INT8_INDICES = Refusal(
     r"ExecuTorch could not export or lower the model: tensors used as indices must be long",
-    "ExecuTorch int8 of BERT: the PT2E flow (XNNPACKQuantizer) fails with 'tensors used as indices must be long, "
-    "int, byte or bool tensors' (cause not yet traced); ExecuTorch fp32 and ONNX int8 work",
+    "ExecuTorch int8 of BERT and DETR: the PT2E flow (XNNPACKQuantizer) fails with 'tensors used as indices must be "
+    "long, int, byte or bool tensors' (cause not yet traced); ExecuTorch fp32 and ONNX int8 work",
+    issue="17.1",
+)
+EXECUTORCH_INT8_GATE = Refusal(
+    r"converted model disagrees with the torch source",
+    "ExecuTorch int8 of ViT: PT2E static int8 (XNNPACKQuantizer) falls below the 0.98 gate (cosine 0.79); "
+    "ExecuTorch fp32 and ONNX int8 work",
     issue="17.1",
 )
 ONNX2TF_RUNTIME = Refusal(
@@ -816,7 +822,7 @@ _ZOO = [
         hf_vit,
         ["pixel_values:1x3x64x64"],
         imagenet_nchw("pixel_values", 64, 64),
-        {("tflite", "int8"): TFLITE_INT8_GATE},
+        {("tflite", "int8"): TFLITE_INT8_GATE, ("executorch", "int8"): EXECUTORCH_INT8_GATE},
     ),
     _hf(
         "bert",
@@ -842,7 +848,11 @@ _ZOO = [
         hf_detr,
         ["pixel_values:1x3x64x64"],
         imagenet_nchw("pixel_values", 64, 64),
-        {("tflite", "fp16"): ONNX2TF_FUNCTIONAL, ("tflite", "int8"): TFLITE_INT8_DIV},
+        {
+            ("tflite", "fp16"): ONNX2TF_FUNCTIONAL,
+            ("tflite", "int8"): TFLITE_INT8_DIV,
+            ("executorch", "int8"): EXECUTORCH_INT8_INDICES,
+        },
     ),
     _hf(
         "segformer",

@@ -49,6 +49,7 @@ CORE = {
     ("rapidocr_det", "onnx", "none"),  # existing .onnx from a wheel (trained weights)
     ("rapidocr_det", "onnx", "int8"),  # was: opset-12 per-channel QDQ; now refused by validation (documented)
     ("flax_transformer", "tflite", "none"),  # jax -> tflite (jax2tf), attention
+    ("resnet", "executorch", "none"),  # torch -> executorch (XNNPACK), HF ModelOutput
 }
 
 
@@ -77,6 +78,7 @@ _TARGET_NEEDS = {
     ("onnx", "coreml"): ["onnx2tf", "tensorflow", "coremltools"],
     ("jax", "tflite"): ["tensorflow", "ai_edge_litert"],
     ("jax", "coreml"): ["onnx2tf", "tensorflow", "coremltools"],
+    ("torch", "executorch"): ["executorch", "torchao"],
 }
 
 

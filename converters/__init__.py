@@ -25,6 +25,7 @@ ROUTE_MODULES = (
     "keras_to_tflite",
     "tflite_to_tflite",
     "torch_to_tflite",  # litert-torch; then, on failure:
+    "torch_pt2e_to_tflite",  # int8: PT2E inside litert-torch, when ai-edge-quantizer's misses the gate
     "torch_onnx_to_tflite",  # torch -> ONNX -> onnx2tf
     "onnx_to_tflite",
     "jax_to_tflite",  # jax2tf + the TFLite converter; then, on failure:

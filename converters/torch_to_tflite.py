@@ -76,7 +76,10 @@ def _dynamic_quantizer(torch):
     return Quantizer()
 
 
-def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
+def convert(
+    source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path, pt2e_int8: bool = False
+) -> ConvertedModel:
+    """``pt2e_int8``: int8 by PT2E inside litert-torch (the ``torch-litert-pt2e`` route) even with float I/O."""
     torch = require("torch", "torch")
     litert_torch = require("litert_torch", "tflite")
     module = source.handle.module() if source.kind == "torch-export" else source.handle
@@ -107,7 +110,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
     if options.convert.io_dtype not in ("float32", "int8"):
         raise UsageError(f"--io-dtype {options.convert.io_dtype} is not offered by torch-litert", "use --io-dtype int8")
     pt2e = options.convert.quantize == "dynamic" or (
-        options.convert.quantize == "int8" and options.convert.io_dtype == "int8"
+        options.convert.quantize == "int8" and (pt2e_int8 or options.convert.io_dtype == "int8")
     )
     if (
         pt2e

@@ -73,8 +73,8 @@ class Refusal:
 TFLITE_INT8_GATE = Refusal(
     r"no route could build torch -> tflite \(int8\); tried torch-litert: converted model disagrees",
     "torch -> TFLite int8: ai-edge-quantizer's static int8 (the default since issue 13.2) falls below the 0.98 gate "
-    "(cosine EfficientNet -0.04, ViT 0.83, YOLOS 0.83, Wav2Vec2 0.92, BERT 0.96; the former PT2E default passed "
-    "YOLOS, Wav2Vec2 and BERT) and the torch-onnx2tf fallback fails too; ONNX int8 and TFLite dynamic work",
+    "(cosine EfficientNet -0.04, ViT 0.83), and so do the fallbacks torch-litert-pt2e and torch-onnx2tf; ONNX int8 "
+    "and TFLite dynamic work (YOLOS 0.83, Wav2Vec2 0.92 and BERT 0.96 under AEQ build via torch-litert-pt2e)",
 )
 TFLITE_INT8_DIV = Refusal(
     r"no route could build torch -> tflite \(int8\); tried torch-litert: RuntimeError: tflite/kernels/div\.cc",
@@ -830,7 +830,7 @@ _ZOO = [
         hf_bert,
         [f"input_ids:1x{BERT_SEQ}:int64", f"attention_mask:1x{BERT_SEQ}:int64"],
         token_ids(BERT_SEQ, BERT_VOCAB),
-        {("tflite", "int8"): TFLITE_INT8_GATE, ("executorch", "int8"): EXECUTORCH_INT8_INDICES},
+        {("executorch", "int8"): EXECUTORCH_INT8_INDICES},
         extra_precisions=("dynamic",),
         note="embedding model: int64 token ids + attention mask",
     ),
@@ -840,7 +840,7 @@ _ZOO = [
         hf_yolos,
         ["pixel_values:1x3x64x96"],
         imagenet_nchw("pixel_values", 64, 96),
-        {("tflite", "fp16"): TFLITE_FP16_NAN, ("tflite", "int8"): TFLITE_INT8_GATE},
+        {("tflite", "fp16"): TFLITE_FP16_NAN},
     ),
     _hf(
         "detr",
@@ -868,7 +868,7 @@ _ZOO = [
         hf_wav2vec2,
         [f"input_values:1x{AUDIO_SAMPLES}"],
         waveform("input_values", AUDIO_SAMPLES),
-        {("tflite", "fp16"): ONNX2TF_NONE_SHAPE, ("tflite", "int8"): TFLITE_INT8_GATE},
+        {("tflite", "fp16"): ONNX2TF_NONE_SHAPE},
     ),
     ZooModel(
         "yolo_detect",

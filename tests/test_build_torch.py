@@ -124,7 +124,11 @@ def test_torchscript_to_tflite_goes_through_onnx(torch_files, tmp_path):
     assert m.inputs[0].shape == [1, 8, 8, 1] and "via ONNX" in m.quantization.method
     # litert-torch reads torch.export programs only: the build says so and takes torch -> ONNX -> onnx2tf
     assert m.route.name == "torch-onnx2tf" and not m.route.pinned
-    assert [(a.route, a.status) for a in m.route.attempts] == [("torch-litert", "skipped"), ("torch-onnx2tf", "used")]
+    assert [(a.route, a.status) for a in m.route.attempts] == [
+        ("torch-litert", "skipped"),
+        ("torch-litert-pt2e", "skipped"),
+        ("torch-onnx2tf", "used"),
+    ]
     assert "torchscript" in m.route.attempts[0].reason
     r = edgepack.bench(res.path, "local", runs=2, min_seconds=0).result
     assert r.validation[m.outputs[0].name].cosine > 0.9999

@@ -43,8 +43,14 @@ def test_failed_route_falls_back_and_inspect_shows_it(tmp_path):
     out = tmp_path / "y.edgepack"
     built = edgepack.build(YOLO_POW, to="tflite", inputs=INPUT, output=out)
     m = built.manifest
-    assert [(a.route, a.status) for a in m.route.attempts] == [("torch-litert", "failed"), ("torch-onnx2tf", "used")]
-    assert "tfl.pow" in m.route.attempts[0].reason and not m.route.pinned
+    # torch-litert-pt2e (int8 only) is recorded as skipped for this fp32 build, with why
+    assert [(a.route, a.status) for a in m.route.attempts] == [
+        ("torch-litert-pt2e", "skipped"),
+        ("torch-litert", "failed"),
+        ("torch-onnx2tf", "used"),
+    ]
+    assert m.route.attempts[0].reason == "no none precision"
+    assert "tfl.pow" in m.route.attempts[1].reason and not m.route.pinned
     assert m.route.name == "torch-onnx2tf" and m.validation.status == "passed"
     assert edgepack.verify(out)[1] == []
     shown = cli("inspect", str(out), check=True).stdout
@@ -68,6 +74,7 @@ def test_every_route_failing_names_each(tmp_path):
     )
     assert built.manifest.validation.status == "failed-overridden"
     assert [(a.route, a.status) for a in built.manifest.route.attempts] == [
+        ("torch-litert-pt2e", "skipped"),
         ("torch-litert", "failed"),
         ("torch-onnx2tf", "used"),
     ]
@@ -100,7 +107,9 @@ def test_routes_command_lists_declarations():
     litert = next(r for r in rows if r["route"] == "torch-litert")
     assert litert["to"] == "tflite" and "fp16" not in litert["precisions"] and "--layout" in litert["options"]
     order = [r["route"] for r in rows if r["to"] == "tflite" and "torch" in r["from"]]
-    assert order == ["torch-litert", "torch-onnx2tf"], "litert-torch first, ONNX + onnx2tf as the fallback"
+    assert order == ["torch-litert", "torch-litert-pt2e", "torch-onnx2tf"], (
+        "litert-torch first (int8: ai-edge-quantizer, then PT2E), ONNX + onnx2tf as the fallback"
+    )
     text = cli("routes", check=True).stdout
     assert "torch-onnx-coreml" in text
 

@@ -11,8 +11,7 @@ from . import EXPLAIN_QUANT, KEEP_FLOAT, onnx_tools
 
 
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
-    layouts = {s.name: s.layout for s in source.inputs + source.outputs}
-    return onnx_tools.finish(source.path, workdir, options, calibration, layouts)
+    return onnx_tools.finish(source.path, source, workdir, options, calibration)
 
 
 ROUTE = Route(

@@ -310,10 +310,12 @@ def _mixed_precision(prepped: Path, out: Path, info: QuantizationInfo, quantize,
     return quant_debug.mixed_precision(info, out, layers, requantize, agreement, options)
 
 
-def finish(fp32: Path, workdir: Path, options, calibration: dict | None, layouts: dict):
-    """fp32 ONNX -> requested precision -> ConvertedModel (specs read back from the final file)."""
+def finish(fp32: Path, source, workdir: Path, options, calibration: dict | None):
+    """fp32 ONNX of ``source`` -> requested precision -> ConvertedModel (specs read back from the final file, with the
+    source's layouts)."""
     from edgepack.types import ConvertedModel
 
+    layouts = {s.name: s.layout for s in source.inputs + source.outputs}
     out = workdir / "model.onnx"
     quant, tools = apply_precision(fp32, out, options.convert.quantize, _inputs_of(fp32, layouts), calibration, options)
     model = load_model(out)

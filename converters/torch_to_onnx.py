@@ -66,8 +66,7 @@ def _tools(converted: ConvertedModel) -> ConvertedModel:
 def convert(source: ModelSource, options: BuildOptions, calibration: dict | None, workdir: Path) -> ConvertedModel:
     fp32 = workdir / "export.fp32.onnx"
     export(source, fp32, options.convert.opset)
-    layouts = {s.name: s.layout for s in source.inputs + source.outputs}
-    return _tools(onnx_tools.finish(fp32, workdir, options, calibration, layouts))
+    return _tools(onnx_tools.finish(fp32, source, workdir, options, calibration))
 
 
 def via_onnx(

@@ -162,23 +162,18 @@ def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -
     if ci.windows == (1, 1):
         span += " (single timing windows: run bench --repeat 3+ to include run-to-run drift)"
     diffs = fingerprint_diff(base, cur)
+    status: CheckStatus
     if diffs:
-        status: CheckStatus = "fail" if s.strict_device else "flag"
-        return Check(
-            entry=entry,
-            name="latency",
-            status=status,
-            value=ci.ratio,
-            limit=limit,
-            interval=[ci.low, ci.high],
-            message=f"not compared: measured on a different device than the baseline ({'; '.join(diffs)}); {span}",
-        )
-    if ci.beyond(limit):
-        status, verdict = "fail", f"regression beyond {allowed}"
-    elif ci.within(limit):
-        status, verdict = "pass", allowed
+        status = "fail" if s.strict_device else "flag"
+        message = f"not compared: measured on a different device than the baseline ({'; '.join(diffs)}); {span}"
     else:
-        status, verdict = "pass", f"inconclusive: the interval straddles {allowed}; not a proven regression"
+        if ci.beyond(limit):
+            status, verdict = "fail", f"regression beyond {allowed}"
+        elif ci.within(limit):
+            status, verdict = "pass", allowed
+        else:
+            status, verdict = "pass", f"inconclusive: the interval straddles {allowed}; not a proven regression"
+        message = f"{span}; {verdict}"
     return Check(
         entry=entry,
         name="latency",
@@ -186,7 +181,7 @@ def _latency(entry: str, base: BenchRecord, cur: BenchRecord, s: GateSettings) -
         value=ci.ratio,
         limit=limit,
         interval=[ci.low, ci.high],
-        message=f"{span}; {verdict}",
+        message=message,
     )
 
 

@@ -105,3 +105,22 @@ def keras_twin(torch_model):
     for layer, weights in assigns:
         layer.set_weights(weights)
     return model
+
+
+def interleaved(bundles: dict, args) -> tuple[dict, dict]:
+    """Bench ``bundles`` (key -> bundle path) on the local device in ``args.rounds`` interleaved rounds (a shared
+    machine's drift hits them alike): key -> median of the per-round p50s, and key -> the last round's RunResult."""
+    import statistics
+
+    import edgepack
+
+    p50s: dict = {k: [] for k in bundles}
+    last = {}
+    for _ in range(args.rounds):
+        for key, path in bundles.items():
+            r = edgepack.bench(
+                path, "local", runs=args.runs, warmup=5, min_seconds=0, max_runs=args.runs, threads=args.threads
+            ).result
+            p50s[key].append(r.latency_ms.p50)
+            last[key] = r
+    return {k: statistics.median(v) for k, v in p50s.items()}, last

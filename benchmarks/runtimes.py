@@ -7,14 +7,13 @@ rounds (so drift hits every runtime alike). Prints build seconds, size, agreemen
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import build_mobilenet, calibration_npz, parser  # noqa: E402
+from _common import build_mobilenet, calibration_npz, interleaved, parser  # noqa: E402
 
 # target -> build options: TFLite channels-last I/O (no Transpose ops, see benchmarks/layout.py)
 TARGETS = {"executorch": {}, "tflite": {"layout": "nhwc"}, "onnx": {}}
@@ -27,7 +26,6 @@ def main() -> int:
     ap.add_argument("--calibration-samples", type=int, default=32)
     args = ap.parse_args()
 
-    import edgepack
     from edgepack.errors import ValidationFailed
 
     precisions = args.precisions.split(",")
@@ -46,25 +44,11 @@ def main() -> int:
                     print(f"{target} {q}: {e.message}; rebuilt with --allow-mismatch")
                     b = build_mobilenet(out, q, cal, to=target, allow_mismatch=True, **kw)
                 built[target] = (b, time.perf_counter() - t0)
-            p50s: dict[str, list[float]] = {t: [] for t in TARGETS}
-            results = {}
-            for _ in range(args.rounds):
-                for target, (b, _) in built.items():
-                    r = edgepack.bench(
-                        b.path,
-                        "local",
-                        runs=args.runs,
-                        warmup=5,
-                        min_seconds=0,
-                        max_runs=args.runs,
-                        threads=args.threads,
-                    ).result
-                    p50s[target].append(r.latency_ms.p50)
-                    results[target] = r
-            base = statistics.median(p50s["executorch"])
+            p50s, results = interleaved({t: b.path for t, (b, _) in built.items()}, args)
+            base = p50s["executorch"]
             for target, (b, seconds) in built.items():
                 r = results[target]
-                p50 = statistics.median(p50s[target])
+                p50 = p50s[target]
                 placement = r.placement
                 placed = (
                     f"{placement.accelerator_ops}/{placement.accelerator_ops + placement.cpu_ops} ops on "

@@ -15,13 +15,12 @@ top-1 drop <= 1 point.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import MOBILENET, REPO, build_mobilenet, calibration_npz, keras_twin, parser  # noqa: E402
+from _common import MOBILENET, REPO, build_mobilenet, calibration_npz, interleaved, keras_twin, parser  # noqa: E402
 
 TORCH_ROWS = (  # (label, precision, extra build options)
     ("none", "none", {}),
@@ -84,22 +83,7 @@ def main() -> int:
                 built[route].append((label, b, note))
                 print(f"built {route} {label}: {b.manifest.route.name}", file=sys.stderr)
 
-        p50s: dict[str, list[float]] = {}
-        last = {}
-        for _ in range(args.rounds):
-            for route in built:
-                for label, b, _ in built[route]:
-                    res = edgepack.bench(
-                        b.path,
-                        "local",
-                        runs=args.runs,
-                        warmup=5,
-                        min_seconds=0,
-                        max_runs=args.runs,
-                        threads=args.threads,
-                    ).result
-                    p50s.setdefault(f"{route}/{label}", []).append(res.latency_ms.p50)
-                    last[f"{route}/{label}"] = res
+        p50, last = interleaved({f"{route}/{label}": b.path for route in built for label, b, _ in built[route]}, args)
 
         # digits: trained weights, real labels
         digits = REPO / "samples" / "digits"
@@ -118,7 +102,6 @@ def main() -> int:
             r = edgepack.bench(b.path, "local", runs=20, min_seconds=0).result
             top1[mode] = (r.accuracy.top1 * 100, r.accuracy.n, b.manifest.route.name)
 
-    p50 = {k: statistics.median(v) for k, v in p50s.items()}
     print(
         f"MobileNetV2 TFLite, ai-edge-litert + XNNPACK, {args.threads} threads, {args.runs} runs x {args.rounds} "
         "interleaved rounds (p50 = median of round p50s)"

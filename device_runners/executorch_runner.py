@@ -263,6 +263,26 @@ def pte_placement(path: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the backend
 
 
+def _release(version: str) -> Optional[tuple[int, ...]]:
+    """``1.4.1`` / ``1.5.0a0+cpu`` -> (1, 4, 1) / (1, 5, 0); None when it does not start with a number."""
+    m = re.match(r"(\d+(?:\.\d+)*)", version or "")
+    return tuple(int(x) for x in m.group(1).split(".")) if m else None
+
+
+def version_skew(runtime: str, exporter: str) -> Optional[str]:
+    """The warning for a runtime older than the executorch that exported the program, or None. ExecuTorch's
+    compatibility policy (runtime/COMPATIBILITY.md) promises only the other direction: a newer runtime loads
+    programs of older releases; an older runtime may or may not load a newer program."""
+    have, built = _release(runtime), _release(exporter)
+    if have is None or built is None or have[:2] >= built[:2]:
+        return None
+    return (
+        "runtime older than the exporter: the program was exported by executorch %s and ran on executorch %s; "
+        "ExecuTorch guarantees only that newer runtimes load older programs, so check validation and accuracy "
+        "(or install executorch>=%s on the device)" % (exporter, runtime, ".".join(map(str, built[:2])))
+    )
+
+
 def _dist_version(dist: str) -> str:
     try:
         from importlib import metadata
@@ -332,15 +352,21 @@ class ExecuTorchBackend(common.Backend):
             )
             method = program.load_method("forward")
         except Exception as e:  # the pybindings raise RuntimeError with an error code
+            exporter = str((manifest.get("tools") or {}).get("executorch", "?"))
+            skew = version_skew(self.version(), exporter)
             raise common.RunnerError(
-                "the ExecuTorch runtime could not load the program: %s" % load_error(e),
-                "check that the device's executorch (%s) is as new as the one that built the bundle (%s) and has "
-                "its delegates (%s)"
+                "the ExecuTorch runtime could not load the program: %s%s"
                 % (
-                    self.version(),
-                    (manifest.get("tools") or {}).get("executorch", "?"),
-                    ", ".join(lib._get_registered_backend_names()),
+                    load_error(e),
+                    " (the device's executorch %s is older than the exporter's %s)" % (self.version(), exporter)
+                    if skew
+                    else "",
                 ),
+                "install executorch>=%s on the device (the bundle's exporter), or rebuild with the device's release"
+                % exporter
+                if skew
+                else "check that the device's executorch (%s) has the program's delegates (it has: %s)"
+                % (self.version(), ", ".join(lib._get_registered_backend_names()) or "none"),
             )
         meta = method.method_meta()
         self.inputs = [s["name"] for s in manifest["inputs"]]
@@ -360,6 +386,10 @@ class ExecuTorchBackend(common.Backend):
         torch = self.torch
         got = self.method([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs])
         return dict((n, t.numpy() if hasattr(t, "numpy") else np.asarray(t)) for n, t in zip(self.outputs, got))
+
+    def warnings(self, manifest: Mapping[str, Any]) -> list[str]:
+        skew = version_skew(self.version(), str((manifest.get("tools") or {}).get("executorch", "")))
+        return [skew] if skew else []
 
     def details(self) -> dict[str, Any]:
         details: dict[str, Any] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import signal
 from pathlib import Path
 from typing import Any, NoReturn
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from edgepack import registry
 from edgepack.bundle import sha256_file, verify_bundle
 from edgepack.device_runners import runner_common
-from edgepack.devices import DeviceSpec, Execution, SSHOptions, as_spec, open_device
+from edgepack.devices import DeviceSpec, Execution, SSHOptions, as_spec, open_device, pip_commands
 from edgepack.errors import DeviceError, EdgepackError, UsageError
 from edgepack.types import BenchOptions, BenchRecord, Manifest, RunResult
 from edgepack.ui import step
@@ -146,7 +147,7 @@ def bench(
     if options.install_runtime and spec.local:
         raise UsageError(
             "--install-runtime is for SSH devices",
-            f"install the runtime here with: pip install {' '.join(runtime.device_packages)}",
+            f"install the runtime here with: {pip_commands('pip', runtime.install_steps(platform.machine()))}",
         )
     with step(f"connect to {spec.name}"):
         dev = open_device(spec, ssh)
@@ -169,7 +170,7 @@ def bench(
             res = dev.run(argv, on_stderr_line=sustained_mod.Relay(update, what) if options.sustained else None)
         if options.install_runtime and res.code == runner_common.EXIT_RUNTIME_MISSING:
             with step(f"install {' '.join(runtime.device_packages)} into a venv on {dev.name}"):
-                dev.install_runtime(runtime.device_packages)
+                dev.install_runtime(runtime.install_steps(dev.machine()))
             with step(what) as update:
                 res = dev.run(argv, on_stderr_line=sustained_mod.Relay(update, what) if options.sustained else None)
     finally:

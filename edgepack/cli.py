@@ -488,6 +488,10 @@ def bench(
         print_tables(records, console)
         for r in records:
             print_result(r, console, top, title=r.bundle)
+        from edgepack.report_rows import run_warnings
+
+        for w in run_warnings(records):
+            console.print(w, style="yellow", markup=False)
     if json_out:
         text = report.bench_json(records)
         typer.echo(text, nl=False) if str(json_out) == "-" else _write_atomic(json_out, text)
@@ -693,6 +697,10 @@ def report(
         print_tables(rep.records, console)
         for r in rep.records:
             print_result(r, console, top, title=r.key)
+        from edgepack.report_rows import run_warnings
+
+        for w in run_warnings(rep.records):
+            console.print(w, style="yellow", markup=False)
     else:
         typer.echo(text, nl=False)
     if rep.failed:

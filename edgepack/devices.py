@@ -25,7 +25,7 @@ import weakref
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
 
 from edgepack.errors import DeviceError, UsageError
 
@@ -305,12 +305,17 @@ class LocalDevice:
 
         return LocalSession(self.python, argv)
 
+    def machine(self) -> str:
+        import platform
+
+        return platform.machine()
+
     def venv_python(self) -> Optional[str]:
         return None
 
-    def install_runtime(self, packages: tuple[str, ...]) -> str:
+    def install_runtime(self, steps: Sequence[Sequence[str]]) -> str:
         raise UsageError(
-            "--install-runtime is for SSH devices", f"install the runtime here with: pip install {' '.join(packages)}"
+            "--install-runtime is for SSH devices", f"install the runtime here with: {pip_commands('pip', steps)}"
         )
 
     def close(self) -> None:
@@ -603,14 +608,19 @@ class SSHDevice:
 
         return SSHSession(self.client, self.name, self.python, argv)
 
+    def machine(self) -> str:
+        """The device's ``uname -m`` (what wheels it takes)."""
+        return self.shell_facts().get("arch") or ""
+
     def venv_python(self) -> Optional[str]:
         """The Python of the runtime venv edgepack made on this device earlier, if there is one."""
         py = f"{self.options.remote_dir}/venv/bin/python"
         return py if self._exists(py) is not None else None
 
-    def install_runtime(self, packages: tuple[str, ...]) -> str:
-        """Create (once) a venv in the device's edgepack cache, pip-install ``packages`` there, and use it.
-        pip's temporary files go to the cache too (``TMPDIR``), so a noexec /tmp does not matter."""
+    def install_runtime(self, steps: Sequence[Sequence[str]]) -> str:
+        """Create (once) a venv in the device's edgepack cache, run ``pip install`` there with each argument list
+        of ``steps`` in turn, and use it. pip's temporary files go to the cache too (``TMPDIR``), so a noexec /tmp
+        does not matter."""
         venv = f"{self.options.remote_dir}/venv"
         py = f"{venv}/bin/python"
         f = self.shell_facts()
@@ -625,29 +635,19 @@ class SSHDevice:
                     install_venv_hint(f.get("pkg"), pyver),
                 )
         tmp = f"{self.options.remote_dir}/tmp"
+        pip = f"TMPDIR={shlex.quote(tmp)} {shlex.quote(py)} -m pip install -q --disable-pip-version-check"
         res = self.exec(
-            f"mkdir -p {shlex.quote(tmp)} && TMPDIR={shlex.quote(tmp)} "
-            + " ".join(
-                [
-                    shlex.quote(py),
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--disable-pip-version-check",
-                    *(shlex.quote(p) for p in packages),
-                ]
-            )
+            f"mkdir -p {shlex.quote(tmp)} && {{ {pip_commands(pip, steps)}; }}"
             + f"; c=$?; rm -rf {shlex.quote(tmp)}; exit $c",
             timeout=1800,
         )
         if res.code != 0:
+            packages = [a for s in steps for a in s if not a.startswith("-") and "://" not in a]
             raise DeviceError(
                 f"pip install {' '.join(packages)} failed on {self.name} ({arch}, Python {pyver}): "
                 f"{_last_line(res.stderr or res.stdout)}",
-                f"check the device reaches its package index (run {py} -m pip install "
-                f"{' '.join(packages)} there to see why) and that PyPI has {' and '.join(packages)} "
-                f"wheels for {arch} with Python {pyver}",
+                f"check the device reaches its package index (run {pip_commands(py + ' -m pip install', steps)} "
+                f"there to see why) and that it has {' and '.join(packages)} wheels for {arch} with Python {pyver}",
             )
         self.python = py
         return py
@@ -708,9 +708,15 @@ class Device(Protocol):
     def workdir(self) -> Optional[str]: ...
     def run(self, argv: list[str], on_stderr_line: Optional[LineCallback] = None) -> Execution: ...
     def start(self, argv: list[str]) -> "RunnerSession": ...
+    def machine(self) -> str: ...
     def venv_python(self) -> Optional[str]: ...
-    def install_runtime(self, packages: tuple[str, ...]) -> str: ...
+    def install_runtime(self, steps: Sequence[Sequence[str]]) -> str: ...
     def close(self) -> None: ...
+
+
+def pip_commands(pip: str, steps: Sequence[Sequence[str]]) -> str:
+    """``pip`` run with each argument list of ``steps`` in turn, as one sh command (arguments quoted)."""
+    return " && ".join(f"{pip} {' '.join(shlex.quote(a) for a in step)}" for step in steps)
 
 
 def as_spec(device: "str | DeviceSpec") -> DeviceSpec:

@@ -135,7 +135,8 @@ class Runtime:
     """What runs one target format on a device.
 
     ``runner``: its module in ``device_runners/``; ``device_packages``: what ``bench --install-runtime``
-    pip-installs there; ``probe_packages``: distributions ``doctor`` looks up on the device; ``advice(facts,
+    pip-installs there (``pip_steps(machine)``, when set, says how: several ``pip install`` argument lists, e.g.
+    an index or ``--no-deps``); ``probe_packages``: distributions ``doctor`` looks up on the device; ``advice(facts,
     pip)``: per-device readiness (``{"ready": bool, "runtime"|"install"|"note": str}``); ``flags``: the bench
     flags it takes; ``check(manifest, values)``: refuses flag values that do not fit the bundle."""
 
@@ -148,6 +149,12 @@ class Runtime:
     flags: tuple[Flag, ...] = ()
     check: Optional[Callable[[Manifest, dict[str, Any]], None]] = None
     notes: str = ""
+    pip_steps: Optional[Callable[[str], tuple[tuple[str, ...], ...]]] = None
+
+    def install_steps(self, machine: str) -> tuple[tuple[str, ...], ...]:
+        """The ``pip install`` argument lists that install this runtime on a device whose ``uname -m`` is
+        ``machine``, in order (default: one, ``device_packages``)."""
+        return self.pip_steps(machine) if self.pip_steps is not None else (self.device_packages,)
 
     def runner_args(self, manifest: Manifest, values: dict[str, Any]) -> list[str]:
         """Bench flag values (flag name -> value) as runner arguments; a flag of another runtime is an error."""

@@ -3,7 +3,7 @@ renderer (Markdown/JUnit/terminal in :mod:`edgepack.report`, HTML in :mod:`edgep
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 from edgepack.gate import fingerprint
 from edgepack.types import BenchRecord, Report
@@ -169,8 +169,14 @@ def _pinned(rec: BenchRecord) -> str:
 DEVICE_COLUMNS = ["device", "machine", "CPU", "cores", "runtime", "threads", "governor", "freq cur/max", "temp"]
 
 
+def run_warnings(records: Iterable[BenchRecord]) -> list[str]:
+    """The runners' warnings (``RunResult.warnings``: e.g. a runtime older than the bundle's exporter), one line
+    each, naming the bundle and device."""
+    return [f"warning: {rec.bundle} on {rec.device_spec}: {w}" for rec in records for w in rec.result.warnings]
+
+
 def notes(rep: Report) -> list[str]:
-    out = []
+    out = run_warnings(rep.records)
     if any(r.result.device.cpu.emulated for r in rep.records):
         out.append("Emulated devices: latency is not the real board's.")
     counts = sorted({len(r.result.latency_ms.samples) for r in rep.records})

@@ -248,8 +248,9 @@ def compare(
                     s.close()
                 sessions.clear()
                 packages = tuple(dict.fromkeys(p for rt in runtimes for p in rt.device_packages))
+                steps = tuple(dict.fromkeys(s for rt in runtimes for s in rt.install_steps(dev.machine())))
                 with step(f"install {' '.join(packages)} into a venv on {dev.name}"):
-                    dev.install_runtime(packages)  # and runs the runners with the venv's Python
+                    dev.install_runtime(steps)  # and runs the runners with the venv's Python
         slots = [(sessions[0], 0), (sessions[0], 1)] if shared else [(s, 0) for s in sessions]
         windows: list[list[list[float]]] = [[] for _ in slots]  # [candidate, baseline?]
         base_windows = windows[1] if paired else stored

@@ -404,6 +404,11 @@ class RunResult(BaseModel):
     placement: Optional[Placement] = None
     op_timing: Optional[OpTiming] = None
     sustained: Optional[Sustained] = Field(None, description="bench --sustained: windows, ratio, verdict")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the runner wants the reader to know about a successful run (e.g. a runtime older than "
+        "the bundle's exporter)",
+    )
 
     model_config = ConfigDict(populate_by_name=True)
 

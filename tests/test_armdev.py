@@ -3,6 +3,7 @@ build on the host -> bench over SSH -> the aarch64 runner verifies, runs golden 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -106,3 +107,51 @@ def test_install_runtime_on_emulated_arm(arm, digits):
     )
     assert res.result.device.machine == "aarch64" and res.result.accuracy.n == 450
     assert (venv / "bin" / "python").exists()
+
+
+@pytest.fixture(scope="module")
+def executorch_digits(tmp_path_factory):
+    """The digits sample as ExecuTorch programs (fp32, int8), and the device's executorch layer."""
+    reason = armdev.why_layer_missing("executorch")
+    if reason:
+        if os.environ.get("EDGEPACK_REQUIRE_ARMDEV"):
+            pytest.fail(f"EDGEPACK_REQUIRE_ARMDEV is set but: {reason}")
+        pytest.skip(reason)
+    if importlib.util.find_spec("executorch") is None:
+        pytest.skip("needs the executorch extra")
+    d = tmp_path_factory.mktemp("digits-et")
+    src = f"{DIGITS / 'model.py'}:build_model"
+    common = dict(inputs=["image:1x1x8x8"], calibration=DIGITS / "calib.npz", eval=DIGITS / "eval.npz")
+    return {
+        q: edgepack.build(src, to="executorch", quantize=q, output=d / f"digits.{q}.edgepack", **common)
+        for q in ("none", "int8")
+    }
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_executorch_on_emulated_arm(quantize, arm, executorch_digits):
+    """A .pte built here runs on the aarch64 device's executorch runtime (torch 2.10 + executorch 1.1, the newest
+    CPU pair on PyPI for aarch64: older than the exporter). The runner says so in the result's warnings, and the
+    program still agrees with torch and classifies as on the host; XNNPACK took the ops."""
+    from edgepack import doctor, report
+    from edgepack.device_runners.executorch_runner import _release
+    from edgepack.devices import SSHOptions
+
+    built = executorch_digits[quantize]
+    host = edgepack.bench(built.path, "local", runs=3, min_seconds=0).result
+    res = edgepack.bench(built.path, arm.spec, runs=3, warmup=1, min_seconds=0, **arm.ssh_options())
+    r = res.result
+    assert (r.device.machine, r.device.runtime) == ("aarch64", "executorch") and r.device.cpu.emulated
+    out = built.manifest.outputs[0].name
+    assert r.validation[out].cosine >= built.manifest.validation.thresholds["min_cosine"], "agrees with torch"
+    assert r.accuracy.n == 450 and abs(r.accuracy.top1 - host.accuracy.top1) <= 0.005, (r.accuracy, host.accuracy)
+    assert r.placement is not None and r.placement.partitions >= 1 and r.placement.accelerator_ops > 0
+    assert r.runtime_details["backends"] == ["XnnpackBackend"] and r.runtime_details["torch"].startswith("2.10")
+    exporter = built.manifest.tools["executorch"]
+    older = _release(r.device.runtime_version)[:2] < _release(exporter)[:2]
+    assert older == any("runtime older than the exporter" in w and exporter in w for w in r.warnings), r.warnings
+    md = report.markdown(report.make_report([res.record()]))
+    assert older == (f"warning: {built.path.name} on {arm.spec}: runtime older than the exporter" in md)
+    assert host.warnings == [], "the host's executorch is the exporter's"
+    adv = doctor.advice(doctor.probe(arm.spec, SSHOptions(**arm.ssh_options())))["executorch"]
+    assert adv["ready"] and adv["runtime"].startswith(f"executorch {r.device.runtime_version}"), adv

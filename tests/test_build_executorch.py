@@ -263,6 +263,31 @@ def test_doctor_knows_the_runtime():
     assert bare["ready"] is False and "executorch" in bare["install"] and "torch" in bare["install"]
     x86 = rt.advice({"packages": {}, "machine": "x86_64", "system": "Linux"}, "pip install")
     assert "download.pytorch.org/whl/cpu" in x86["install"], "PyPI's x86_64 torch is the CUDA build"
+    # the steps --install-runtime runs: the exporter's releases, torch's CPU build on Linux, no export stack
+    torch, et = rt.install_steps("aarch64")[1:]
+    assert et == ("--no-deps", f"executorch=={edgepack_tools()['executorch']}"), et
+    assert torch[:1] == (f"torch=={edgepack_tools()['torch'].split('+')[0]}",) and "--index-url" in torch
+    assert "--index-url" not in rt.install_steps("arm64")[1], "macOS: PyPI's torch is the CPU build"
+    assert "torch==2.10.0 + executorch==1.1.0" in bare["note"], "the PyPI-only aarch64 pair is named"
+    have_torch = rt.advice({"packages": {"numpy": "2", "torch": "2.13.0"}, "machine": "x86_64", "system": "Linux"}, "p")
+    assert have_torch["install"] == f"p numpy && p --no-deps executorch=={edgepack_tools()['executorch']}"
+
+
+def edgepack_tools() -> dict[str, str]:
+    from importlib import metadata
+
+    return {d: metadata.version(d) for d in ("executorch", "torch")}
+
+
+def test_version_skew_is_named():
+    """ExecuTorch promises only that newer runtimes load older programs: an older runtime than the exporter is a
+    warning when it runs the program, and named in the error when it cannot load it."""
+    from edgepack.device_runners.executorch_runner import version_skew
+
+    w = version_skew("1.1.0", "1.4.1")
+    assert w is not None and "exported by executorch 1.4.1 and ran on executorch 1.1.0" in w and ">=1.4" in w
+    assert version_skew("1.4.0", "1.4.1") is None and version_skew("1.5.0", "1.4.1") is None
+    assert version_skew("unknown", "1.4.1") is None and version_skew("1.1.0", "") is None
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ every other method has a default. One backend object runs one model: ``load`` ke
     load(model_path, manifest, settings)       # timed as load_ms
     run(feeds) ...                             # first inference, warm-up, timed runs, golden, eval
     details()                                  # the result's runtime_details
+    warnings(manifest)                         # the result's warnings (e.g. a runtime older than the exporter)
     analyze(feeds)                             # placement / op_timing, after (and apart from) the timed runs
 
 ``settings`` is the parsed command line (``argparse.Namespace``: the shared flags plus this runtime's). ``feeds``
@@ -77,6 +78,11 @@ class Backend(object):
     def details(self) -> dict[str, Any]:
         """The result's ``runtime_details`` (providers, delegates, compute units, ...). Default: empty."""
         return {}
+
+    def warnings(self, manifest: Mapping[str, Any]) -> list[str]:
+        """What a reader of the result must know about this run although it succeeded (the result's
+        ``warnings``; bench prints them, reports list them). Default: none."""
+        return []
 
     def analyze(self, feeds: Mapping[str, Any]) -> Analysis:
         """Op placement and per-op timing, measured after the timed runs so they never touch the latency

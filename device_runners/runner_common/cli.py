@@ -386,6 +386,7 @@ class _Loaded:
             placement=extra.get("placement"),
             op_timing=extra.get("op_timing"),
             sustained=sustained,
+            warnings=backend.warnings(self.manifest),
         )
 
 

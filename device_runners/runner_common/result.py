@@ -36,6 +36,7 @@ def document(
     placement: Optional[dict[str, Any]],
     op_timing: Optional[dict[str, Any]],
     sustained: Optional[dict[str, Any]],
+    warnings: list[str],
 ) -> dict[str, Any]:
     """The result (schema ``edgepack.result/1``); every field is required here, null where not measured."""
     return {
@@ -57,6 +58,7 @@ def document(
         "placement": placement,
         "op_timing": op_timing,
         "sustained": sustained,
+        "warnings": warnings,
     }
 
 

@@ -1,7 +1,8 @@
 """The emulated 64-bit ARM device (Debian bookworm arm64 under qemu-user, its own aarch64 sshd, Python, numpy,
 onnxruntime and ai-edge-litert), driven by the scripts beside this file:
 
-    sudo tests/devices/armdev/build.sh    # once, ~6 min, into /var/cache/edgepack/armdev-<recipe hash> (idempotent)
+    sudo tests/devices/armdev/build.sh    # once, ~17 min, into /var/cache/edgepack/armdev-<recipe hash> (idempotent)
+    sudo tests/devices/armdev/layer.sh executorch   # + torch/executorch (~2 min), keyed by layers/executorch.sh
     sudo tests/devices/armdev/start.sh    # aarch64 sshd on 127.0.0.1:$ARMDEV_PORT   (the fixture does this)
     sudo tests/devices/armdev/stop.sh
 
@@ -25,9 +26,19 @@ def why_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "the emulated ARM device needs root (chroot, mount namespace, binfmt_misc)"
     if not (DIR / "rootfs" / "opt" / "venv" / "bin" / "python3").exists():
-        return f"the emulated ARM device is not built: sudo {HERE / 'build.sh'} (~6 min)"
+        return f"the emulated ARM device is not built: sudo {HERE / 'build.sh'} (~17 min)"
     if not Path("/proc/sys/fs/binfmt_misc").exists():
         return "binfmt_misc is not available on this kernel"
+    return None
+
+
+def why_layer_missing(name: str) -> str | None:
+    """Why layer ``name`` (``armdev/layers/NAME.sh``, one more runtime) is not on the device, or None."""
+    import hashlib
+
+    key = hashlib.sha256((HERE / "layers" / f"{name}.sh").read_bytes()).hexdigest()[:16]
+    if not (DIR / "layers" / f"{name}.{key}").exists():
+        return f"the emulated ARM device lacks its {name} layer: sudo {HERE / 'layer.sh'} {name} (~2 min)"
     return None
 
 

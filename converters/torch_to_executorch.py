@@ -14,7 +14,8 @@ Precisions, I/O always float32 (or the source's integer dtypes):
 
 Ops XNNPACK cannot take are not an error: they run on the portable kernels and the build says which (the device
 runner's ``placement`` counts them per op type). The build-time check runs the ``.pte`` with the
-``executorch.runtime`` Python API, the same runtime the device runner uses.
+``executorch.runtime`` Python API, the same runtime the device runner uses, after a first load and inference in a
+child process (``crash_probe``): a program that crashes the runtime fails the route instead of the build process.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
+import signal
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,7 +75,11 @@ def _quantize_int8(torch, module, args, source: ModelSource, calibration: dict |
 
     if calibration is None:
         raise UsageError("--quantize int8 needs calibration data", "pass --calibration DATA.npz")
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    class Quantizer(XNNPACKQuantizer):  # type: ignore[misc]
+        def transform_for_annotation(self, model):
+            return super().transform_for_annotation(integer_scalars_kept(torch, model))
+
+    quantizer = Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(module, args, strict=False).module(), quantizer)
     with torch.no_grad():
         for feeds in iter_batches(calibration, [s.model_dump() for s in source.inputs]):
@@ -78,6 +87,34 @@ def _quantize_int8(torch, module, args, source: ModelSource, calibration: dict |
     converted = convert_pt2e(prepared)
     check_integer_compute(converted)
     return converted
+
+
+def integer_scalars_kept(torch, model):
+    """Integer ``add``/``mul`` with a Python number, as their ``.Scalar`` overloads. XNNPACKQuantizer's
+    ``transform_for_annotation`` turns the number operand of every ``add.Tensor``/``mul.Tensor`` into a float32
+    buffer (for observers to see); on an integer tensor that makes the result float: index arithmetic such as
+    Hugging Face's attention-mask ``arange(n) + 0`` then fails with "tensors used as indices must be long, int,
+    byte or bool tensors" (BERT, DETR). The ``.Scalar`` overloads compute the same and are left alone."""
+    aten = torch.ops.aten
+    scalar = {aten.add.Tensor: aten.add.Scalar, aten.mul.Tensor: aten.mul.Scalar}
+    changed = False
+    for n in model.graph.nodes:
+        val = n.meta.get("val")
+        if (
+            n.op == "call_function"
+            and n.target in scalar
+            and len(n.args) == 2
+            and isinstance(n.args[0], torch.fx.Node)
+            and isinstance(n.args[1], (int, bool))
+            and not n.kwargs
+            and isinstance(val, torch.Tensor)
+            and not val.is_floating_point()
+        ):
+            n.target = scalar[n.target]
+            changed = True
+    if changed:
+        model.recompile()
+    return model
 
 
 HEAVY_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "linear", "conv_transpose1d", "conv_transpose2d")
@@ -181,6 +218,7 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         note(f"[yellow]portable-op fallback:[/yellow] XNNPACK did not take {placed['portable_ops']} op(s): {safe(ops)}")
     inputs = [s.model_copy() for s in source.inputs]
     outputs = [s.model_copy() for s in source.outputs]
+    crash_probe(out, inputs, outputs)
     from importlib import metadata
 
     tools = {
@@ -197,6 +235,42 @@ def convert(source: ModelSource, options: BuildOptions, calibration: dict | None
         predict=session_predict(out, inputs, outputs),
         quantization=quant,
     )
+
+
+# the device runner's own load and one inference on zeros (its backend: the same pybindings, the same checks)
+_PROBE = """
+import argparse, json, sys
+import numpy as np
+from edgepack.device_runners.executorch_runner import ExecuTorchBackend
+specs = json.loads(sys.argv[2])
+backend = ExecuTorchBackend()
+backend.check()
+backend.load(sys.argv[1], specs, argparse.Namespace(threads=None))
+backend.run({s["name"]: np.zeros(s["shape"], s["dtype"]) for s in specs["inputs"]})
+"""
+
+
+def crash_probe(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+    """Load ``path`` and run it once in a child process. The lowered program of some graphs crashes the runtime
+    in native code (DETR int8 with executorch 1.4.1: SIGSEGV in ``load_method``, the XNNPACK delegate's set-up),
+    which in this process would kill the build with no message. A crash is this route's failure; any other
+    error is left to the in-process load, which words it."""
+    specs = {
+        "inputs": [{"name": s.name, "shape": list(s.static_shape()), "dtype": s.dtype} for s in inputs],
+        "outputs": [{"name": s.name} for s in outputs],
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(path), json.dumps(specs)], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode < 0:
+        from importlib import metadata
+
+        sig = signal.Signals(-proc.returncode).name
+        raise EdgepackError(
+            f"the ExecuTorch runtime crashed ({sig}) loading or running the lowered program "
+            f"(executorch {metadata.version('executorch')}; a runtime bug with this graph)",
+            "build --to executorch with another --quantize (none, fp16), or --to onnx/tflite for int8",
+        )
 
 
 def open_program(path: Path):

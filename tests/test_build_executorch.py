@@ -20,6 +20,7 @@ from helpers import cli, dataset, one_line_error, torch_model_py
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "samples" / "digits"
+MODELS = REPO / "tests" / "models"
 
 pytestmark = [
     pytest.mark.torch,
@@ -109,6 +110,25 @@ def test_fp32_pt2_build_and_bench(fp32_bundle):
     # every op of the convnet runs inside one XNNPACK partition; nothing is left to the portable kernels
     assert r.placement.partitions == 1 and r.placement.cpu_ops == 0
     assert ops["XNNFullyConnected"] == (1, 0) and ops.get("XNNConv2d", ops.get("XNNDepthwiseConv2d")) == (1, 0)
+
+
+def test_int8_keeps_integer_index_arithmetic(tmp_path):
+    """Regression (zoo: BERT, DETR): XNNPACKQuantizer turned the Python number of ``arange(n) * 1 + 0`` into a
+    float32 buffer, so the index became float and int8 export failed ("tensors used as indices must be long")."""
+    import numpy as np
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32))
+    built = edgepack.build(
+        f"{MODELS / 'index_arith.py'}:build_model",
+        to="executorch",
+        quantize="int8",
+        inputs=["x:1x16"],
+        calibration=calib,
+        output=tmp_path / "ia.ep",
+    )
+    assert built.manifest.quantization.mode == "int8" and built.manifest.validation.status == "passed"
+    assert built.manifest.validation.outputs["output"].cosine >= 0.99
 
 
 @pytest.mark.slow

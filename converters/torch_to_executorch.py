@@ -75,6 +75,7 @@ def _quantize_int8(torch, module, args, source: ModelSource, calibration: dict |
 
     if calibration is None:
         raise UsageError("--quantize int8 needs calibration data", "pass --calibration DATA.npz")
+
     class Quantizer(XNNPACKQuantizer):  # type: ignore[misc]
         def transform_for_annotation(self, model):
             return super().transform_for_annotation(integer_scalars_kept(torch, model))

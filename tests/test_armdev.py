@@ -133,8 +133,9 @@ def test_executorch_on_emulated_arm(quantize, arm, executorch_digits):
     """A .pte built here runs on the aarch64 device's executorch runtime (torch 2.10 + executorch 1.1, the newest
     CPU pair on PyPI for aarch64: older than the exporter). The runner says so in the result's warnings, and the
     program still agrees with torch and classifies as on the host; XNNPACK took the ops."""
-    from edgepack import doctor, report
     from edgepack.device_runners.executorch_runner import _release
+
+    from edgepack import doctor, report
     from edgepack.devices import SSHOptions
 
     built = executorch_digits[quantize]

@@ -93,8 +93,11 @@ def check_options(options: ConvertOptions) -> None:
             )
 
 
-def _check_route_options(options: ConvertOptions, candidates: list[registry.Route]) -> None:
-    """A route option the user set must be read by at least one route this build may take."""
+def _routes_reading_options(options: ConvertOptions, plan: registry.Plan) -> registry.Plan:
+    """The routes that read every route option the user set: one that would ignore it (``--keep-float`` on a
+    fallback route without mixed precision) is skipped with that reason rather than taken silently. An option no
+    candidate reads is refused."""
+    candidates, skipped = list(plan.candidates), list(plan.skipped)
     for opt in registry.build_options():
         value = getattr(options, opt.name)
         if value is None or value == opt.default:
@@ -106,6 +109,9 @@ def _check_route_options(options: ConvertOptions, candidates: list[registry.Rout
                 f"{', '.join(r.name for r in candidates)})",
                 f"drop {opt.flag}; it is read by the routes {', '.join(readers)}",
             )
+        skipped += [(r.name, f"does not read {opt.flag}") for r in candidates if opt not in r.options]
+        candidates = [r for r in candidates if opt in r.options]
+    return registry.Plan(candidates, skipped)
 
 
 def build(source: str, options: BuildOptions) -> BuildResult:
@@ -141,8 +147,7 @@ def _build(source: str, options: BuildOptions, npu: Any, out: Path, work: Path, 
     c = options.convert
     with step(f"load {source}"), framework_output(log):
         src = converters.load_source(str(source), list(options.inputs))
-    plan = registry.plan(src.framework, src.kind, c.target, c.quantize, c.route)
-    _check_route_options(c, plan.candidates)
+    plan = _routes_reading_options(c, registry.plan(src.framework, src.kind, c.target, c.quantize, c.route))
     data = load_data(src, options.data, c.quantize, plan.candidates)
     built = convert(src, plan, options, data, work, log)
     if c.explain_quant or c.keep_float is not None:

@@ -197,3 +197,20 @@ def test_default_torch_tflite_int8_is_integer_with_float_io(tmp_path):
         assert np.dtype(details[op["inputs"][0]]["dtype"]) == np.int8, op
         assert np.dtype(details[op["inputs"][1]]["dtype"]) == np.int8, op
     assert tops["none"] - tops["int8"] <= 0.01, tops
+
+
+def test_keep_float_skips_the_routes_that_would_ignore_it():
+    """torch -> TFLite int8 falls back to torch-litert-pt2e and torch-onnx2tf, which have no mixed precision: with
+    --keep-float they are skipped with that reason (recorded in manifest.route), never taken silently."""
+    from edgepack import registry
+    from edgepack.builder import _routes_reading_options
+    from edgepack.types import ConvertOptions
+
+    full = registry.plan("torch", "python-callable", "tflite", "int8")
+    assert [r.name for r in full.candidates][:1] == ["torch-litert"] and len(full.candidates) >= 3
+    plan = _routes_reading_options(ConvertOptions(target="tflite", quantize="int8", keep_float="auto"), full)
+    assert [r.name for r in plan.candidates] == ["torch-litert"]
+    skipped = dict(plan.skipped)
+    assert skipped["torch-litert-pt2e"] == skipped["torch-onnx2tf"] == "does not read --keep-float"
+    # without the option the fallbacks stay
+    assert _routes_reading_options(ConvertOptions(target="tflite", quantize="int8"), full).candidates == full.candidates

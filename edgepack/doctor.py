@@ -168,12 +168,13 @@ def render(device: str, facts: dict[str, Any], adv: dict[str, dict[str, Any]]) -
         *(f"note      {n}" for n in facts.get("notes", [])),
         "",
     ]
+    width = max([9, *(len(f) for f in adv)])  # the labels above are 9 wide ("delegates"); executorch is 10
     for fmt, a in adv.items():
         if a["ready"]:
-            lines.append(f"{fmt:<7} ready ({a['runtime']})")
+            lines.append(f"{fmt:<{width}} ready ({a['runtime']})")
         else:
             lines.append(
-                f"{fmt:<7} not ready"
+                f"{fmt:<{width}} not ready"
                 + (f": {a['install']}" if a.get("install") else "")
                 + (f"  ({a['note']})" if a.get("note") else "")
             )

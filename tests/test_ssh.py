@@ -279,7 +279,7 @@ def test_doctor_over_ssh_says_what_to_install(home, remote_dir, tmp_path):
         str(remote_dir),
         env={"HOME": str(home)},
     )
-    assert text.returncode == 0 and "onnx    ready (onnxruntime" in text.stdout
+    assert text.returncode == 0 and "onnx       ready (onnxruntime" in text.stdout
 
 
 @pytest.mark.slow

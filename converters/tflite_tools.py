@@ -194,7 +194,13 @@ def representative(
 
     def gen():
         for feeds in iter_batches(calibration, specs):
-            arrays = [feeds[s["name"]].astype(np.float32) for s in specs]
+            # float inputs as float32 (quantized I/O is calibrated in float too); integer ones (token ids) as
+            # the source's integer dtype: float ids fail the calibrator ("Cannot set tensor: Got value of type
+            # FLOAT32 but expected type INT64")
+            arrays = [
+                feeds[s["name"]].astype(s["dtype"] if np.dtype(s["dtype"]).kind in "iub" else np.float32)
+                for s in specs
+            ]
             if signature_names:
                 yield {name: a for names, a in zip(signature_names, arrays) for name in names}
             else:

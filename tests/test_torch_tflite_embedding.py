@@ -79,3 +79,25 @@ def test_embedding_model_quantizes_to_a_loadable_model(quantize, tmp_path):
         table = [t for t in tensors if list(t["shape"]) == [100, 32]]
         assert len(table) == 1 and table[0]["dtype"] == np.int8, "the embedding table is int8"
         assert list(table[0]["quantization_parameters"]["zero_points"]) == [0]
+
+
+@pytest.mark.slow
+def test_embedding_int8_through_onnx2tf(tmp_path):
+    """Regression (zoo: BERT's int8 fallback): the onnx2tf routes calibrated every input as float32, so token ids
+    reached the TFLite calibrator as floats and the build failed; they are fed in their integer dtype now."""
+    py = tmp_path / "tagger.py"
+    py.write_text(MODEL_PY)
+    calib = tmp_path / "ids.npz"
+    np.savez(calib, ids=np.random.default_rng(0).integers(0, 100, (32, 6)).astype(np.int64))
+    res = edgepack.build(
+        f"{py}:build_model",
+        to="tflite",
+        quantize="int8",
+        route="torch-onnx2tf",
+        inputs=["ids:1x6:int64"],
+        calibration=calib,
+        output=tmp_path / "m.edgepack",
+    )
+    m = res.manifest
+    assert m.route.name == "torch-onnx2tf" and m.quantization.mode == "int8" and m.validation.status == "passed"
+    assert m.inputs[0].dtype in ("int32", "int64") and m.inputs[0].quant is None

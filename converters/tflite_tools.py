@@ -198,8 +198,7 @@ def representative(
             # the source's integer dtype: float ids fail the calibrator ("Cannot set tensor: Got value of type
             # FLOAT32 but expected type INT64")
             arrays = [
-                feeds[s["name"]].astype(s["dtype"] if np.dtype(s["dtype"]).kind in "iub" else np.float32)
-                for s in specs
+                feeds[s["name"]].astype(s["dtype"] if np.dtype(s["dtype"]).kind in "iub" else np.float32) for s in specs
             ]
             if signature_names:
                 yield {name: a for names, a in zip(signature_names, arrays) for name in names}

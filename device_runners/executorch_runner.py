@@ -283,6 +283,11 @@ def version_skew(runtime: str, exporter: str) -> Optional[str]:
     )
 
 
+def exporter_version(manifest: Mapping[str, Any]) -> str:
+    """The executorch release that exported the bundle's program (``manifest.tools``), or ''."""
+    return str((manifest.get("tools") or {}).get("executorch", ""))
+
+
 def _dist_version(dist: str) -> str:
     try:
         from importlib import metadata
@@ -352,7 +357,7 @@ class ExecuTorchBackend(common.Backend):
             )
             method = program.load_method("forward")
         except Exception as e:  # the pybindings raise RuntimeError with an error code
-            exporter = str((manifest.get("tools") or {}).get("executorch", "?"))
+            exporter = exporter_version(manifest)
             skew = version_skew(self.version(), exporter)
             raise common.RunnerError(
                 "the ExecuTorch runtime could not load the program: %s%s"
@@ -388,7 +393,7 @@ class ExecuTorchBackend(common.Backend):
         return dict((n, t.numpy() if hasattr(t, "numpy") else np.asarray(t)) for n, t in zip(self.outputs, got))
 
     def warnings(self, manifest: Mapping[str, Any]) -> list[str]:
-        skew = version_skew(self.version(), str((manifest.get("tools") or {}).get("executorch", "")))
+        skew = version_skew(self.version(), exporter_version(manifest))
         return [skew] if skew else []
 
     def details(self) -> dict[str, Any]:
